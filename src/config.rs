@@ -1,0 +1,513 @@
+//! The configuration: the TOML file (or the `run` flags) turned into checked,
+//! typed settings. Every error names where it is (file:line:column, or the flag)
+//! and says how to fix it.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pin::Pin;
+
+/// Default for `connect_timeout`: TCP connect to the upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `handshake_timeout`: the TLS handshake after connecting.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `response_timeout`: from sending the request to the whole response
+/// head. Generous because `publish` and `install-policy` can take minutes.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for `idle_timeout`: how long a pooled upstream connection may sit unused.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `shutdown_timeout`: how long in-flight requests may finish on SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long in-flight requests may run after SIGINT/SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// One entry per listener and its upstream.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One plain-HTTP listener and the pinned TLS server it forwards to.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Unique name, used in logs.
+    pub name: String,
+    /// Where the plain-HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Host part of `address` (a DNS name or an IP, without brackets).
+    pub host: String,
+    /// Port of `address`.
+    pub port: u16,
+    /// SNI and Host name; `None` means "use `host`".
+    pub server_name: Option<String>,
+    /// Any one matching pin accepts the server.
+    pub pins: Vec<Pin>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Time allowed for the response head after the request is sent.
+    pub response_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// The name used for SNI and the Host header.
+    pub fn effective_server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
+    }
+
+    /// `host:port` for connecting, with brackets around an IPv6 host.
+    pub fn address(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+}
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    /// `file:line:column`, or the command-line flag.
+    pub location: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            location: path.display().to_string(),
+            message: format!(
+                "cannot read the config file: {e}; pass another with --config FILE or set PINPROXY_CONFIG"
+            ),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks TOML `text`; `path` is only used to name the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| ConfigError {
+            location: location(path, text, span.start),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let start = e.span().map_or(0, |s| s.start);
+            at(start..start, explain_toml_error(e.message()))
+        })?;
+        if raw.upstream.is_empty() {
+            return Err(ConfigError {
+                location: path.display().to_string(),
+                message: "no [[upstream]] table: add one with name, listen, address and fingerprints (see proxy.example.toml)".into(),
+            });
+        }
+        let shutdown_timeout = match &raw.shutdown_timeout {
+            Some(v) => duration(v.get_ref()).map_err(|m| at(v.span(), m))?,
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for u in &raw.upstream {
+            let up = check_upstream(u).map_err(|(span, m)| at(span, m))?;
+            if upstreams.iter().any(|o| o.name == up.name) {
+                return Err(at(
+                    u.name.span(),
+                    format!(
+                        "upstream name {:?} is used twice; names must be unique",
+                        up.name
+                    ),
+                ));
+            }
+            if let Some(o) = upstreams
+                .iter()
+                .find(|o| o.listen == up.listen && up.listen.port() != 0)
+            {
+                return Err(at(
+                    u.listen.span(),
+                    format!(
+                        "listen address {} is already used by upstream {:?}; give each upstream its own port",
+                        up.listen, o.name
+                    ),
+                ));
+            }
+            upstreams.push(up);
+        }
+        Ok(Config {
+            shutdown_timeout,
+            upstreams,
+        })
+    }
+
+    /// Builds a one-upstream config from `pinproxy run` flags.
+    pub fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
+        let flag = |name: &str, message: String| ConfigError {
+            location: name.to_string(),
+            message,
+        };
+        let listen = parse_listen(&flags.listen, flags.allow_non_loopback)
+            .map_err(|m| flag("--listen", m))?;
+        let (host, port) = parse_address(&flags.upstream).map_err(|m| flag("--upstream", m))?;
+        if let Some(name) = &flags.server_name {
+            check_server_name(name).map_err(|m| flag("--server-name", m))?;
+        }
+        if flags.fingerprints.is_empty() {
+            return Err(flag(
+                "--fingerprint",
+                "at least one --fingerprint PIN is required; get it with `api fingerprint` on the server or `pinproxy fingerprint HOST:PORT`".into(),
+            ));
+        }
+        let mut pins = Vec::new();
+        for (i, text) in flags.fingerprints.iter().enumerate() {
+            let pin = Pin::parse(text)
+                .map_err(|e| flag("--fingerprint", format!("pin {}: {e}", i + 1)))?;
+            pins.push(pin);
+        }
+        Ok(Config {
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            upstreams: vec![UpstreamConfig {
+                name: "default".into(),
+                listen,
+                host,
+                port,
+                server_name: flags.server_name.clone(),
+                pins,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            }],
+        })
+    }
+}
+
+/// The `pinproxy run` flags that describe one upstream without a file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: String,
+    /// `--upstream`.
+    pub upstream: String,
+    /// `--fingerprint`, repeated.
+    pub fingerprints: Vec<String>,
+    /// `--server-name`.
+    pub server_name: Option<String>,
+    /// `--allow-non-loopback`.
+    pub allow_non_loopback: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    shutdown_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    listen: Spanned<String>,
+    address: Spanned<String>,
+    server_name: Option<Spanned<String>>,
+    fingerprints: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow_non_loopback: bool,
+    connect_timeout: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    response_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
+
+fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
+    let name = u.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err((
+            u.name.span(),
+            format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    let listen =
+        parse_listen(u.listen.get_ref(), u.allow_non_loopback).map_err(|m| (u.listen.span(), m))?;
+    let (host, port) = parse_address(u.address.get_ref()).map_err(|m| (u.address.span(), m))?;
+    if let Some(sn) = &u.server_name {
+        check_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?;
+    }
+    if u.fingerprints.get_ref().is_empty() {
+        return Err((
+            u.fingerprints.span(),
+            "fingerprints is empty: add the SHA1 line printed by `api fingerprint` on the server (or run `pinproxy fingerprint HOST:PORT`)".into(),
+        ));
+    }
+    let mut pins = Vec::new();
+    for text in u.fingerprints.get_ref() {
+        let pin = Pin::parse(text.get_ref())
+            .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))?;
+        pins.push(pin);
+    }
+    let timeout = |v: &Option<Spanned<String>>, default: Duration| -> Located<Duration> {
+        match v {
+            Some(s) => duration(s.get_ref()).map_err(|m| (s.span(), m)),
+            None => Ok(default),
+        }
+    };
+    Ok(UpstreamConfig {
+        name: name.clone(),
+        listen,
+        host,
+        port,
+        server_name: u.server_name.as_ref().map(|s| s.get_ref().clone()),
+        pins,
+        connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
+        handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
+        response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
+        idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+    })
+}
+
+fn parse_listen(text: &str, allow_non_loopback: bool) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        format!("listen {text:?} is not IP:PORT; write for example \"127.0.0.1:8443\" or \"[::1]:8443\"")
+    })?;
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        return Err(format!(
+            "listen {addr} is not a loopback address. pinproxy's listener speaks plain HTTP, so anyone who can reach \
+             {addr} could send requests to the upstream through a connection that looks verified, and read \
+             credentials and session ids in clear. Use 127.0.0.1 or [::1] (a Kubernetes pod shares its loopback), \
+             or, if that exposure is really intended, set allow_non_loopback = true for this upstream"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Splits `host:port` (or `[v6]:port`); the port is required.
+pub fn parse_address(text: &str) -> Result<(String, u16), String> {
+    let fix = "write HOST:PORT, for example \"mgmt.example.com:443\", \"192.0.2.10:443\" or \"[2001:db8::1]:443\"";
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("address {text:?} has no port after the IPv6 address; {fix}"))?;
+        h.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("address {text:?}: {h:?} is not an IPv6 address; {fix}"))?;
+        (h, p)
+    } else {
+        let (h, p) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {text:?} has no port; {fix}"))?;
+        if h.contains(':') {
+            return Err(format!(
+                "address {text:?}: put an IPv6 address in brackets; {fix}"
+            ));
+        }
+        (h, p)
+    };
+    if host.is_empty() {
+        return Err(format!("address {text:?} has no host; {fix}"));
+    }
+    if host.parse::<IpAddr>().is_err() {
+        check_server_name(host).map_err(|_| {
+            format!("address {text:?}: {host:?} is neither an IP address nor a DNS name; {fix}")
+        })?;
+    }
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(format!(
+                "address {text:?}: port {port:?} is not a number from 1 to 65535; {fix}"
+            ))
+        }
+    };
+    Ok((host.to_string(), port))
+}
+
+fn check_server_name(name: &str) -> Result<(), String> {
+    rustls::pki_types::ServerName::try_from(name)
+        .map(|_| ())
+        .map_err(|_| format!("server_name {name:?} is not a valid DNS name or IP address"))
+}
+
+/// `host:port`, bracketing IPv6 hosts.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("duration {text:?} must be more than zero")),
+        Err(e) => Err(format!(
+            "duration {text:?} is not valid ({e}); write for example \"5s\", \"500ms\" or \"2m\""
+        )),
+    }
+}
+
+fn explain_toml_error(message: &str) -> String {
+    let message = message.trim();
+    if message.starts_with("unknown field") {
+        format!("{message}; remove or rename it (every key is documented in proxy.example.toml)")
+    } else if message.starts_with("missing field") {
+        format!("{message}; every [[upstream]] needs name, listen, address and fingerprints")
+    } else {
+        message.to_string()
+    }
+}
+
+/// `file:line:column` (both 1-based) of byte `offset` in `text`.
+fn location(path: &Path, text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{}:{line}:{column}", path.display())
+}
+
+impl fmt::Display for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} -> {})", self.name, self.listen, self.address())
+    }
+}
+
+/// Where the config file is when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("PINPROXY_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/pinproxy/proxy.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("proxy.toml"))
+    }
+
+    fn good() -> String {
+        format!(
+            "shutdown_timeout = \"5s\"\n\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:8443\"\naddress = \"192.0.2.10:443\"\nfingerprints = [\"{PIN}\"]\n"
+        )
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let c = parse(&good()).unwrap();
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        let u = &c.upstreams[0];
+        assert_eq!(u.name, "gaia");
+        assert_eq!(u.address(), "192.0.2.10:443");
+        assert_eq!(u.effective_server_name(), "192.0.2.10");
+        assert_eq!(u.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(u.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(u.pins.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let text = good().replace("address =", "adress =");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.location, "proxy.toml:6:1");
+        assert!(err.message.contains("adress"), "{err}");
+        assert!(err.message.contains("proxy.example.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_pin_points_at_the_pin() {
+        let text = good().replace("CA:8D", "CA:8");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.location, "proxy.toml:7:17");
+        assert!(err.message.contains("39 hex digits"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_listener_is_refused_unless_allowed() {
+        let text = good().replace("127.0.0.1:8443", "0.0.0.0:8443");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.location, "proxy.toml:5:10");
+        assert!(err.message.contains("allow_non_loopback = true"), "{err}");
+        let allowed = text.replace(
+            "[[upstream]]\n",
+            "[[upstream]]\nallow_non_loopback = true\n",
+        );
+        assert!(parse(&allowed).is_ok());
+    }
+
+    #[test]
+    fn other_mistakes_are_explained() {
+        let cases = [
+            (
+                good().replace("192.0.2.10:443", "192.0.2.10"),
+                "has no port",
+            ),
+            (good().replace("\"gaia\"", "\"my gaia\""), "letters, digits"),
+            (good().replace("\"5s\"", "\"five\""), "\"5s\""),
+            (
+                good().replace(&format!("[\"{PIN}\"]"), "[]"),
+                "fingerprints is empty",
+            ),
+            (
+                good().replace("fingerprints", "#"),
+                "missing field `fingerprints`",
+            ),
+            (
+                good() + &good().replace("shutdown_timeout = \"5s\"", ""),
+                "used twice",
+            ),
+            ("shutdown_timeout = \"1s\"\n".to_string(), "no [[upstream]]"),
+            ("[[upstream]\n".to_string(), "proxy.toml:1:"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address("mgmt:4434"), Ok(("mgmt".into(), 4434)));
+        assert_eq!(parse_address("[::1]:443"), Ok(("::1".into(), 443)));
+        assert_eq!(join_host_port("::1", 443), "[::1]:443");
+        assert!(parse_address("::1:443").is_err());
+        assert!(parse_address("mgmt:0").is_err());
+        assert!(parse_address("bad host:443").is_err());
+    }
+
+    #[test]
+    fn flags_build_one_upstream() {
+        let flags = Flags {
+            listen: "127.0.0.1:9000".into(),
+            upstream: "mgmt.example:443".into(),
+            fingerprints: vec![PIN.into()],
+            server_name: None,
+            allow_non_loopback: false,
+        };
+        let c = Config::from_flags(&flags).unwrap();
+        assert_eq!(c.upstreams[0].effective_server_name(), "mgmt.example");
+        let bad = Flags {
+            fingerprints: vec!["12:34".into()],
+            ..flags
+        };
+        let err = Config::from_flags(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--fingerprint: pin 1: 4 hex digits"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! `pinproxy demo`: everything in one process, nothing to install. A mock
+//! management API with a fresh self-signed certificate, a pinned listener in front
+//! of it, and, to show what the pin is for, an impostor server with another
+//! certificate behind a second listener that carries the same pin.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{self, Config, UpstreamConfig};
+use crate::mock_api;
+use crate::pin::{Fingerprints, Pin};
+use crate::server::Proxy;
+
+/// Runs the demo until `shutdown` completes.
+pub async fn run(
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let genuine = mock_api::self_signed(&["mgmt.demo.pinproxy", "localhost"])?;
+    let impostor = mock_api::self_signed(&["mgmt.demo.pinproxy", "localhost"])?;
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let genuine_addr = mock_api::spawn(loopback, genuine.server_config.clone())
+        .await
+        .map_err(|e| format!("cannot start the mock API: {e}"))?;
+    let impostor_addr = mock_api::spawn(loopback, impostor.server_config.clone())
+        .await
+        .map_err(|e| format!("cannot start the impostor server: {e}"))?;
+
+    let fp = Fingerprints::of(genuine.cert.as_ref());
+    let pin = Pin::Sha1(fp.sha1);
+    let upstream = |name: &str, listen: SocketAddr, target: SocketAddr| UpstreamConfig {
+        name: name.into(),
+        listen,
+        host: target.ip().to_string(),
+        port: target.port(),
+        server_name: Some("mgmt.demo.pinproxy".into()),
+        pins: vec![pin.clone()],
+        connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
+        handshake_timeout: config::DEFAULT_HANDSHAKE_TIMEOUT,
+        response_timeout: config::DEFAULT_RESPONSE_TIMEOUT,
+        idle_timeout: config::DEFAULT_IDLE_TIMEOUT,
+    };
+    let impostor_listen = SocketAddr::new(listen.ip(), 0);
+    let config = Config {
+        shutdown_timeout: Duration::from_secs(5),
+        upstreams: vec![
+            upstream("gaia", listen, genuine_addr),
+            upstream("impostor", impostor_listen, impostor_addr),
+        ],
+    };
+    let proxy = Proxy::bind(&config).await.map_err(|e| {
+        format!("{e}\nTry another address, e.g. `pinproxy demo --listen 127.0.0.1:0` for any free port.")
+    })?;
+    let addrs = proxy.local_addrs();
+    let url = |name: &str| {
+        addrs
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, a)| format!("http://{a}"))
+            .unwrap_or_default()
+    };
+    let (good, bad) = (url("gaia"), url("impostor"));
+    println!(
+        "pinproxy demo
+==============
+A mock management API is serving HTTPS on {genuine_addr} with a self-signed certificate made just now:
+
+Fingerprint:
+{sha1}
+{words}
+
+pinproxy listens on {good} (plain HTTP, loopback only) and forwards to it, pinned to that SHA1.
+An impostor with a different certificate waits on {impostor_addr}; {bad} forwards there with the
+same pin, as if someone had redirected the traffic.
+
+Try:
+  curl -s -X POST {good}/web_api/login -H 'Content-Type: application/json' \\
+       -d '{{\"user\":\"{user}\",\"password\":\"{password}\"}}'
+  curl -s -X POST {good}/web_api/show-hosts -H 'Content-Type: application/json' \\
+       -H 'X-chkp-sid: SID_FROM_LOGIN' -d '{{\"limit\":2}}'
+  curl -si -X POST {bad}/web_api/login -d '{{}}'     # 502, X-Pinproxy-Error: fingerprint-mismatch
+  pinproxy fingerprint {genuine_addr}                # what trust-on-first-use would show
+
+Ctrl-C stops the demo.
+",
+        sha1 = fp.sha1_line(),
+        words = fp.words_line(),
+        user = mock_api::USER,
+        password = mock_api::PASSWORD,
+    );
+    for (name, addr) in &addrs {
+        tracing::info!(upstream = %name, listen = %addr, "listening");
+    }
+    proxy.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! pinproxy: a loopback plain-HTTP listener that forwards every request to one
+//! configured HTTPS upstream, trusting that upstream only if its certificate
+//! matches a configured fingerprint (pin).
+//!
+//! The flow from a client to the upstream socket:
+//! [`config`] (what to do) → [`server`] (listeners, accept loop, drain) →
+//! [`forward`] (one request: headers, errors, access log) → [`upstream`]
+//! (pool and connector) → [`verify`] (the pin check inside the TLS handshake).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod forward;
+pub mod headers;
+pub mod mock_api;
+pub mod pin;
+pub mod probe;
+pub mod rfc1751;
+pub mod server;
+pub mod shutdown;
+pub mod upstream;
+pub mod verify;

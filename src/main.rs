@@ -1,0 +1,198 @@
+//! The `pinproxy` command line: parses arguments, sets up logging, and hands
+//! over to the library. Errors end here as one plain message and exit code 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pinproxy::config::{self, Config, Flags};
+use pinproxy::server::Proxy;
+use pinproxy::{demo, probe, shutdown};
+
+/// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
+///
+/// Tools that cannot pin a self-signed certificate (legacy scripts, monitoring agents, old HTTP
+/// libraries) talk to http://127.0.0.1:PORT; pinproxy talks TLS to the real server and refuses it
+/// unless its certificate matches a pin, such as the SHA1 that `api fingerprint` prints on a Check
+/// Point management server.
+#[derive(Parser)]
+#[command(name = "pinproxy", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `pinproxy demo`, then `pinproxy fingerprint HOST:PORT` against your server."
+)]
+struct Cli {
+    /// Log format on stdout; the level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the listeners of a config file, or of one upstream given by flags.
+    ///
+    /// With a file:   pinproxy run --config /etc/pinproxy/proxy.toml
+    /// Without one:   pinproxy run --listen 127.0.0.1:8443 --upstream mgmt.example:443 \
+    ///                    --fingerprint "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D"
+    ///
+    /// SIGINT/SIGTERM stop accepting and let in-flight requests finish (shutdown_timeout).
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+
+    /// Connect once, without a pin, and print the server's certificate fingerprints.
+    ///
+    /// Prints the SHA1 exactly as `api fingerprint` shows it on the server console, the
+    /// English words, SHA-256, curl's SPKI pin, subject, issuer, validity, and a config
+    /// snippet. This is trust on first use: compare with the server console before using it.
+    Fingerprint(FingerprintArgs),
+
+    /// Run a self-contained demo: a mock management API with a fresh self-signed
+    /// certificate, a pinned listener in front of it, and an impostor it refuses.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "fingerprints", "server_name"])]
+    config: Option<PathBuf>,
+
+    /// Plain-HTTP listen address (loopback unless --allow-non-loopback).
+    #[arg(long, value_name = "ADDR", requires_all = ["upstream", "fingerprints"])]
+    listen: Option<String>,
+
+    /// The TLS server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["listen", "fingerprints"])]
+    upstream: Option<String>,
+
+    /// A pin in any supported format; repeat for several (any one matching is enough).
+    #[arg(long = "fingerprint", value_name = "PIN", requires = "listen")]
+    fingerprints: Vec<String>,
+
+    /// Name for SNI and the Host header [default: the upstream's host; no SNI for an IP].
+    #[arg(long, value_name = "NAME", requires = "listen")]
+    server_name: Option<String>,
+
+    /// Allow a listener on a non-loopback address (plain HTTP exposes the upstream).
+    #[arg(long, requires = "listen")]
+    allow_non_loopback: bool,
+}
+
+#[derive(clap::Args)]
+struct FingerprintArgs {
+    /// The TLS server, HOST:PORT (e.g. mgmt.example.com:443).
+    address: String,
+
+    /// Name to send as SNI [default: the host, none for an IP].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+
+    /// Give up on connect or handshake after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the demo's pinned listener binds (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Fingerprint(args) => fingerprint(args).await,
+            Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
+        }
+    });
+    // Connections still open after shutdown_timeout are cut here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("pinproxy: error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = match &args.listen {
+        Some(listen) => Config::from_flags(&Flags {
+            listen: listen.clone(),
+            upstream: args.upstream.clone().unwrap_or_default(),
+            fingerprints: args.fingerprints.clone(),
+            server_name: args.server_name.clone(),
+            allow_non_loopback: args.allow_non_loopback,
+        }),
+        None => Config::load(&args.config.clone().unwrap_or_else(config::default_path)),
+    }
+    .map_err(|e| e.to_string())?;
+    let proxy = Proxy::bind(&config).await.map_err(|e| e.to_string())?;
+    let addrs = proxy.local_addrs();
+    for up in &config.upstreams {
+        let bound = addrs
+            .iter()
+            .find(|(name, _)| **name == *up.name)
+            .map_or(up.listen, |(_, a)| *a);
+        tracing::info!(
+            upstream = %up.name,
+            listen = %bound,
+            address = %up.address(),
+            server_name = %up.effective_server_name(),
+            pins = up.pins.len(),
+            "listening"
+        );
+    }
+    proxy.serve(logged_signal()).await;
+    Ok(())
+}
+
+async fn logged_signal() {
+    let name = shutdown::signal().await;
+    tracing::info!(signal = name, "shutting down: no new connections");
+}
+
+async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
+    let presented = probe::probe(&args.address, args.server_name.as_deref(), args.timeout).await?;
+    print!(
+        "{}",
+        probe::report(&args.address, args.server_name.as_deref(), &presented)
+    );
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into journald or a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,204 @@
+//! `pinproxy fingerprint`: connect once without a pin, show what the server
+//! presents (in Gaia's `api fingerprint` form and every other pin form), and print
+//! a ready-to-paste config snippet. This is trust on first use, and says so.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::config::{self, UpstreamConfig};
+use crate::pin::Fingerprints;
+use crate::upstream::{Connector, UpstreamError};
+use crate::verify;
+
+/// What one handshake showed.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The certificates in the order the server sent them; the first is the leaf.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Negotiated protocol, e.g. `TLSv1_3`.
+    pub protocol: String,
+    /// Negotiated cipher suite.
+    pub cipher: String,
+}
+
+/// Accepts any certificate and remembers it; still checks the handshake signature,
+/// so what is recorded is a certificate the server holds the key of.
+#[derive(Debug)]
+struct Recorder {
+    seen: Mutex<Vec<CertificateDer<'static>>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        *seen = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Connects to `address` (`host:port`) once and returns what the server presented.
+pub async fn probe(
+    address: &str,
+    server_name: Option<&str>,
+    timeout: Duration,
+) -> Result<Presented, String> {
+    let (host, port) = config::parse_address(address)?;
+    let cfg = UpstreamConfig {
+        name: "probe".into(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        host,
+        port,
+        server_name: server_name.map(str::to_string),
+        pins: Vec::new(),
+        connect_timeout: timeout,
+        handshake_timeout: timeout,
+        response_timeout: timeout,
+        idle_timeout: timeout,
+    };
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(Vec::new()),
+        algorithms: verify::provider().signature_verification_algorithms,
+    });
+    let connector = Connector::with_verifier(&cfg, recorder.clone());
+    let tls = connector.connect().await.map_err(|e| match e {
+        UpstreamError::Handshake { .. } => {
+            format!(
+                "{e}\nIs {address} a TLS server? Check the port (Gaia's API is usually on 443)."
+            )
+        }
+        other => other.to_string(),
+    })?;
+    let (_, session) = tls.get_ref();
+    let protocol = session
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let cipher = session
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    let chain = recorder
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if chain.is_empty() {
+        return Err(format!(
+            "{address} completed a handshake without presenting a certificate"
+        ));
+    }
+    Ok(Presented {
+        chain,
+        protocol,
+        cipher,
+    })
+}
+
+/// The human-readable report `pinproxy fingerprint` prints.
+pub fn report(address: &str, server_name: Option<&str>, presented: &Presented) -> String {
+    let leaf = &presented.chain[0];
+    let fp = Fingerprints::of(leaf.as_ref());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Connected to {address} ({}, {}). No pin was checked: this is trust on first use.\n",
+        presented.protocol, presented.cipher
+    );
+    let _ = writeln!(out, "Fingerprint:");
+    let _ = writeln!(out, "{}", fp.sha1_line());
+    let _ = writeln!(out, "{}", fp.words_line());
+    let _ = writeln!(out, "{}", fp.sha256_line());
+    if let Some(spki) = fp.spki_pin() {
+        let _ = writeln!(out, "SPKI pin (curl --pinnedpubkey): {spki}");
+    }
+    out.push('\n');
+    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, cert)) => {
+            let validity = cert.validity();
+            let _ = writeln!(out, "Subject:    {}", cert.subject());
+            let _ = writeln!(out, "Issuer:     {}", cert.issuer());
+            let _ = writeln!(out, "Not before: {}", validity.not_before);
+            let expired = if validity.time_to_expiration().is_none() {
+                "  (EXPIRED: pinproxy still accepts a pinned expired certificate)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "Not after:  {}{expired}", validity.not_after);
+        }
+        Err(e) => {
+            let _ = writeln!(out, "(the certificate does not parse as X.509: {e})");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Chain:      {} certificate(s) presented; only the first (the server's own) is pinned.\n",
+        presented.chain.len()
+    );
+    let _ = writeln!(
+        out,
+        "Anyone between you and {address} could have answered this connection. Before trusting this pin,\n\
+         compare the SHA1 line above with the output of `api fingerprint` on the management server's console.\n"
+    );
+    let name = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_matches(|c| c == '[' || c == ']')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>();
+    let _ = writeln!(out, "Config snippet (proxy.toml):\n");
+    let _ = writeln!(out, "[[upstream]]");
+    let _ = writeln!(out, "name = \"{name}\"");
+    let _ = writeln!(out, "listen = \"127.0.0.1:8443\"");
+    let _ = writeln!(out, "address = \"{address}\"");
+    if let Some(sn) = server_name {
+        let _ = writeln!(out, "server_name = \"{sn}\"");
+    }
+    let _ = writeln!(out, "fingerprints = [\"{}\"]", fp.sha1_line());
+    out
+}

@@ -1,0 +1,427 @@
+//! One upstream server: the pinned TLS connector, the connection pool over it,
+//! and the classification of everything that can go wrong on the way there.
+//!
+//! Every new connection runs a full TLS handshake through [`PinVerifier`]; the
+//! pool only ever hands out connections that passed it, and session resumption is
+//! off, so the pin is checked on every connection before a request byte is written.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::UpstreamConfig;
+use crate::forward::RequestBody;
+use crate::verify::{self, PinMismatch, PinVerifier};
+
+/// Why a request could not be answered by the upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The presented certificate matched no pin.
+    #[error("{0}")]
+    FingerprintMismatch(PinMismatch),
+    /// TLS failed for another reason (not TLS, unsupported version or cipher, bad signature…).
+    #[error("TLS handshake with {address} failed: {reason}")]
+    Handshake {
+        /// `host:port` of the upstream.
+        address: String,
+        /// rustls' or the socket's explanation, with a hint where one helps.
+        reason: String,
+    },
+    /// DNS or TCP failure.
+    #[error("cannot connect to {address}: {reason}")]
+    Connect {
+        /// `host:port` of the upstream.
+        address: String,
+        /// What the resolver or socket said.
+        reason: String,
+    },
+    /// A connect, handshake or response timeout.
+    #[error("{stage} with {address} timed out after {after:?}")]
+    Timeout {
+        /// `host:port` of the upstream.
+        address: String,
+        /// `connect`, `TLS handshake` or `waiting for the response`.
+        stage: &'static str,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The connection broke after it was established (reset, closed early, bad HTTP).
+    #[error("the connection to {address} failed: {reason}")]
+    Protocol {
+        /// `host:port` of the upstream.
+        address: String,
+        /// hyper's explanation.
+        reason: String,
+        /// The connection closed or reset before a response arrived, as a pooled
+        /// connection does when the server dropped it while it sat idle.
+        closed_early: bool,
+    },
+}
+
+impl UpstreamError {
+    /// The status the client gets and the `X-Pinproxy-Error` value.
+    pub fn status_and_tag(&self) -> (StatusCode, &'static str) {
+        match self {
+            UpstreamError::FingerprintMismatch(_) => {
+                (StatusCode::BAD_GATEWAY, "fingerprint-mismatch")
+            }
+            UpstreamError::Handshake { .. } => (StatusCode::BAD_GATEWAY, "handshake-failed"),
+            UpstreamError::Connect { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
+            UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream-failed"),
+        }
+    }
+}
+
+/// A configured upstream with its connection pool.
+pub struct Upstream {
+    /// The upstream's name from the config.
+    pub name: Arc<str>,
+    address: String,
+    authority: Authority,
+    host_header: HeaderValue,
+    response_timeout: Duration,
+    client: Client<Connector, RequestBody>,
+}
+
+impl Upstream {
+    /// Builds the connector and pool for `cfg`. Nothing connects until the first request.
+    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+        let verifier = Arc::new(PinVerifier::new(&cfg.name, cfg.pins.clone()));
+        let connector = Connector::with_verifier(cfg, verifier);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.idle_timeout)
+            // Host comes from the config, never from the client's request.
+            .set_host(false)
+            .build(connector);
+        let host = cfg.effective_server_name();
+        let host_value = if cfg.port == 443 {
+            bracket_v6(host)
+        } else {
+            crate::config::join_host_port(host, cfg.port)
+        };
+        Upstream {
+            name: cfg.name.as_str().into(),
+            address: cfg.address(),
+            authority: cfg
+                .address()
+                .parse()
+                .expect("a checked host:port is a valid authority"),
+            host_header: HeaderValue::from_str(&host_value)
+                .expect("a checked server name is a valid header value"),
+            response_timeout: cfg.response_timeout,
+            client,
+        }
+    }
+
+    /// The Host header every forwarded request carries.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
+    /// `https://address` plus the path and query of `uri`.
+    pub fn uri_for(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+
+    /// Sends a prepared request and waits (up to `response_timeout`) for the response head.
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(UpstreamError::Timeout {
+                address: self.address.clone(),
+                stage: "waiting for the response",
+                after: self.response_timeout,
+            }),
+        }
+    }
+
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
+        let mut source = std::error::Error::source(err);
+        while let Some(e) = source {
+            if let Some(connect) = e.downcast_ref::<ConnectError>() {
+                return connect.0.clone();
+            }
+            source = e.source();
+        }
+        UpstreamError::Protocol {
+            address: self.address.clone(),
+            reason: chain(err),
+            closed_early: closed_early(err),
+        }
+    }
+}
+
+impl UpstreamError {
+    /// True when an idempotent request may be sent again on a fresh connection:
+    /// the connection closed or reset before any response came back.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Protocol {
+                closed_early: true,
+                ..
+            }
+        )
+    }
+}
+
+fn closed_early(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// The error and all its causes, joined by ": ".
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+/// The connector's error: an [`UpstreamError`] that hyper-util carries as a source.
+#[derive(Debug)]
+pub struct ConnectError(UpstreamError);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Opens pinned TLS connections to one configured address.
+#[derive(Clone)]
+pub struct Connector {
+    inner: Arc<ConnectorInner>,
+}
+
+struct ConnectorInner {
+    address: String,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+}
+
+impl Connector {
+    /// A connector for `cfg` that trusts exactly what `verifier` accepts.
+    pub fn with_verifier(
+        cfg: &UpstreamConfig,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    ) -> Connector {
+        let server_name = ServerName::try_from(cfg.effective_server_name().to_string())
+            .expect("server names are checked when the config is loaded");
+        Connector {
+            inner: Arc::new(ConnectorInner {
+                address: cfg.address(),
+                server_name,
+                tls: TlsConnector::from(Arc::new(verify::client_config(verifier))),
+                connect_timeout: cfg.connect_timeout,
+                handshake_timeout: cfg.handshake_timeout,
+            }),
+        }
+    }
+
+    /// Resolves, connects and runs the pinned handshake.
+    pub async fn connect(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let inner = &*self.inner;
+        let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&inner.address))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                address: inner.address.clone(),
+                stage: "connect",
+                after: inner.connect_timeout,
+            })??;
+        tokio::time::timeout(
+            inner.handshake_timeout,
+            inner.tls.connect(inner.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            address: inner.address.clone(),
+            stage: "TLS handshake",
+            after: inner.handshake_timeout,
+        })?
+        .map_err(|e| handshake_error(&inner.address, e))
+    }
+}
+
+async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
+    let failed = |reason: String| UpstreamError::Connect {
+        address: address.to_string(),
+        reason,
+    };
+    let addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| failed(format!("name lookup failed: {e}")))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Requests and responses are written whole; don't let Nagle hold back the tail.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        "the name resolved to no address".to_string()
+    })))
+}
+
+fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
+    if let Some(mismatch) = verify::find_mismatch(&err) {
+        return UpstreamError::FingerprintMismatch(mismatch.clone());
+    }
+    let mut reason = chain(&err);
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("handshakefailure")
+        || lower.contains("protocolversion")
+        || lower.contains("handshake_failure")
+        || lower.contains("protocol_version")
+    {
+        reason.push_str(
+            " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
+             support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
+        );
+    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        reason.push_str(" (is this port serving TLS? plain HTTP or another protocol answered)");
+    }
+    UpstreamError::Handshake {
+        address: address.to_string(),
+        reason,
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TlsConn>;
+    type Error = ConnectError;
+    type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // The URI is ignored on purpose: this connector only ever reaches its configured address.
+        let this = self.clone();
+        Box::pin(async move {
+            match this.connect().await {
+                Ok(tls) => Ok(TokioIo::new(TlsConn(tls))),
+                Err(e) => Err(ConnectError(e)),
+            }
+        })
+    }
+}
+
+/// A verified TLS connection, as the pool holds it.
+pub struct TlsConn(TlsStream<TcpStream>);
+
+impl Connection for TlsConn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        StdPin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        StdPin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
