@@ -510,4 +510,17 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_documented_example_parses_and_sets_every_key() {
+        let c = Config::parse(
+            include_str!("../proxy.example.toml"),
+            Path::new("proxy.example.toml"),
+        )
+        .unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.effective_server_name(), "mgmt.example.com");
+        assert_eq!(u.response_timeout, Duration::from_secs(300));
+        assert_eq!(u.pins[0].to_string(), PIN);
+    }
 }

@@ -13,7 +13,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{self, UpstreamConfig};
 use crate::pin::Fingerprints;
-use crate::upstream::{Connector, UpstreamError};
+use crate::upstream::Connector;
 use crate::verify;
 
 /// What one handshake showed.
@@ -99,14 +99,7 @@ pub async fn probe(
         algorithms: verify::provider().signature_verification_algorithms,
     });
     let connector = Connector::with_verifier(&cfg, recorder.clone());
-    let tls = connector.connect().await.map_err(|e| match e {
-        UpstreamError::Handshake { .. } => {
-            format!(
-                "{e}\nIs {address} a TLS server? Check the port (Gaia's API is usually on 443)."
-            )
-        }
-        other => other.to_string(),
-    })?;
+    let tls = connector.connect().await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let protocol = session
         .protocol_version()

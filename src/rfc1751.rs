@@ -94,83 +94,9 @@ fn lookup(word: &str) -> Option<usize> {
 
 const SHORT_WORDS: usize = 571;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex16(s: &str) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-        }
-        out
-    }
-
-    // The first vector is the one Check Point's documentation shows for `api fingerprint`;
-    // the other two are the examples in RFC 1751 itself.
-    const VECTORS: [(&str, &str); 3] = [
-        (
-            "7DFEDEEEC7B9D06735E4C416EC7A0313",
-            "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAUL",
-        ),
-        (
-            "CCAC2AED591056BE4F90FD441C534766",
-            "RASH BUSH MILK LOOK BAD BRIM AVID GAFF BAIT ROT POD LOVE",
-        ),
-        (
-            "EFF81F9BFBC65350920CDD7416DE8009",
-            "TROD MUTE TAIL WARM CHAR KONG HAAG CITY BORE O TEAL AWL",
-        ),
-    ];
-
-    #[test]
-    fn known_vectors_encode_and_decode() {
-        for (hex, words) in VECTORS {
-            assert_eq!(encode(&hex16(hex)), words);
-            assert_eq!(decode(words).unwrap(), hex16(hex));
-            assert_eq!(decode(&words.to_lowercase()).unwrap(), hex16(hex));
-        }
-    }
-
-    #[test]
-    fn dictionary_runs_are_sorted_so_binary_search_is_valid() {
-        assert!(WORDS[..SHORT_WORDS].windows(2).all(|w| w[0] < w[1]));
-        assert!(WORDS[SHORT_WORDS..].windows(2).all(|w| w[0] < w[1]));
-        assert!(WORDS[..SHORT_WORDS].iter().all(|w| w.len() <= 3));
-        assert!(WORDS[SHORT_WORDS..].iter().all(|w| w.len() == 4));
-    }
-
-    #[test]
-    fn every_word_round_trips_through_lookup() {
-        for (i, w) in WORDS.iter().enumerate() {
-            assert_eq!(lookup(w), Some(i));
-        }
-    }
-
-    #[test]
-    fn errors_say_what_is_wrong() {
-        assert_eq!(decode("FARM WAND"), Err(WordsError::Count(2)));
-        assert_eq!(
-            decode("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAULL"),
-            Err(WordsError::Unknown(12, "GAULL".into()))
-        );
-        // The last word of each half ends with the two parity bits: its dictionary
-        // neighbour (PI for PHI, GAUR for GAUL) differs only in the lowest of them,
-        // so every word stays valid but that half's parity must fail.
-        assert_eq!(
-            decode("FARM WAND MIMI GOWN HURD PI QUO LOY BAH SEES JADE GAUL"),
-            Err(WordsError::Parity(0))
-        );
-        assert_eq!(
-            decode("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAUR"),
-            Err(WordsError::Parity(1))
-        );
-    }
-}
-
 // The RFC 1751 dictionary: 2048 words, index = 11-bit value.
 // Words 0..=570 have one to three letters, 571..=2047 have four.
-const WORDS: [&str; 2048] = [
+static WORDS: [&str; 2048] = [
     "A", "ABE", "ACE", "ACT", "AD", "ADA", "ADD", "AGO", "AID", "AIM", "AIR", "ALL", "ALP", "AM",
     "AMY", "AN", "ANA", "AND", "ANN", "ANT", "ANY", "APE", "APS", "APT", "ARC", "ARE", "ARK",
     "ARM", "ART", "AS", "ASH", "ASK", "AT", "ATE", "AUG", "AUK", "AVE", "AWE", "AWK", "AWL", "AWN",
@@ -338,3 +264,77 @@ const WORDS: [&str; 2048] = [
     "WONT", "WOOD", "WOOL", "WORD", "WORE", "WORK", "WORM", "WORN", "WOVE", "WRIT", "WYNN", "YALE",
     "YANG", "YANK", "YARD", "YARN", "YAWL", "YAWN", "YEAH", "YEAR", "YELL", "YOGA", "YOKE",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex16(s: &str) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    // The first vector is the one Check Point's documentation shows for `api fingerprint`;
+    // the other two are the examples in RFC 1751 itself.
+    const VECTORS: [(&str, &str); 3] = [
+        (
+            "7DFEDEEEC7B9D06735E4C416EC7A0313",
+            "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAUL",
+        ),
+        (
+            "CCAC2AED591056BE4F90FD441C534766",
+            "RASH BUSH MILK LOOK BAD BRIM AVID GAFF BAIT ROT POD LOVE",
+        ),
+        (
+            "EFF81F9BFBC65350920CDD7416DE8009",
+            "TROD MUTE TAIL WARM CHAR KONG HAAG CITY BORE O TEAL AWL",
+        ),
+    ];
+
+    #[test]
+    fn known_vectors_encode_and_decode() {
+        for (hex, words) in VECTORS {
+            assert_eq!(encode(&hex16(hex)), words);
+            assert_eq!(decode(words).unwrap(), hex16(hex));
+            assert_eq!(decode(&words.to_lowercase()).unwrap(), hex16(hex));
+        }
+    }
+
+    #[test]
+    fn dictionary_runs_are_sorted_so_binary_search_is_valid() {
+        assert!(WORDS[..SHORT_WORDS].windows(2).all(|w| w[0] < w[1]));
+        assert!(WORDS[SHORT_WORDS..].windows(2).all(|w| w[0] < w[1]));
+        assert!(WORDS[..SHORT_WORDS].iter().all(|w| w.len() <= 3));
+        assert!(WORDS[SHORT_WORDS..].iter().all(|w| w.len() == 4));
+    }
+
+    #[test]
+    fn every_word_round_trips_through_lookup() {
+        for (i, w) in WORDS.iter().enumerate() {
+            assert_eq!(lookup(w), Some(i));
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        assert_eq!(decode("FARM WAND"), Err(WordsError::Count(2)));
+        assert_eq!(
+            decode("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAULL"),
+            Err(WordsError::Unknown(12, "GAULL".into()))
+        );
+        // The last word of each half ends with the two parity bits: its dictionary
+        // neighbour (PI for PHI, GAUR for GAUL) differs only in the lowest of them,
+        // so every word stays valid but that half's parity must fail.
+        assert_eq!(
+            decode("FARM WAND MIMI GOWN HURD PI QUO LOY BAH SEES JADE GAUL"),
+            Err(WordsError::Parity(0))
+        );
+        assert_eq!(
+            decode("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAUR"),
+            Err(WordsError::Parity(1))
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! The built `pinproxy` binary as users run it: config errors, the fingerprint
+//! command against OpenSSL, the demo, graceful shutdown, streaming memory, logs.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use common::*;
+use http::Request;
+use http_body_util::BodyExt;
+
+fn pinproxy(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(args)
+        .output()
+        .expect("run pinproxy")
+}
+
+#[test]
+fn help_and_version() {
+    let out = pinproxy(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "fingerprint", "demo"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = pinproxy(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("pinproxy {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_bad_config_names_file_line_column_and_fix() {
+    let text = "[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"192.0.2.10:443\"\nfingerprints = [\"SHA1: 7D:FE:DE\"]\n";
+    let file = temp_file(text);
+    let path = file.path().to_str().unwrap();
+    let out = pinproxy(&["run", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{path}:5:17")), "{err}");
+    assert!(err.contains("6 hex digits"), "{err}");
+
+    let file = temp_file(&text.replace("name", "nmae"));
+    let out = pinproxy(&["run", "--config", file.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:1: unknown field `nmae`"), "{err}");
+
+    let out = pinproxy(&["run", "--config", "/nonexistent/proxy.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+
+    // Without --config, PINPROXY_CONFIG names the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .arg("run")
+        .env("PINPROXY_CONFIG", "/nonexistent/from-env.toml")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/from-env.toml"));
+}
+
+#[test]
+fn run_flags_refuse_a_non_loopback_listener_and_bad_pins() {
+    let pin = "7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D";
+    let out = pinproxy(&[
+        "run",
+        "--listen",
+        "0.0.0.0:8443",
+        "--upstream",
+        "mgmt:443",
+        "--fingerprint",
+        pin,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--listen") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    let out = pinproxy(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "mgmt:443",
+        "--fingerprint",
+        "7D:FE:ZZ",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad character 'Z' at position 7"), "{err}");
+}
+
+fn openssl_fingerprint(pem: &str, digest: &str) -> String {
+    let file = temp_file(pem);
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", digest, "-in"])
+        .arg(file.path())
+        .output()
+        .expect("openssl is installed (the CI script installs it)");
+    assert!(out.status.success());
+    // "SHA1 Fingerprint=7D:FE:..." / "sha256 Fingerprint=..."
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().split_once('=').unwrap().1.to_string()
+}
+
+#[tokio::test]
+async fn fingerprint_prints_what_openssl_computes() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let addr = up.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || pinproxy(&["fingerprint", &addr]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    let sha1 = openssl_fingerprint(&c.pem, "-sha1");
+    let sha256 = openssl_fingerprint(&c.pem, "-sha256");
+    assert!(report.contains(&format!("\nSHA1: {sha1}\n")), "{report}");
+    assert!(
+        report.contains(&format!("\nSHA256: {sha256}\n")),
+        "{report}"
+    );
+    // The words encode the first 128 bits of that same SHA-1.
+    let words_line = report
+        .lines()
+        .find(|l| l.starts_with("Using English words: "))
+        .unwrap();
+    let words = pinproxy::rfc1751::decode(&words_line["Using English words: ".len()..]).unwrap();
+    let hex: String = words.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(hex, sha1.replace(':', "")[..32]);
+    assert!(report.contains("trust on first use"), "{report}");
+    assert!(report.contains("api fingerprint"), "{report}");
+    assert!(
+        report.contains("Subject:    CN=pinproxy test upstream"),
+        "{report}"
+    );
+    // The snippet is a config pinproxy accepts as it is.
+    let snippet = &report[report.find("[[upstream]]").unwrap()..];
+    let config = pinproxy::config::Config::parse(snippet, std::path::Path::new("snippet.toml"))
+        .expect("the printed snippet is valid config");
+    assert!(config.upstreams[0].pins[0].matches(&c.fingerprints()));
+}
+
+#[tokio::test]
+async fn fingerprint_fails_clearly_when_unreachable_or_not_tls() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = plain.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await;
+        }
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        (
+            pinproxy(&["fingerprint", &closed.to_string()]),
+            pinproxy(&["fingerprint", &plain_addr.to_string()]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.0.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.0.stderr).contains("cannot connect"));
+    assert_eq!(out.1.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.1.stderr);
+    assert!(
+        err.contains("TLS handshake") && err.contains("serving TLS?"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+
+    let slow = tokio::spawn(async move { get(&format!("http://{addr}/slow")).await });
+    up.slow_arrived.notified().await;
+    bin.signal("TERM");
+    let bin = tokio::task::spawn_blocking(move || {
+        bin.wait_for(|v| v["message"] == "listeners closed; waiting for in-flight requests");
+        bin
+    })
+    .await
+    .unwrap();
+    // The listener is closed now: new clients are refused while the old request runs.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    up.release.notify_one();
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "finally");
+    let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_trace_level() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[("RUST_LOG", "trace")],
+    );
+    let addr = bin.listening();
+    let secrets = [
+        "S3cr3tPassw0rd",
+        "SidValue9f8e7d",
+        "QmVhcmVyVG9rZW4",
+        "cookieval123",
+        "querytoken77",
+    ];
+    let req = Request::post(format!("http://{addr}/web_api/login?token={}", secrets[4]))
+        .header("authorization", format!("Bearer {}", secrets[2]))
+        .header("x-chkp-sid", secrets[1])
+        .header("cookie", format!("session={}", secrets[3]))
+        .body(full(format!(
+            r#"{{"user":"admin","password":"{}"}}"#,
+            secrets[0]
+        )))
+        .unwrap();
+    let a = send(&client(), req).await;
+    assert_eq!(a.status, 200);
+    // The upstream did receive them: the proxy forwarded, it just must not log them.
+    assert!(a.text().contains(secrets[1]));
+    bin.wait_for(|v| v["target"] == "pinproxy::access");
+    bin.signal("TERM");
+    let (status, lines) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = lines.join("\n");
+    assert!(
+        log.contains("/web_api/login"),
+        "the access line is there: {log}"
+    );
+    for s in secrets {
+        assert!(!log.contains(s), "secret {s} appeared in the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_of_128_mib_stream_both_ways_in_bounded_memory() {
+    const SIZE: u64 = 128 << 20;
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    let client = client();
+
+    let req = Request::post(format!("http://{addr}/upload"))
+        .body(Zeros::new(SIZE, true).boxed())
+        .unwrap();
+    let a = send(&client, req).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(up.stats.uploaded.load(Ordering::SeqCst), SIZE);
+
+    let resp = client
+        .request(
+            Request::get(format!("http://{addr}/bytes/{SIZE}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got += d.len() as u64;
+        }
+    }
+    assert_eq!(got, SIZE);
+    let peak_mib = bin.peak_rss_kib() / 1024;
+    // Buffering either body would need 128 MiB; streaming needs a few buffers.
+    assert!(peak_mib < 48, "pinproxy peaked at {peak_mib} MiB");
+}
+
+#[tokio::test]
+async fn the_demo_serves_a_login_and_refuses_the_impostor() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut good, mut bad) = (None, None);
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.strip_prefix("pinproxy listens on ") {
+            good = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains(" forwards there with the") {
+            bad = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(str::to_string);
+        }
+        if line.starts_with("Ctrl-C stops the demo") {
+            break;
+        }
+    }
+    let (good, bad) = (
+        good.expect("listen URL printed"),
+        bad.expect("impostor URL printed"),
+    );
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let login = curl(vec![
+        "-s".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{good}/web_api/login"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-d".into(),
+        r#"{"user":"admin","password":"demo"}"#.into(),
+    ])
+    .await;
+    let sid = serde_json::from_str::<serde_json::Value>(&login).unwrap()["sid"]
+        .as_str()
+        .expect("login answers a sid")
+        .to_string();
+    let hosts = curl(vec![
+        "-s".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{good}/web_api/show-hosts"),
+        "-H".into(),
+        format!("X-chkp-sid: {sid}"),
+        "-d".into(),
+        "{}".into(),
+    ])
+    .await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hosts).unwrap()["total"],
+        5
+    );
+    let no_sid = curl(vec![
+        "-s".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{good}/web_api/show-hosts"),
+        "-d".into(),
+        "{}".into(),
+    ])
+    .await;
+    assert!(
+        no_sid.contains("generic_err_missing_session_id"),
+        "{no_sid}"
+    );
+    let refused = curl(vec![
+        "-si".into(),
+        "-X".into(),
+        "POST".into(),
+        format!("{bad}/web_api/login"),
+        "-d".into(),
+        "{}".into(),
+    ])
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 502"), "{refused}");
+    assert!(refused
+        .to_ascii_lowercase()
+        .contains("x-pinproxy-error: fingerprint-mismatch"));
+}
