@@ -383,3 +383,29 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
         .to_ascii_lowercase()
         .contains("x-pinproxy-error: fingerprint-mismatch"));
 }
+
+#[tokio::test]
+async fn an_expired_pinned_certificate_warns_once_and_keeps_working() {
+    let c = expired_cert();
+    let up = Upstream::start(server_config(vec![c.der.clone()], c.key(), false)).await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    for _ in 0..3 {
+        let a = get(&format!("http://{addr}/")).await;
+        assert_eq!(a.status, 200);
+        // Force a new upstream connection, and so a new certificate check, next time.
+        up.close_idle_connections().await;
+    }
+    bin.signal("TERM");
+    let (status, lines) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        up.tls_accepted() >= 3,
+        "each request was checked on a new connection"
+    );
+    let warnings = lines.iter().filter(|l| l.contains("has expired")).count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+}
