@@ -79,7 +79,7 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<Respon
     let mut result = upstream.send(Request::from_parts(parts, body)).await;
     if let (Err(e), Some((method, uri, headers))) = (&result, replay) {
         if e.is_retryable() {
-            tracing::debug!(upstream = %upstream.name, error = %e, "retrying an idempotent request on a new connection");
+            tracing::debug!(upstream = %upstream.name, error = %e, "the connection closed before answering; sending the idempotent request once more");
             let mut again = Request::new(Either::Right(Empty::new()));
             *again.method_mut() = method;
             *again.uri_mut() = uri;

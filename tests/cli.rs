@@ -284,6 +284,10 @@ async fn bodies_of_128_mib_stream_both_ways_in_bounded_memory() {
     }
     assert_eq!(got, SIZE);
     let peak_mib = bin.peak_rss_kib() / 1024;
+    eprintln!(
+        "pinproxy peak RSS after 2 x {} MiB streamed: {peak_mib} MiB",
+        SIZE >> 20
+    );
     // Buffering either body would need 128 MiB; streaming needs a few buffers.
     assert!(peak_mib < 48, "pinproxy peaked at {peak_mib} MiB");
 }
