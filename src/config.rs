@@ -25,16 +25,25 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole, checked configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// How long in-flight requests may run after SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// The optional admin endpoint (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: Option<AdminConfig>,
     /// One entry per listener and its upstream.
     pub upstreams: Vec<UpstreamConfig>,
 }
 
+/// The `[admin]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin endpoint listens (plain HTTP, loopback unless allowed).
+    pub listen: SocketAddr,
+}
+
 /// One plain-HTTP listener and the pinned TLS server it forwards to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Unique name, used in logs.
     pub name: String,
@@ -138,8 +147,35 @@ impl Config {
             }
             upstreams.push(up);
         }
+        let admin = match &raw.admin {
+            Some(a) => Some(AdminConfig {
+                listen: parse_listen(
+                    a.listen.get_ref(),
+                    a.allow_non_loopback,
+                    "set allow_non_loopback = true in [admin]",
+                )
+                .map_err(|m| at(a.listen.span(), m))?,
+            }),
+            None => None,
+        };
+        if let Some((admin, up)) = admin.as_ref().and_then(|a| {
+            upstreams
+                .iter()
+                .find(|u| u.listen == a.listen && a.listen.port() != 0)
+                .map(|u| (a, u))
+        }) {
+            let span = raw.admin.as_ref().map_or(0..0, |a| a.listen.span());
+            return Err(at(
+                span,
+                format!(
+                    "admin listen address {} is already used by upstream {:?}; give the admin endpoint its own port",
+                    admin.listen, up.name
+                ),
+            ));
+        }
         Ok(Config {
             shutdown_timeout,
+            admin,
             upstreams,
         })
     }
@@ -150,8 +186,12 @@ impl Config {
             location: name.to_string(),
             message,
         };
-        let listen = parse_listen(&flags.listen, flags.allow_non_loopback)
-            .map_err(|m| flag("--listen", m))?;
+        let listen = parse_listen(
+            &flags.listen,
+            flags.allow_non_loopback,
+            "pass --allow-non-loopback",
+        )
+        .map_err(|m| flag("--listen", m))?;
         let (host, port) = parse_address(&flags.upstream).map_err(|m| flag("--upstream", m))?;
         if let Some(name) = &flags.server_name {
             check_server_name(name).map_err(|m| flag("--server-name", m))?;
@@ -170,6 +210,7 @@ impl Config {
         }
         Ok(Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            admin: None,
             upstreams: vec![UpstreamConfig {
                 name: "default".into(),
                 listen,
@@ -205,8 +246,17 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
+    admin: Option<RawAdmin>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    #[serde(default)]
+    allow_non_loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -239,8 +289,12 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
             format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
         ));
     }
-    let listen =
-        parse_listen(u.listen.get_ref(), u.allow_non_loopback).map_err(|m| (u.listen.span(), m))?;
+    let listen = parse_listen(
+        u.listen.get_ref(),
+        u.allow_non_loopback,
+        "set allow_non_loopback = true for this upstream",
+    )
+    .map_err(|m| (u.listen.span(), m))?;
     let (host, port) = parse_address(u.address.get_ref()).map_err(|m| (u.address.span(), m))?;
     if let Some(sn) = &u.server_name {
         check_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?;
@@ -277,7 +331,11 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
     })
 }
 
-fn parse_listen(text: &str, allow_non_loopback: bool) -> Result<SocketAddr, String> {
+fn parse_listen(
+    text: &str,
+    allow_non_loopback: bool,
+    allow_how: &str,
+) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text.parse().map_err(|_| {
         format!("listen {text:?} is not IP:PORT; write for example \"127.0.0.1:8443\" or \"[::1]:8443\"")
     })?;
@@ -286,7 +344,7 @@ fn parse_listen(text: &str, allow_non_loopback: bool) -> Result<SocketAddr, Stri
             "listen {addr} is not a loopback address. pinproxy's listener speaks plain HTTP, so anyone who can reach \
              {addr} could send requests to the upstream through a connection that looks verified, and read \
              credentials and session ids in clear. Use 127.0.0.1 or [::1] (a Kubernetes pod shares its loopback), \
-             or, if that exposure is really intended, set allow_non_loopback = true for this upstream"
+             or, if that exposure is really intended, {allow_how}"
         ));
     }
     Ok(addr)
@@ -362,7 +420,7 @@ fn explain_toml_error(message: &str) -> String {
     if message.starts_with("unknown field") {
         format!("{message}; remove or rename it (every key is documented in proxy.example.toml)")
     } else if message.starts_with("missing field") {
-        format!("{message}; every [[upstream]] needs name, listen, address and fingerprints")
+        format!("{message}; every [[upstream]] needs name, listen, address and fingerprints, and [admin] needs listen")
     } else {
         message.to_string()
     }

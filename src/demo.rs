@@ -42,6 +42,7 @@ pub async fn run(
     };
     let impostor_listen = SocketAddr::new(listen.ip(), 0);
     let config = Config {
+        admin: None,
         shutdown_timeout: Duration::from_secs(5),
         upstreams: vec![
             upstream("gaia", listen, genuine_addr),

@@ -14,6 +14,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 
 use crate::headers::remove_hop_by_hop;
+use crate::metrics::UpstreamMetrics;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The body sent upstream: the client's own, or nothing (which can be sent again).
@@ -26,6 +27,7 @@ pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error")
 pub async fn handle(upstream: &Upstream, req: Request<Incoming>) -> Response<LoggedBody> {
     let record = AccessRecord {
         upstream: upstream.name.clone(),
+        metrics: upstream.metrics().clone(),
         method: req.method().clone(),
         // The query string is left out: it may carry tokens.
         path: req.uri().path().to_string(),
@@ -160,6 +162,7 @@ fn local_error(
 
 struct AccessRecord {
     upstream: std::sync::Arc<str>,
+    metrics: std::sync::Arc<UpstreamMetrics>,
     method: Method,
     path: String,
     start: Instant,
@@ -167,8 +170,9 @@ struct AccessRecord {
     error: Option<HeaderValue>,
 }
 
-/// A response body that counts what it passes and writes the access-log line when
-/// it is finished or dropped (a client that went away still gets its line).
+/// A response body that counts what it passes and, when it is finished or dropped
+/// (a client that went away still counts), writes the access-log line and the
+/// request metrics.
 pub struct LoggedBody {
     inner: ResponseBody,
     record: Option<AccessRecord>,
@@ -228,6 +232,8 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let Some(r) = self.record.take() else { return };
         let complete = self.complete || self.inner.is_end_stream();
+        let elapsed = r.start.elapsed().as_secs_f64();
+        r.metrics.request(r.status, elapsed);
         tracing::info!(
             target: "pinproxy::access",
             upstream = %r.upstream,
@@ -235,7 +241,7 @@ impl Drop for LoggedBody {
             path = %r.path,
             status = r.status,
             bytes = self.bytes,
-            duration_ms = r.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed * 1000.0,
             complete,
             error = r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             "request"

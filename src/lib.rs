@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod headers;
+pub mod metrics;
 pub mod mock_api;
 pub mod pin;
 pub mod probe;

@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{self, UpstreamConfig};
+use crate::metrics::UpstreamMetrics;
 use crate::pin::Fingerprints;
 use crate::upstream::Connector;
 use crate::verify;
@@ -98,7 +99,7 @@ pub async fn probe(
         seen: Mutex::new(Vec::new()),
         algorithms: verify::provider().signature_verification_algorithms,
     });
-    let connector = Connector::with_verifier(&cfg, recorder.clone());
+    let connector = Connector::with_verifier(&cfg, recorder.clone(), UpstreamMetrics::detached());
     let tls = connector.connect().await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let protocol = session

@@ -1,8 +1,10 @@
 //! The listeners: bind every configured address up front, accept client
 //! connections (a bounded number at a time), serve HTTP/1.1 keep-alive on each,
-//! and drain in-flight requests on shutdown.
+//! apply a reloaded config without disturbing what is in flight, and drain
+//! in-flight requests on shutdown.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +14,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::forward;
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
 /// Client connections served at once per listener; more wait in the kernel's accept queue.
@@ -38,75 +42,188 @@ pub struct BindError {
     hint: &'static str,
 }
 
-/// Bound listeners, ready to serve.
+/// The running listeners, each with the upstream it forwards to.
 pub struct Proxy {
-    listeners: Vec<(TcpListener, Arc<Upstream>)>,
+    listeners: Vec<Listener>,
+    metrics: Arc<Metrics>,
+    graceful: Arc<GracefulShutdown>,
     shutdown_timeout: Duration,
 }
 
+/// One bound, serving listener. Its upstream can be swapped without touching the
+/// socket or the connections on it.
+struct Listener {
+    config: UpstreamConfig,
+    local_addr: SocketAddr,
+    upstream: Arc<ArcSwap<Upstream>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops accepting and closes the socket; open connections carry on until
+    /// they finish or the drain ends them.
+    async fn close(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// What a reload changed, by upstream name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New listeners, bound by this reload.
+    pub added: Vec<String>,
+    /// Listeners closed by this reload.
+    pub removed: Vec<String>,
+    /// Listeners kept whose upstream settings (pins, address, timeouts…) changed:
+    /// they got a fresh TLS config and an empty pool.
+    pub changed: Vec<String>,
+    /// Listeners and upstreams left exactly as they were.
+    pub unchanged: Vec<String>,
+}
+
+impl fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        write!(
+            f,
+            "added {}; removed {}; changed {}; unchanged {}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.changed),
+            list(&self.unchanged)
+        )
+    }
+}
+
 impl Proxy {
-    /// Builds every upstream and binds every listener; fails before serving anything
-    /// if one address cannot be bound.
+    /// Builds every upstream, binds every listener and starts accepting; fails
+    /// before serving anything if one address cannot be bound.
     pub async fn bind(config: &Config) -> Result<Proxy, BindError> {
-        let mut listeners = Vec::with_capacity(config.upstreams.len());
-        for cfg in &config.upstreams {
-            let tcp = TcpListener::bind(cfg.listen).await.map_err(|source| {
-                let hint = match source.kind() {
-                    std::io::ErrorKind::AddrInUse => {
-                        " (another program, or another pinproxy, already listens there: stop it or choose another `listen` port)"
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        " (ports below 1024 need privileges: choose a port above 1024)"
-                    }
-                    std::io::ErrorKind::AddrNotAvailable => {
-                        " (this machine has no such address)"
-                    }
-                    _ => "",
-                };
-                BindError {
-                    upstream: cfg.name.clone(),
-                    addr: cfg.listen,
-                    source,
-                    hint,
-                }
-            })?;
-            listeners.push((tcp, Arc::new(Upstream::new(cfg))));
-        }
-        Ok(Proxy {
-            listeners,
+        let mut proxy = Proxy {
+            listeners: Vec::with_capacity(config.upstreams.len()),
+            metrics: Metrics::new(),
+            graceful: Arc::new(GracefulShutdown::new()),
             shutdown_timeout: config.shutdown_timeout,
-        })
+        };
+        let mut bound = Vec::with_capacity(config.upstreams.len());
+        for cfg in &config.upstreams {
+            bound.push(bind(cfg).await?);
+        }
+        for (cfg, tcp) in config.upstreams.iter().zip(bound) {
+            let listener = proxy.start(cfg, tcp);
+            proxy.listeners.push(listener);
+        }
+        Ok(proxy)
+    }
+
+    /// The metrics every listener and upstream of this proxy count into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The bound address of each upstream's listener (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|(tcp, up)| Some((up.name.clone(), tcp.local_addr().ok()?)))
+            .map(|l| (l.config.name.as_str().into(), l.local_addr))
             .collect()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight
-    /// requests finish for up to `shutdown_timeout`.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = watch::channel(());
-        let mut accept_loops = JoinSet::new();
-        for (tcp, upstream) in self.listeners {
-            accept_loops.spawn(accept_loop(
-                tcp,
-                upstream,
-                graceful.clone(),
-                stop_rx.clone(),
-            ));
+    /// Applies a new config. A listener whose address stays keeps its socket and
+    /// its client connections; if its upstream's settings changed it gets a new
+    /// [`Upstream`] (new pins, new TLS config, empty pool) for every request from
+    /// now on, while requests already in flight finish on the old one. New
+    /// addresses are bound, vanished ones closed. If any new address cannot be
+    /// bound, nothing changes.
+    pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary, BindError> {
+        enum Plan {
+            Keep(usize, Option<Arc<Upstream>>),
+            Bind(TcpListener),
         }
-        drop(stop_rx);
-        shutdown.await;
+        let mut taken = vec![false; self.listeners.len()];
+        let mut plans = Vec::with_capacity(config.upstreams.len());
+        for cfg in &config.upstreams {
+            let same_socket = self.listeners.iter().enumerate().position(|(i, l)| {
+                !taken[i]
+                    && l.config.listen == cfg.listen
+                    // Port 0 means "any port": only the same upstream keeps such a socket.
+                    && (cfg.listen.port() != 0 || l.config.name == cfg.name)
+            });
+            plans.push(match same_socket {
+                Some(i) => {
+                    taken[i] = true;
+                    let swap = (self.listeners[i].config != *cfg).then(|| {
+                        Arc::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name)))
+                    });
+                    Plan::Keep(i, swap)
+                }
+                // Bound before anything changes, so a busy port leaves the old config serving.
+                None => Plan::Bind(bind(cfg).await?),
+            });
+        }
 
-        let _ = stop_tx.send(());
-        while accept_loops.join_next().await.is_some() {}
+        let mut summary = ReloadSummary::default();
+        let mut old: Vec<Option<Listener>> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (cfg, plan) in config.upstreams.iter().zip(plans) {
+            let listener = match plan {
+                Plan::Keep(i, swap) => {
+                    let Some(mut listener) = old[i].take() else {
+                        unreachable!("each old listener is planned for at most once")
+                    };
+                    match swap {
+                        Some(upstream) => {
+                            listener.upstream.store(upstream);
+                            summary.changed.push(cfg.name.clone());
+                        }
+                        None => summary.unchanged.push(cfg.name.clone()),
+                    }
+                    listener.config = cfg.clone();
+                    listener
+                }
+                Plan::Bind(tcp) => {
+                    summary.added.push(cfg.name.clone());
+                    self.start(cfg, tcp)
+                }
+            };
+            self.listeners.push(listener);
+        }
+        for listener in old.into_iter().flatten() {
+            let name = listener.config.name.clone();
+            listener.close().await;
+            if !config.upstreams.iter().any(|u| u.name == name) {
+                self.metrics.forget_upstream(&name);
+            }
+            summary.removed.push(name);
+        }
+        self.shutdown_timeout = config.shutdown_timeout;
+        Ok(summary)
+    }
+
+    /// Serves until `shutdown` completes, then drains (see [`Proxy::drain`]).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.drain().await;
+    }
+
+    /// Stops accepting on every listener and lets in-flight requests finish for
+    /// up to `shutdown_timeout`.
+    pub async fn drain(self) {
+        for listener in self.listeners {
+            listener.close().await;
+        }
         // The accept loops held the only other references.
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
             return;
         };
         let open = graceful.count();
@@ -123,13 +240,56 @@ impl Proxy {
             ),
         }
     }
+
+    fn start(&self, cfg: &UpstreamConfig, tcp: TcpListener) -> Listener {
+        let local_addr = tcp.local_addr().unwrap_or(cfg.listen);
+        let upstream = Arc::new(ArcSwap::from_pointee(Upstream::new(
+            cfg,
+            self.metrics.upstream(&cfg.name),
+        )));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(
+            tcp,
+            upstream.clone(),
+            self.graceful.clone(),
+            stopped,
+        ));
+        Listener {
+            config: cfg.clone(),
+            local_addr,
+            upstream,
+            stop,
+            task,
+        }
+    }
+}
+
+async fn bind(cfg: &UpstreamConfig) -> Result<TcpListener, BindError> {
+    TcpListener::bind(cfg.listen).await.map_err(|source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another program, or another pinproxy, already listens there: stop it or choose another `listen` port)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need privileges: choose a port above 1024)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address)",
+            _ => "",
+        };
+        BindError {
+            upstream: cfg.name.clone(),
+            addr: cfg.listen,
+            source,
+            hint,
+        }
+    })
 }
 
 async fn accept_loop(
     tcp: TcpListener,
-    upstream: Arc<Upstream>,
+    upstream: Arc<ArcSwap<Upstream>>,
     graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<()>,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS));
     let mut http = http1::Builder::new();
@@ -138,37 +298,42 @@ async fn accept_loop(
         .keep_alive(true);
     loop {
         let permit = tokio::select! {
-            _ = stop.changed() => return,
+            _ = &mut stop => return,
             permit = limit.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let stream = tokio::select! {
-            _ = stop.changed() => return,
+            _ = &mut stop => return,
             accepted = tcp.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
                 Err(e) => {
                     // EMFILE and friends: wait a little for descriptors to free up
                     // instead of spinning on an accept that keeps failing.
-                    tracing::warn!(upstream = %upstream.name, error = %e, "accept failed; retrying in 100 ms");
+                    tracing::warn!(upstream = %upstream.load().name, error = %e, "accept failed; retrying in 100 ms");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let up = upstream.clone();
+        // Each request reads the current upstream, so a reload applies to the next
+        // request even on a kept-alive client connection.
+        let current = upstream.clone();
         let service = service_fn(move |req| {
-            let up = up.clone();
+            let up = current.load_full();
             async move { Ok::<_, Infallible>(forward::handle(&up, req).await) }
         });
+        let open = upstream.load().metrics().client_connections.clone();
+        open.inc();
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watcher().watch(conn);
         tokio::spawn(async move {
             if let Err(e) = watched.await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
+            open.dec();
             drop(permit);
         });
     }

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,6 +27,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
 use crate::forward::RequestBody;
+use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::verify::{self, PinMismatch, PinVerifier};
 
 /// Why a request could not be answered by the upstream.
@@ -97,13 +99,21 @@ pub struct Upstream {
     host_header: HeaderValue,
     response_timeout: Duration,
     client: Client<Connector, RequestBody>,
+    metrics: Arc<UpstreamMetrics>,
 }
 
 impl Upstream {
     /// Builds the connector and pool for `cfg`. Nothing connects until the first request.
-    pub fn new(cfg: &UpstreamConfig) -> Upstream {
-        let verifier = Arc::new(PinVerifier::new(&cfg.name, cfg.pins.clone()));
-        let connector = Connector::with_verifier(cfg, verifier);
+    ///
+    /// Each call makes a new rustls `ClientConfig` and an empty pool: an `Upstream`
+    /// is built once per pin set, so nothing verified under old pins is reused.
+    pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
+        let verifier = Arc::new(PinVerifier::new(
+            &cfg.name,
+            cfg.pins.clone(),
+            metrics.certificate_not_after.clone(),
+        ));
+        let connector = Connector::with_verifier(cfg, verifier, metrics.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -128,7 +138,13 @@ impl Upstream {
                 .expect("a checked server name is a valid header value"),
             response_timeout: cfg.response_timeout,
             client,
+            metrics: Arc::new(metrics),
         }
+    }
+
+    /// This upstream's metric handles.
+    pub fn metrics(&self) -> &Arc<UpstreamMetrics> {
+        &self.metrics
     }
 
     /// The Host header every forwarded request carries.
@@ -263,13 +279,16 @@ struct ConnectorInner {
     tls: TlsConnector,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    metrics: UpstreamMetrics,
 }
 
 impl Connector {
-    /// A connector for `cfg` that trusts exactly what `verifier` accepts.
+    /// A connector for `cfg` that trusts exactly what `verifier` accepts and
+    /// counts its handshakes into `metrics`.
     pub fn with_verifier(
         cfg: &UpstreamConfig,
         verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        metrics: UpstreamMetrics,
     ) -> Connector {
         let server_name = ServerName::try_from(cfg.effective_server_name().to_string())
             .expect("server names are checked when the config is loaded");
@@ -280,6 +299,7 @@ impl Connector {
                 tls: TlsConnector::from(Arc::new(verify::client_config(verifier))),
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
+                metrics,
             }),
         }
     }
@@ -293,8 +313,10 @@ impl Connector {
                 address: inner.address.clone(),
                 stage: "connect",
                 after: inner.connect_timeout,
-            })??;
-        tokio::time::timeout(
+            })
+            .and_then(|connected| connected)
+            .inspect_err(|_| inner.metrics.connect_failed())?;
+        let handshake = tokio::time::timeout(
             inner.handshake_timeout,
             inner.tls.connect(inner.server_name.clone(), tcp),
         )
@@ -303,8 +325,14 @@ impl Connector {
             address: inner.address.clone(),
             stage: "TLS handshake",
             after: inner.handshake_timeout,
-        })?
-        .map_err(|e| handshake_error(&inner.address, e))
+        })
+        .and_then(|done| done.map_err(|e| handshake_error(&inner.address, e)));
+        inner.metrics.handshake(match &handshake {
+            Ok(_) => Handshake::Ok,
+            Err(UpstreamError::FingerprintMismatch(_)) => Handshake::FingerprintMismatch,
+            Err(_) => Handshake::Error,
+        });
+        handshake
     }
 }
 
@@ -370,15 +398,32 @@ impl tower_service::Service<Uri> for Connector {
         let this = self.clone();
         Box::pin(async move {
             match this.connect().await {
-                Ok(tls) => Ok(TokioIo::new(TlsConn(tls))),
+                Ok(tls) => Ok(TokioIo::new(TlsConn::new(
+                    tls,
+                    this.inner.metrics.upstream_connections.clone(),
+                ))),
                 Err(e) => Err(ConnectError(e)),
             }
         })
     }
 }
 
-/// A verified TLS connection, as the pool holds it.
-pub struct TlsConn(TlsStream<TcpStream>);
+/// A verified TLS connection, as the pool holds it; counted in
+/// `pinproxy_upstream_connections` while it is open.
+pub struct TlsConn(TlsStream<TcpStream>, Gauge);
+
+impl TlsConn {
+    fn new(tls: TlsStream<TcpStream>, open: Gauge) -> TlsConn {
+        open.inc();
+        TlsConn(tls, open)
+    }
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        self.1.dec();
+    }
+}
 
 impl Connection for TlsConn {
     fn connected(&self) -> Connected {

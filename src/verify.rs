@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -47,27 +48,36 @@ impl std::error::Error for PinMismatch {}
 pub struct PinVerifier {
     upstream: String,
     pins: Vec<Pin>,
+    not_after: Gauge,
     algorithms: WebPkiSupportedAlgorithms,
     warned_expired: AtomicBool,
 }
 
 impl PinVerifier {
-    /// A verifier for the upstream called `upstream` (used in log lines).
-    pub fn new(upstream: &str, pins: Vec<Pin>) -> PinVerifier {
+    /// A verifier for the upstream called `upstream` (used in log lines) that
+    /// records the notAfter of every presented certificate in `not_after`.
+    pub fn new(upstream: &str, pins: Vec<Pin>, not_after: Gauge) -> PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
             pins,
+            not_after,
             algorithms: provider().signature_verification_algorithms,
             warned_expired: AtomicBool::new(false),
         }
     }
 
-    fn warn_if_expired(&self, der: &[u8], now: UnixTime) {
+    /// Records the certificate's notAfter for `/metrics`; warns (once) if a pinned
+    /// certificate has expired.
+    fn note_validity(&self, der: &[u8], pinned: bool, now: UnixTime) {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
             return;
         };
         let not_after = cert.validity().not_after.timestamp();
-        if not_after < now.as_secs() as i64 && !self.warned_expired.swap(true, Ordering::Relaxed) {
+        self.not_after.set(not_after);
+        if pinned
+            && not_after < now.as_secs() as i64
+            && !self.warned_expired.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(
                 upstream = %self.upstream,
                 not_after = %cert.validity().not_after,
@@ -89,8 +99,9 @@ impl ServerCertVerifier for PinVerifier {
         // Only the end-entity certificate counts: a pinned certificate sent as an
         // "intermediate" by a server holding another leaf proves nothing.
         let presented = Fingerprints::of(end_entity.as_ref());
-        if self.pins.iter().any(|pin| pin.matches(&presented)) {
-            self.warn_if_expired(end_entity.as_ref(), now);
+        let pinned = self.pins.iter().any(|pin| pin.matches(&presented));
+        self.note_validity(end_entity.as_ref(), pinned, now);
+        if pinned {
             return Ok(ServerCertVerified::assertion());
         }
         let mismatch = PinMismatch {

@@ -423,6 +423,7 @@ pub struct RunningProxy {
 impl RunningProxy {
     pub async fn start(cfg: UpstreamConfig) -> RunningProxy {
         let config = Config {
+            admin: None,
             shutdown_timeout: Duration::from_secs(5),
             upstreams: vec![cfg],
         };

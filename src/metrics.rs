@@ -1,0 +1,312 @@
+//! The Prometheus metrics served on the admin endpoint's `/metrics`.
+//!
+//! Every series is created once per upstream name and handed out as cheap
+//! handles ([`UpstreamMetrics`]), so the request path only bumps atomics and never
+//! looks a label set up. An upstream whose settings change on reload keeps its
+//! series (same name, same handles); one that disappears loses its gauges.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    upstream: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+type HistogramFamily = Family<UpstreamLabel, Histogram, fn() -> Histogram>;
+
+/// Upper bounds of the request-duration buckets, in seconds: from a pooled
+/// round trip on loopback up to `publish` taking minutes.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// All of pinproxy's metrics and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    handshakes: Family<HandshakeLabels, Counter>,
+    connect_failures: Family<UpstreamLabel, Counter>,
+    client_connections: Family<UpstreamLabel, Gauge>,
+    upstream_connections: Family<UpstreamLabel, Gauge>,
+    certificate_not_after: Family<UpstreamLabel, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric family registered under `pinproxy_`.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("pinproxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests answered, by upstream and status class (pinproxy's own 502/504 included)",
+            requests.clone(),
+        );
+        let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a request to the end of its response body, by upstream",
+            duration.clone(),
+        );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "upstream_handshakes",
+            "TLS handshakes with the upstream, by result: ok, fingerprint_mismatch, error",
+            handshakes.clone(),
+        );
+        let connect_failures = Family::<UpstreamLabel, Counter>::default();
+        registry.register(
+            "upstream_connect_failures",
+            "TCP connects to the upstream that failed or timed out (DNS included), before any handshake",
+            connect_failures.clone(),
+        );
+        let client_connections = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "client_connections",
+            "Open client connections on the upstream's listener",
+            client_connections.clone(),
+        );
+        let upstream_connections = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_connections",
+            "Open pinned TLS connections to the upstream, idle in the pool or carrying a request",
+            upstream_connections.clone(),
+        );
+        let certificate_not_after = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_certificate_not_after_timestamp_seconds",
+            "notAfter (unix seconds) of the certificate the upstream last presented; alert well before it, the pin changes when it is renewed",
+            certificate_not_after.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or --watch-config), by result: ok, error",
+            reloads.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "pinproxy's version", build_info);
+        for result in ["ok", "error"] {
+            // Present from the start, so `increase()` sees the first failure.
+            reloads.get_or_create_owned(&ReloadLabels { result });
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            handshakes,
+            connect_failures,
+            client_connections,
+            upstream_connections,
+            certificate_not_after,
+            reloads,
+        })
+    }
+
+    /// The handles for one upstream; every series exists (at zero) from here on.
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        let label = UpstreamLabel {
+            upstream: name.to_string(),
+        };
+        let handshake = |result| {
+            self.handshakes
+                .get_or_create_owned(&HandshakeLabels {
+                    upstream: name.to_string(),
+                    result,
+                })
+        };
+        UpstreamMetrics {
+            requests: STATUS_CLASSES.map(|class| {
+                self.requests.get_or_create_owned(&RequestLabels {
+                    upstream: name.to_string(),
+                    class,
+                })
+            }),
+            duration: self.duration.get_or_create_owned(&label),
+            handshake_ok: handshake("ok"),
+            handshake_mismatch: handshake("fingerprint_mismatch"),
+            handshake_error: handshake("error"),
+            connect_failures: self.connect_failures.get_or_create_owned(&label),
+            client_connections: self.client_connections.get_or_create_owned(&label),
+            upstream_connections: self.upstream_connections.get_or_create_owned(&label),
+            certificate_not_after: self.certificate_not_after.get_or_create_owned(&label),
+        }
+    }
+
+    /// Drops the gauges of an upstream that a reload removed (its counters stay,
+    /// as Prometheus expects of counters).
+    pub fn forget_upstream(&self, name: &str) {
+        let label = UpstreamLabel {
+            upstream: name.to_string(),
+        };
+        self.client_connections.remove(&label);
+        self.upstream_connections.remove(&label);
+        self.certificate_not_after.remove(&label);
+    }
+
+    /// Counts one config reload.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Everything in the OpenMetrics text format (which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The metric handles of one upstream, shared by its listener, pool and verifier.
+#[derive(Clone, Debug)]
+pub struct UpstreamMetrics {
+    requests: [Counter; 5],
+    duration: Histogram,
+    handshake_ok: Counter,
+    handshake_mismatch: Counter,
+    handshake_error: Counter,
+    connect_failures: Counter,
+    /// Open client connections on this upstream's listener.
+    pub client_connections: Gauge,
+    /// Open pinned TLS connections to the upstream.
+    pub upstream_connections: Gauge,
+    /// notAfter of the last certificate the upstream presented, unix seconds.
+    pub certificate_not_after: Gauge,
+}
+
+/// How one upstream TLS handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// The pin matched and the handshake completed.
+    Ok,
+    /// The certificate matched no pin.
+    FingerprintMismatch,
+    /// Any other TLS failure or a handshake timeout.
+    Error,
+}
+
+impl UpstreamMetrics {
+    /// Handles that count into nothing, for code paths without a registry (`fingerprint`, `check`).
+    pub fn detached() -> UpstreamMetrics {
+        UpstreamMetrics {
+            requests: Default::default(),
+            duration: duration_histogram(),
+            handshake_ok: Counter::default(),
+            handshake_mismatch: Counter::default(),
+            handshake_error: Counter::default(),
+            connect_failures: Counter::default(),
+            client_connections: Gauge::default(),
+            upstream_connections: Gauge::default(),
+            certificate_not_after: Gauge::default(),
+        }
+    }
+
+    /// Counts one answered request by its status class and records its duration.
+    pub fn request(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Counts one handshake.
+    pub fn handshake(&self, result: Handshake) {
+        match result {
+            Handshake::Ok => &self.handshake_ok,
+            Handshake::FingerprintMismatch => &self.handshake_mismatch,
+            Handshake::Error => &self.handshake_error,
+        }
+        .inc();
+    }
+
+    /// Counts one failed TCP connect.
+    pub fn connect_failed(&self) {
+        self.connect_failures.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_named_and_labelled_for_prometheus() {
+        let metrics = Metrics::new();
+        let gaia = metrics.upstream("gaia");
+        gaia.request(200, 0.003);
+        gaia.request(502, 0.2);
+        gaia.request(599, 0.2);
+        gaia.handshake(Handshake::FingerprintMismatch);
+        gaia.certificate_not_after.set(1_900_000_000);
+        metrics.reloaded(false);
+        let text = metrics.encode();
+        for line in [
+            "pinproxy_requests_total{upstream=\"gaia\",class=\"2xx\"} 1",
+            "pinproxy_requests_total{upstream=\"gaia\",class=\"5xx\"} 2",
+            "pinproxy_request_duration_seconds_bucket{le=\"0.005\",upstream=\"gaia\"} 1",
+            "pinproxy_request_duration_seconds_count{upstream=\"gaia\"} 3",
+            "pinproxy_upstream_handshakes_total{upstream=\"gaia\",result=\"fingerprint_mismatch\"} 1",
+            "pinproxy_upstream_handshakes_total{upstream=\"gaia\",result=\"ok\"} 0",
+            "pinproxy_upstream_certificate_not_after_timestamp_seconds{upstream=\"gaia\"} 1900000000",
+            "pinproxy_config_reloads_total{result=\"error\"} 1",
+            "pinproxy_config_reloads_total{result=\"ok\"} 0",
+            "pinproxy_client_connections{upstream=\"gaia\"} 0",
+            "pinproxy_upstream_connections{upstream=\"gaia\"} 0",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_removed_upstream_loses_its_gauges_but_keeps_its_counters() {
+        let metrics = Metrics::new();
+        metrics.upstream("old").request(200, 0.1);
+        metrics.forget_upstream("old");
+        let text = metrics.encode();
+        assert!(!text.contains("pinproxy_client_connections{upstream=\"old\"}"));
+        assert!(text.contains("pinproxy_requests_total{upstream=\"old\",class=\"2xx\"} 1"));
+    }
+}
