@@ -92,13 +92,7 @@ pub struct ConfigError {
 impl Config {
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            location: path.display().to_string(),
-            message: format!(
-                "cannot read the config file: {e}; pass another with --config FILE or set PINPROXY_CONFIG"
-            ),
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read(path)?, path)
     }
 
     /// Checks TOML `text`; `path` is only used to name the file in errors.
@@ -439,6 +433,16 @@ impl fmt::Display for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({} -> {})", self.name, self.listen, self.address())
     }
+}
+
+/// Reads a config file as text (following symlinks), with an error that says what to do.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        location: path.display().to_string(),
+        message: format!(
+            "cannot read the config file: {e}; pass another with --config FILE or set PINPROXY_CONFIG"
+        ),
+    })
 }
 
 /// Where the config file is when `--config` is not given.

@@ -6,10 +6,16 @@
 //! [`config`] (what to do) → [`server`] (listeners, accept loop, drain) →
 //! [`forward`] (one request: headers, errors, access log) → [`upstream`]
 //! (pool and connector) → [`verify`] (the pin check inside the TLS handshake).
+//!
+//! Around that path: [`service`] runs it as a long-lived process (reloads from
+//! [`reload`], readiness and [`metrics`] on the [`admin`] endpoint, [`systemd`]
+//! notifications).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod forward;
@@ -18,8 +24,11 @@ pub mod metrics;
 pub mod mock_api;
 pub mod pin;
 pub mod probe;
+pub mod reload;
 pub mod rfc1751;
 pub mod server;
+pub mod service;
 pub mod shutdown;
+pub mod systemd;
 pub mod upstream;
 pub mod verify;

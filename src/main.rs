@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pinproxy::config::{self, Config, Flags};
-use pinproxy::server::Proxy;
-use pinproxy::{demo, probe, shutdown};
+use pinproxy::service::{self, Source};
+use pinproxy::{check, demo, probe, shutdown};
 
 /// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
 ///
@@ -45,9 +45,17 @@ enum Command {
     /// Without one:   pinproxy run --listen 127.0.0.1:8443 --upstream mgmt.example:443 \
     ///                    --fingerprint "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D"
     ///
+    /// SIGHUP re-reads the file (so does a change to it, with --watch-config); an invalid
+    /// file is reported and the running config keeps serving.
     /// SIGINT/SIGTERM stop accepting and let in-flight requests finish (shutdown_timeout).
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+
+    /// Validate a config file without serving it; with --connect, also handshake with every
+    /// upstream and report whether the certificate it presents matches a pin.
+    ///
+    /// Exit status 0 when everything checks out, 1 otherwise.
+    Check(CheckArgs),
 
     /// Connect once, without a pin, and print the server's certificate fingerprints.
     ///
@@ -86,6 +94,22 @@ struct RunArgs {
     /// Allow a listener on a non-loopback address (plain HTTP exposes the upstream).
     #[arg(long, requires = "listen")]
     allow_non_loopback: bool,
+
+    /// Reload when the config file's content changes (checked every second; follows
+    /// symlinks, so a Kubernetes ConfigMap update is seen).
+    #[arg(long, conflicts_with = "listen")]
+    watch_config: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Also connect to every upstream and compare its certificate with the pins.
+    #[arg(long)]
+    connect: bool,
 }
 
 #[derive(clap::Args)]
@@ -119,6 +143,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
             Command::Fingerprint(args) => fingerprint(args).await,
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         }
@@ -137,35 +162,35 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
-    let config = match &args.listen {
-        Some(listen) => Config::from_flags(&Flags {
-            listen: listen.clone(),
-            upstream: args.upstream.clone().unwrap_or_default(),
-            fingerprints: args.fingerprints.clone(),
-            server_name: args.server_name.clone(),
-            allow_non_loopback: args.allow_non_loopback,
-        }),
-        None => Config::load(&args.config.clone().unwrap_or_else(config::default_path)),
+    let source = match &args.listen {
+        Some(listen) => Source::Flags(Box::new(
+            Config::from_flags(&Flags {
+                listen: listen.clone(),
+                upstream: args.upstream.clone().unwrap_or_default(),
+                fingerprints: args.fingerprints.clone(),
+                server_name: args.server_name.clone(),
+                allow_non_loopback: args.allow_non_loopback,
+            })
+            .map_err(|e| e.to_string())?,
+        )),
+        None => Source::File {
+            path: args.config.clone().unwrap_or_else(config::default_path),
+            watch: args.watch_config,
+        },
+    };
+    service::run(source, logged_signal()).await
+}
+
+async fn check(args: CheckArgs) -> Result<(), String> {
+    let path = args.config.unwrap_or_else(config::default_path);
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let report = check::check(&path, &config, args.connect).await;
+    print!("{}", report.text);
+    if report.ok {
+        Ok(())
+    } else {
+        Err("at least one upstream does not check out (see above)".into())
     }
-    .map_err(|e| e.to_string())?;
-    let proxy = Proxy::bind(&config).await.map_err(|e| e.to_string())?;
-    let addrs = proxy.local_addrs();
-    for up in &config.upstreams {
-        let bound = addrs
-            .iter()
-            .find(|(name, _)| **name == *up.name)
-            .map_or(up.listen, |(_, a)| *a);
-        tracing::info!(
-            upstream = %up.name,
-            listen = %bound,
-            address = %up.address(),
-            server_name = %up.effective_server_name(),
-            pins = up.pins.len(),
-            "listening"
-        );
-    }
-    proxy.serve(logged_signal()).await;
-    Ok(())
 }
 
 async fn logged_signal() {

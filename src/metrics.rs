@@ -150,11 +150,10 @@ impl Metrics {
             upstream: name.to_string(),
         };
         let handshake = |result| {
-            self.handshakes
-                .get_or_create_owned(&HandshakeLabels {
-                    upstream: name.to_string(),
-                    result,
-                })
+            self.handshakes.get_or_create_owned(&HandshakeLabels {
+                upstream: name.to_string(),
+                result,
+            })
         };
         UpstreamMetrics {
             requests: STATUS_CLASSES.map(|class| {

@@ -95,11 +95,18 @@ pub async fn probe(
         response_timeout: timeout,
         idle_timeout: timeout,
     };
+    probe_upstream(&cfg).await
+}
+
+/// Connects once to a configured upstream (its address, server name and
+/// timeouts) without checking its pins, and returns what it presented.
+pub async fn probe_upstream(cfg: &UpstreamConfig) -> Result<Presented, String> {
+    let address = cfg.address();
     let recorder = Arc::new(Recorder {
         seen: Mutex::new(Vec::new()),
         algorithms: verify::provider().signature_verification_algorithms,
     });
-    let connector = Connector::with_verifier(&cfg, recorder.clone(), UpstreamMetrics::detached());
+    let connector = Connector::with_verifier(cfg, recorder.clone(), UpstreamMetrics::detached());
     let tls = connector.connect().await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let protocol = session

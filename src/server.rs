@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -160,9 +160,8 @@ impl Proxy {
             plans.push(match same_socket {
                 Some(i) => {
                     taken[i] = true;
-                    let swap = (self.listeners[i].config != *cfg).then(|| {
-                        Arc::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name)))
-                    });
+                    let swap = (self.listeners[i].config != *cfg)
+                        .then(|| Arc::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.

@@ -224,6 +224,21 @@ impl Upstream {
         active.wait_for(|n| *n == 0).await.unwrap();
     }
 
+    /// Returns once exactly `n` TLS connections are open on the server side
+    /// (fails the test, rather than hanging it, after 10 s).
+    pub async fn wait_active(&self, n: usize) {
+        let mut active = self.active.clone();
+        let reached =
+            tokio::time::timeout(Duration::from_secs(10), active.wait_for(|now| *now == n))
+                .await
+                .is_ok();
+        assert!(
+            reached,
+            "expected {n} open upstream connections, have {}",
+            *self.active.borrow()
+        );
+    }
+
     pub fn tls_accepted(&self) -> usize {
         self.stats.tls_accepted.load(Ordering::SeqCst)
     }
@@ -559,6 +574,16 @@ impl Binary {
     /// Waits for the `listening` line and returns the bound address.
     pub fn listening(&mut self) -> SocketAddr {
         let v = self.wait_for(|v| v["message"] == "listening");
+        v["listen"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Waits for the admin endpoint's line and returns its address.
+    pub fn admin(&mut self) -> SocketAddr {
+        let v = self.wait_for(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin endpoint"))
+        });
         v["listen"].as_str().unwrap().parse().unwrap()
     }
 

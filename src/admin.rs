@@ -1,0 +1,163 @@
+//! The admin endpoint: `/healthz`, `/readyz` and `/metrics` in plain HTTP on
+//! their own (loopback) port, for systemd health checks, Kubernetes probes and
+//! Prometheus. It never forwards anything.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+
+/// Admin connections served at once; probes and scrapes need few.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// What `/readyz` reports, shared between the service and the admin endpoint.
+#[derive(Clone)]
+pub struct Health {
+    state: Arc<AtomicU8>,
+    metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// Starts "not ready": listeners are not bound yet.
+    pub fn new(metrics: Arc<Metrics>) -> Health {
+        Health {
+            state: Arc::new(AtomicU8::new(STARTING)),
+            metrics,
+        }
+    }
+
+    /// Every listener is bound and the config is loaded.
+    pub fn set_ready(&self) {
+        self.state.store(READY, Ordering::SeqCst);
+    }
+
+    /// Shutting down: load balancers and Kubernetes should stop sending.
+    pub fn set_draining(&self) {
+        self.state.store(DRAINING, Ordering::SeqCst);
+    }
+}
+
+/// A bound admin endpoint; serving stops when this is dropped.
+pub struct Admin {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Admin {
+    /// Binds `addr` and starts serving.
+    pub async fn bind(addr: SocketAddr, health: Health) -> Result<Admin, String> {
+        let tcp = TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen on {addr} for the admin endpoint ([admin] listen): {e}")
+        })?;
+        let local_addr = tcp.local_addr().unwrap_or(addr);
+        let task = tokio::spawn(accept_loop(tcp, health));
+        Ok(Admin { local_addr, task })
+    }
+
+    /// Where it listens (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(tcp: TcpListener, health: Health) {
+    let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match tcp.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let health = health.clone();
+        let service = service_fn(move |req| {
+            let answer = respond(&health, &req);
+            async move { Ok::<_, Infallible>(answer) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin endpoint only answers GET and HEAD\n",
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match health.state.load(Ordering::SeqCst) {
+            READY => text(StatusCode::OK, "ready\n"),
+            DRAINING => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining: shutting down, finishing in-flight requests\n",
+            ),
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        },
+        "/metrics" => {
+            let mut resp = Response::new(Full::new(Bytes::from(health.metrics.encode())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; the admin endpoint serves /healthz, /readyz and /metrics\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,95 @@
+//! `pinproxy check`: validate a config file without serving it and, with
+//! `--connect`, handshake once with every upstream and say whether the
+//! certificate it presents matches a configured pin — what an operator runs
+//! before a reload, or after a Gaia certificate renewal.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::pin::Fingerprints;
+use crate::probe;
+
+/// The printed report, and whether everything checked out.
+pub struct Report {
+    /// What `pinproxy check` prints.
+    pub text: String,
+    /// False if any upstream failed or mismatched (exit code 1).
+    pub ok: bool,
+}
+
+/// Validates `config` (already parsed from `path`) and optionally connects.
+pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
+    let mut text = String::new();
+    let count = config.upstreams.len();
+    let _ = write!(
+        text,
+        "{}: valid, {count} upstream{}",
+        path.display(),
+        if count == 1 { "" } else { "s" }
+    );
+    match &config.admin {
+        Some(a) => {
+            let _ = writeln!(text, ", admin endpoint on {}", a.listen);
+        }
+        None => text.push('\n'),
+    }
+    let width = config
+        .upstreams
+        .iter()
+        .map(|u| u.name.len())
+        .max()
+        .unwrap_or(0);
+    for up in &config.upstreams {
+        let _ = writeln!(
+            text,
+            "  {:width$}  http://{} -> https://{} (server name {}, {} pin{})",
+            up.name,
+            up.listen,
+            up.address(),
+            up.effective_server_name(),
+            up.pins.len(),
+            if up.pins.len() == 1 { "" } else { "s" },
+        );
+    }
+    if !connect {
+        return Report { text, ok: true };
+    }
+    text.push_str("\nConnecting to every upstream (nothing is sent after the handshake):\n");
+    // One at a time, so the report reads in config order and a slow server is easy to spot.
+    let mut ok = true;
+    for up in &config.upstreams {
+        let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
+        match probe::probe_upstream(up).await {
+            Ok(presented) => {
+                let fp = Fingerprints::of(presented.chain[0].as_ref());
+                match up.pins.iter().position(|p| p.matches(&fp)) {
+                    Some(i) => {
+                        let _ = writeln!(
+                            text,
+                            "MATCH (pin {}), {}, {}",
+                            i + 1,
+                            fp.sha1_line(),
+                            presented.protocol
+                        );
+                    }
+                    None => {
+                        ok = false;
+                        let _ = writeln!(
+                            text,
+                            "MISMATCH: presented {} / {}; pinproxy would refuse this server. If its certificate \
+                             was renewed, compare with `api fingerprint` on its console and update the pin",
+                            fp.sha1_line(),
+                            fp.sha256_line()
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(text, "FAILED: {e}");
+            }
+        }
+    }
+    Report { text, ok }
+}

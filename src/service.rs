@@ -1,0 +1,154 @@
+//! `pinproxy run` as a long-running service: bind the listeners and the admin
+//! endpoint, tell systemd we are ready, apply reloads (SIGHUP, `--watch-config`)
+//! until the shutdown signal, then drain.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use crate::admin::{Admin, Health};
+use crate::config::{self, Config};
+use crate::reload::{self, Trigger};
+use crate::server::Proxy;
+use crate::systemd::Notifier;
+
+/// Where the running config came from, which decides what a reload re-reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, re-read on every reload.
+    File {
+        /// The path as given (symlinks are followed on every read).
+        path: PathBuf,
+        /// Reload when the file's content changes.
+        watch: bool,
+    },
+    /// `run` flags: nothing to re-read.
+    Flags(Box<Config>),
+}
+
+/// Loads the config, serves it until `shutdown` completes, and drains.
+/// Errors before serving (bad config, busy port) come back as one message.
+pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    // Before anything that can take time: SIGHUP's default action is to exit.
+    let (config, watch) = match &source {
+        Source::File { path, watch } => {
+            let text = config::read(path).map_err(|e| e.to_string())?;
+            let config = Config::parse(&text, path).map_err(|e| e.to_string())?;
+            (config, watch.then(|| (path.clone(), text.into_bytes())))
+        }
+        Source::Flags(config) => (Config::clone(config), None),
+    };
+    let mut triggers = reload::triggers(watch);
+    let notifier = Notifier;
+
+    let mut proxy = Proxy::bind(&config).await.map_err(|e| e.to_string())?;
+    let health = Health::new(proxy.metrics().clone());
+    let mut admin = match &config.admin {
+        Some(a) => Some(Admin::bind(a.listen, health.clone()).await?),
+        None => None,
+    };
+    log_listening(&proxy, &config, |_| true);
+    if let Some(a) = &admin {
+        tracing::info!(listen = %a.local_addr(), "admin endpoint: /healthz /readyz /metrics");
+    }
+    health.set_ready();
+    notifier.ready(&status(&config));
+    let _watchdog = notifier.spawn_watchdog();
+
+    let mut running = config;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(trigger) = triggers.recv() => {
+                notifier.reloading();
+                let outcome = apply_reload(&source, trigger, &mut proxy, &mut running, &admin).await;
+                proxy.metrics().reloaded(outcome.is_ok());
+                match outcome {
+                    Ok(()) => notifier.ready(&status(&running)),
+                    Err(e) => {
+                        tracing::error!(trigger = %trigger, error = %e, "config reload failed; still serving the previous config");
+                        notifier.ready(&format!("{}; last reload failed: {e}", status(&running)));
+                    }
+                }
+            }
+        }
+    }
+    health.set_draining();
+    notifier.stopping("draining in-flight requests");
+    proxy.drain().await;
+    // Readiness stays 503 until the very end; then the admin endpoint goes too.
+    admin.take();
+    Ok(())
+}
+
+async fn apply_reload(
+    source: &Source,
+    trigger: Trigger,
+    proxy: &mut Proxy,
+    running: &mut Config,
+    admin: &Option<Admin>,
+) -> Result<(), String> {
+    let Source::File { path, .. } = source else {
+        tracing::warn!(trigger = %trigger, "started from flags, without a config file: nothing to reload");
+        return Ok(());
+    };
+    let new = config::read(path)
+        .and_then(|text| Config::parse(&text, path))
+        .map_err(|e| e.to_string())?;
+    if new == *running {
+        tracing::info!(trigger = %trigger, "config reloaded: nothing changed");
+        return Ok(());
+    }
+    let summary = proxy.reload(&new).await.map_err(|e| e.to_string())?;
+    if new.admin != running.admin {
+        tracing::warn!(
+            running = %admin.as_ref().map_or("none".into(), |a| a.local_addr().to_string()),
+            "[admin] changed: the admin endpoint moves only on restart; keeping the running one"
+        );
+    }
+    for name in &summary.changed {
+        if let Some(up) = new.upstreams.iter().find(|u| &u.name == name) {
+            tracing::info!(
+                upstream = %up.name,
+                address = %up.address(),
+                pins = up.pins.len(),
+                "upstream settings changed: new connections use them; idle pooled connections and TLS state of the old settings are dropped"
+            );
+        }
+    }
+    for name in &summary.removed {
+        tracing::info!(upstream = %name, "listener closed");
+    }
+    log_listening(proxy, &new, |name| summary.added.iter().any(|a| a == name));
+    tracing::info!(trigger = %trigger, summary = %summary, "config reloaded");
+    *running = new;
+    Ok(())
+}
+
+fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {
+    let addrs = proxy.local_addrs();
+    for up in config.upstreams.iter().filter(|u| which(&u.name)) {
+        let bound = addrs
+            .iter()
+            .find(|(name, _)| **name == *up.name)
+            .map_or(up.listen, |(_, a)| *a);
+        tracing::info!(
+            upstream = %up.name,
+            listen = %bound,
+            address = %up.address(),
+            server_name = %up.effective_server_name(),
+            pins = up.pins.len(),
+            "listening"
+        );
+    }
+}
+
+fn status(config: &Config) -> String {
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    format!(
+        "serving {} upstream{}: {}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
