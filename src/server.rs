@@ -170,6 +170,11 @@ impl Proxy {
         }
 
         let mut summary = ReloadSummary::default();
+        let old_names: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| l.config.name.clone())
+            .collect();
         let mut old: Vec<Option<Listener>> = std::mem::take(&mut self.listeners)
             .into_iter()
             .map(Some)
@@ -198,12 +203,14 @@ impl Proxy {
             self.listeners.push(listener);
         }
         for listener in old.into_iter().flatten() {
-            let name = listener.config.name.clone();
+            summary.removed.push(listener.config.name.clone());
             listener.close().await;
+        }
+        // Renamed or removed: their gauges would otherwise report stale values forever.
+        for name in old_names {
             if !config.upstreams.iter().any(|u| u.name == name) {
                 self.metrics.forget_upstream(&name);
             }
-            summary.removed.push(name);
         }
         self.shutdown_timeout = config.shutdown_timeout;
         Ok(summary)

@@ -46,11 +46,12 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         Some(a) => Some(Admin::bind(a.listen, health.clone()).await?),
         None => None,
     };
+    // Ready before the log lines say so, so whoever reads them finds /readyz at 200.
+    health.set_ready();
     log_listening(&proxy, &config, |_| true);
     if let Some(a) = &admin {
         tracing::info!(listen = %a.local_addr(), "admin endpoint: /healthz /readyz /metrics");
     }
-    health.set_ready();
     notifier.ready(&status(&config));
     let _watchdog = notifier.spawn_watchdog();
 

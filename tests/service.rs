@@ -1,0 +1,369 @@
+//! pinproxy as a service, through the built binary: the admin endpoint, live
+//! reload by SIGHUP and by watching the file (symlink swap included), systemd
+//! notifications, and `pinproxy check`.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The value of one series in a `/metrics` answer, e.g. `pinproxy_requests_total{upstream="gaia",class="5xx"}`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+async fn metrics(admin: std::net::SocketAddr) -> String {
+    let a = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    a.text()
+}
+
+/// Runs a blocking step on the binary (reading its log) without stalling the upstream.
+async fn on<T: Send + 'static>(
+    bin: Binary,
+    step: impl FnOnce(&mut Binary) -> T + Send + 'static,
+) -> (Binary, T) {
+    tokio::task::spawn_blocking(move || {
+        let mut bin = bin;
+        let out = step(&mut bin);
+        (bin, out)
+    })
+    .await
+    .unwrap()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn admin_endpoint_reports_health_and_metrics_move_after_a_mismatch() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let wrong = cert().sha1_pin();
+    let config = temp_file(&config_text(up.addr, &wrong, ADMIN));
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let addr = bin.listening();
+    let admin = bin.admin();
+
+    assert_eq!(get(&format!("http://{admin}/healthz")).await.status, 200);
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(
+        (ready.status.as_u16(), ready.text()),
+        (200, "ready\n".into())
+    );
+    let before = metrics(admin).await;
+    let mismatch =
+        "pinproxy_upstream_handshakes_total{upstream=\"gaia\",result=\"fingerprint_mismatch\"}";
+    let errors = "pinproxy_requests_total{upstream=\"gaia\",class=\"5xx\"}";
+    assert_eq!(metric(&before, mismatch), 0.0);
+    assert_eq!(metric(&before, errors), 0.0);
+
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 502);
+    // Counted just before the access-log line is written, when the response ends.
+    let (_bin, _) = on(bin, |b| b.wait_for(|v| v["message"] == "request")).await;
+    let after = metrics(admin).await;
+    assert_eq!(metric(&after, mismatch), 1.0);
+    assert_eq!(metric(&after, errors), 1.0);
+    assert_eq!(
+        metric(
+            &after,
+            "pinproxy_request_duration_seconds_count{upstream=\"gaia\"}"
+        ),
+        1.0
+    );
+    // The not-after of the certificate the server showed, for expiry alerts.
+    let (_, parsed) = x509_parser::parse_x509_certificate(c.der.as_ref()).unwrap();
+    assert_eq!(
+        metric(
+            &after,
+            "pinproxy_upstream_certificate_not_after_timestamp_seconds{upstream=\"gaia\"}"
+        ),
+        parsed.validity().not_after.timestamp() as f64
+    );
+    assert_eq!(
+        metric(&after, "pinproxy_upstream_connections{upstream=\"gaia\"}"),
+        0.0
+    );
+
+    // Only GET/HEAD, only the three paths.
+    let post = send(
+        &client(),
+        http::Request::post(format!("http://{admin}/metrics"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.status, 405);
+    assert_eq!(get(&format!("http://{admin}/x")).await.status, 404);
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_draining_and_health_stays_200() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let addr = bin.listening();
+    let admin = bin.admin();
+    let slow = tokio::spawn(async move { get(&format!("http://{addr}/slow")).await });
+    up.slow_arrived.notified().await;
+    let m = metrics(admin).await;
+    assert_eq!(
+        metric(&m, "pinproxy_client_connections{upstream=\"gaia\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "pinproxy_upstream_connections{upstream=\"gaia\"}"),
+        1.0
+    );
+
+    bin.signal("TERM");
+    let (bin, _) = on(bin, |b| {
+        b.wait_for(|v| v["message"] == "listeners closed; waiting for in-flight requests")
+    })
+    .await;
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().starts_with("draining"), "{}", ready.text());
+    assert_eq!(get(&format!("http://{admin}/healthz")).await.status, 200);
+
+    up.release.notify_one();
+    assert_eq!(slow.await.unwrap().status, 200);
+    let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let wrong = cert().sha1_pin();
+    let config = temp_file(&config_text(up.addr, &wrong, ADMIN));
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let pid = bin.child.id();
+    let addr = bin.listening();
+    let admin = bin.admin();
+    let url = format!("http://{addr}/x");
+    assert_eq!(get(&url).await.status, 502);
+
+    std::fs::write(config.path(), config_text(up.addr, &c.sha1_pin(), ADMIN)).unwrap();
+    bin.signal("HUP");
+    let (bin, line) = on(bin, |b| b.wait_for(|v| v["message"] == "config reloaded")).await;
+    assert_eq!(line["trigger"], "SIGHUP");
+    assert!(
+        line["summary"].as_str().unwrap().contains("changed gaia"),
+        "{line}"
+    );
+    assert_eq!(
+        get(&url).await.status,
+        200,
+        "same port, same process, new pin"
+    );
+    assert_eq!(bin.child.id(), pid);
+
+    let broken = config_text(up.addr, &c.sha1_pin(), ADMIN).replace("address =", "adress =");
+    std::fs::write(config.path(), broken).unwrap();
+    bin.signal("HUP");
+    let (bin, line) = on(bin, |b| {
+        b.wait_for(|v| v["message"] == "config reload failed; still serving the previous config")
+    })
+    .await;
+    assert_eq!(line["level"], "ERROR");
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("{}:5:1", config.path().display())) && error.contains("adress"),
+        "{error}"
+    );
+    assert_eq!(get(&url).await.status, 200);
+    let m = metrics(admin).await;
+    assert_eq!(
+        metric(&m, "pinproxy_config_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "pinproxy_config_reloads_total{result=\"error\"}"),
+        1.0
+    );
+    drop(bin);
+}
+
+/// The layout kubelet gives a mounted ConfigMap: `proxy.toml -> ..data/proxy.toml`,
+/// `..data -> ..<timestamp>`; an update writes a new directory and renames a new
+/// `..data` symlink over the old one.
+struct ConfigMapDir {
+    dir: tempfile::TempDir,
+    version: usize,
+}
+
+impl ConfigMapDir {
+    fn new(text: &str) -> ConfigMapDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cm = ConfigMapDir { dir, version: 0 };
+        cm.update(text);
+        std::os::unix::fs::symlink("..data/proxy.toml", cm.path()).unwrap();
+        cm
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
+    fn update(&mut self, text: &str) {
+        self.version += 1;
+        let version = format!("..2026_11_23_v{}", self.version);
+        let root = self.dir.path();
+        std::fs::create_dir(root.join(&version)).unwrap();
+        std::fs::write(root.join(&version).join("proxy.toml"), text).unwrap();
+        std::os::unix::fs::symlink(&version, root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        if self.version > 1 {
+            let old = format!("..2026_11_23_v{}", self.version - 1);
+            std::fs::remove_dir_all(root.join(old)).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_config_follows_a_configmap_symlink_swap() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let wrong = cert().sha1_pin();
+    let mut cm = ConfigMapDir::new(&config_text(up.addr, &wrong, ""));
+    let path = cm.path();
+    let mut bin = Binary::spawn(&["run", "--watch-config", "--config", path_str(&path)], &[]);
+    let addr = bin.listening();
+    let url = format!("http://{addr}/x");
+    assert_eq!(get(&url).await.status, 502);
+
+    cm.update(&config_text(up.addr, &c.sha1_pin(), ""));
+    let (bin, line) = on(bin, |b| b.wait_for(|v| v["message"] == "config reloaded")).await;
+    assert_eq!(line["trigger"], "file change");
+    assert_eq!(get(&url).await.status, 200);
+    drop(bin);
+}
+
+/// Reads notifications until one contains `want`, skipping watchdog pings.
+fn expect_notification(sock: &UnixDatagram, want: &str) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification with {want:?}: {e}"));
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.lines().any(|l| l == want) {
+            return msg;
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&socket_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Nothing connects upstream until a request arrives, so any address will do.
+    let config = temp_file(&config_text(
+        "127.0.0.1:9".parse().unwrap(),
+        &cert().sha1_pin(),
+        "",
+    ));
+    let mut bin = Binary::spawn(
+        &["run", "--config", path_str(config.path())],
+        &[
+            ("NOTIFY_SOCKET", path_str(&socket_path)),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    bin.listening();
+    let ready = expect_notification(&sock, "READY=1");
+    assert!(
+        ready.contains("STATUS=serving 1 upstream: gaia"),
+        "{ready:?}"
+    );
+    expect_notification(&sock, "WATCHDOG=1");
+
+    bin.signal("HUP");
+    let reloading = expect_notification(&sock, "RELOADING=1");
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC with RELOADING=1")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    expect_notification(&sock, "READY=1");
+
+    bin.signal("TERM");
+    let stopping = expect_notification(&sock, "STOPPING=1");
+    assert!(stopping.contains("STATUS=draining"), "{stopping:?}");
+    let (status, _) = bin.finish();
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn check(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .arg("check")
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn check_validates_and_connect_reports_match_or_mismatch() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let good = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
+    let out = check(&["--config", path_str(good.path())]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("valid, 1 upstream, admin endpoint on 127.0.0.1:0"),
+        "{stdout}"
+    );
+    assert_eq!(up.tls_accepted(), 0, "no connection without --connect");
+
+    let out = check(&["--config", path_str(good.path()), "--connect"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let sha1 = c.fingerprints().sha1_line();
+    assert!(
+        stdout.contains(&format!("MATCH (pin 1), {sha1}")),
+        "{stdout}"
+    );
+    assert_eq!(up.requests(), 0, "a check sends no request");
+
+    let wrong = temp_file(&config_text(up.addr, &cert().sha1_pin(), ""));
+    let out = check(&["--config", path_str(wrong.path()), "--connect"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("MISMATCH: presented {sha1}")),
+        "{stdout}"
+    );
+
+    let broken = temp_file(
+        &config_text(up.addr, &c.sha1_pin(), "")
+            .replace("fingerprints = [\"", "fingerprints = [\"zz"),
+    );
+    let out = check(&["--config", path_str(broken.path())]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("{}:7:17: bad pin", broken.path().display())),
+        "{stderr}"
+    );
+}
