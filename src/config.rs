@@ -580,6 +580,10 @@ mod tests {
             Path::new("proxy.example.toml"),
         )
         .unwrap();
+        assert_eq!(
+            c.admin.as_ref().map(|a| a.listen),
+            Some("127.0.0.1:9901".parse().unwrap())
+        );
         let u = &c.upstreams[0];
         assert_eq!(u.effective_server_name(), "mgmt.example.com");
         assert_eq!(u.response_timeout, Duration::from_secs(300));
