@@ -31,5 +31,5 @@ python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["p
 
 echo "== kubernetes-validate --strict deploy/kubernetes/*.yaml"
 for version in 1.29.0 ""; do
-    kubernetes-validate --strict ${version:+-k "$version"} deploy/kubernetes/*.yaml
+    python3 -m kubernetes_validate --strict ${version:+-k "$version"} deploy/kubernetes/*.yaml
 done
