@@ -28,6 +28,9 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
         path.display(),
         if count == 1 { "" } else { "s" }
     );
+    if let Some(p) = &config.proxy {
+        let _ = write!(text, ", HTTP proxy on {}", p.listen);
+    }
     match &config.admin {
         Some(a) => {
             let _ = writeln!(text, ", admin endpoint on {}", a.listen);
@@ -51,6 +54,15 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
             up.pins.len(),
             if up.pins.len() == 1 { "" } else { "s" },
         );
+        if !up.hosts.is_empty() {
+            let hosts: Vec<String> = up.hosts.iter().map(|h| h.to_string()).collect();
+            let _ = writeln!(
+                text,
+                "  {:width$}  proxy-mode hosts: {}",
+                "",
+                hosts.join(", ")
+            );
+        }
     }
     if !connect {
         return Report { text, ok: true };

@@ -31,6 +31,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The optional admin endpoint (`/healthz`, `/readyz`, `/metrics`).
     pub admin: Option<AdminConfig>,
+    /// The optional HTTP-proxy listener (`http_proxy=http://…`).
+    pub proxy: Option<ProxyConfig>,
     /// One entry per listener and its upstream.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -40,6 +42,45 @@ pub struct Config {
 pub struct AdminConfig {
     /// Where the admin endpoint listens (plain HTTP, loopback unless allowed).
     pub listen: SocketAddr,
+}
+
+/// The `[proxy]` table: one listener for clients that send absolute-form
+/// requests through `http_proxy`, routed to upstreams by host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Where the HTTP-proxy listener binds (loopback unless allowed).
+    pub listen: SocketAddr,
+}
+
+/// A name by which proxy-mode clients reach an upstream: `host` or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAlias {
+    /// Lower-case host name or IP (IPv6 without brackets).
+    pub host: String,
+    /// If given, only requests for this port match.
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for HostAlias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => f.write_str(&join_host_port(&self.host, p)),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+/// Whether to speak HTTP/2 to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http2 {
+    /// Offer h2 and http/1.1 by ALPN; use what the server picks.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Never,
+    /// h2 only (the server must pick it).
+    Always,
 }
 
 /// One plain-HTTP listener and the pinned TLS server it forwards to.
@@ -65,9 +106,41 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Names by which HTTP-proxy clients select this upstream (besides `name`).
+    pub hosts: Vec<HostAlias>,
+    /// HTTP/2 to the upstream.
+    pub http2: Http2,
+    /// Accept legacy signature algorithms (RSA keys under 2048 bits, SHA-1 signatures)
+    /// in the handshake; off by default.
+    pub legacy_crypto: bool,
 }
 
 impl UpstreamConfig {
+    /// An upstream with every optional setting at its default.
+    pub fn new(
+        name: &str,
+        listen: SocketAddr,
+        host: &str,
+        port: u16,
+        pins: Vec<Pin>,
+    ) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.to_string(),
+            listen,
+            host: host.to_string(),
+            port,
+            server_name: None,
+            pins,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            hosts: Vec::new(),
+            http2: Http2::default(),
+            legacy_crypto: false,
+        }
+    }
+
     /// The name used for SNI and the Host header.
     pub fn effective_server_name(&self) -> &str {
         self.server_name.as_deref().unwrap_or(&self.host)
@@ -141,35 +214,70 @@ impl Config {
             }
             upstreams.push(up);
         }
-        let admin = match &raw.admin {
-            Some(a) => Some(AdminConfig {
-                listen: parse_listen(
-                    a.listen.get_ref(),
-                    a.allow_non_loopback,
-                    "set allow_non_loopback = true in [admin]",
-                )
-                .map_err(|m| at(a.listen.span(), m))?,
-            }),
-            None => None,
-        };
-        if let Some((admin, up)) = admin.as_ref().and_then(|a| {
-            upstreams
+        // Every name a proxy-mode client may use must lead to exactly one upstream.
+        let mut seen: Vec<(HostAlias, &str)> = Vec::new();
+        for (u, raw_u) in upstreams.iter().zip(&raw.upstream) {
+            let own = HostAlias {
+                host: u.name.to_ascii_lowercase(),
+                port: None,
+            };
+            let spans =
+                std::iter::once(raw_u.name.span()).chain(raw_u.hosts.iter().map(|h| h.span()));
+            for (alias, span) in std::iter::once(&own).chain(&u.hosts).zip(spans) {
+                if let Some((_, other)) = seen.iter().find(|(a, _)| a == alias) {
+                    return Err(at(
+                        span,
+                        format!(
+                            "host {alias} would select both upstream {other:?} and {:?} in proxy mode; give it to one",
+                            u.name
+                        ),
+                    ));
+                }
+                seen.push((alias.clone(), &u.name));
+            }
+        }
+        let side_listener = |raw: &Option<RawAdmin>,
+                             table: &str|
+         -> Result<Option<SocketAddr>, ConfigError> {
+            let Some(a) = raw else { return Ok(None) };
+            let listen = parse_listen(
+                a.listen.get_ref(),
+                a.allow_non_loopback,
+                &format!("set allow_non_loopback = true in [{table}]"),
+            )
+            .map_err(|m| at(a.listen.span(), m))?;
+            if let Some(up) = upstreams
                 .iter()
-                .find(|u| u.listen == a.listen && a.listen.port() != 0)
-                .map(|u| (a, u))
-        }) {
-            let span = raw.admin.as_ref().map_or(0..0, |a| a.listen.span());
-            return Err(at(
-                span,
-                format!(
-                    "admin listen address {} is already used by upstream {:?}; give the admin endpoint its own port",
-                    admin.listen, up.name
-                ),
-            ));
+                .find(|u| u.listen == listen && listen.port() != 0)
+            {
+                return Err(at(
+                    a.listen.span(),
+                    format!(
+                        "[{table}] listen address {listen} is already used by upstream {:?}; give it its own port",
+                        up.name
+                    ),
+                ));
+            }
+            Ok(Some(listen))
+        };
+        let admin = side_listener(&raw.admin, "admin")?.map(|listen| AdminConfig { listen });
+        let proxy = side_listener(&raw.proxy, "proxy")?.map(|listen| ProxyConfig { listen });
+        if let (Some(a), Some(p)) = (&admin, &proxy) {
+            if a.listen == p.listen && a.listen.port() != 0 {
+                let span = raw.proxy.as_ref().map_or(0..0, |p| p.listen.span());
+                return Err(at(
+                    span,
+                    format!(
+                        "[proxy] listen address {} is also [admin]'s; give each its own port",
+                        p.listen
+                    ),
+                ));
+            }
         }
         Ok(Config {
             shutdown_timeout,
             admin,
+            proxy,
             upstreams,
         })
     }
@@ -202,21 +310,13 @@ impl Config {
                 .map_err(|e| flag("--fingerprint", format!("pin {}: {e}", i + 1)))?;
             pins.push(pin);
         }
+        let mut upstream = UpstreamConfig::new("default", listen, &host, port, pins);
+        upstream.server_name = flags.server_name.clone();
         Ok(Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: None,
-            upstreams: vec![UpstreamConfig {
-                name: "default".into(),
-                listen,
-                host,
-                port,
-                server_name: flags.server_name.clone(),
-                pins,
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-                response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-                idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            }],
+            proxy: None,
+            upstreams: vec![upstream],
         })
     }
 }
@@ -241,10 +341,12 @@ pub struct Flags {
 struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
     admin: Option<RawAdmin>,
+    proxy: Option<RawAdmin>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
 }
 
+/// `[admin]` and `[proxy]`: a listener of pinproxy's own.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
@@ -267,6 +369,8 @@ struct RawUpstream {
     handshake_timeout: Option<Spanned<String>>,
     response_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
 }
 
 type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
@@ -311,6 +415,10 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
             None => Ok(default),
         }
     };
+    let mut hosts = Vec::new();
+    for alias in &u.hosts {
+        hosts.push(parse_alias(alias.get_ref()).map_err(|m| (alias.span(), m))?);
+    }
     Ok(UpstreamConfig {
         name: name.clone(),
         listen,
@@ -322,6 +430,9 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        hosts,
+        http2: Http2::default(),
+        legacy_crypto: false,
     })
 }
 
@@ -382,6 +493,27 @@ pub fn parse_address(text: &str) -> Result<(String, u16), String> {
         }
     };
     Ok((host.to_string(), port))
+}
+
+/// `host` or `host:port` (IPv6 in brackets when a port follows), lower-cased.
+fn parse_alias(text: &str) -> Result<HostAlias, String> {
+    let fix = "write a host name or IP as a client puts it in its URL, optionally with :PORT, for example \"mgmt.example.com\" or \"192.0.2.10:443\"";
+    let (host, port) = match parse_address(text) {
+        Ok((host, port)) => (host, Some(port)),
+        Err(_) => (
+            text.trim_matches(|c| c == '[' || c == ']').to_string(),
+            None,
+        ),
+    };
+    if host.is_empty() || (host.parse::<IpAddr>().is_err() && check_server_name(&host).is_err()) {
+        return Err(format!(
+            "hosts entry {text:?} is not a host name or IP; {fix}"
+        ));
+    }
+    Ok(HostAlias {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
 }
 
 fn check_server_name(name: &str) -> Result<(), String> {
@@ -588,5 +720,47 @@ mod tests {
         assert_eq!(u.effective_server_name(), "mgmt.example.com");
         assert_eq!(u.response_timeout, Duration::from_secs(300));
         assert_eq!(u.pins[0].to_string(), PIN);
+        assert_eq!(u.hosts.len(), 2);
+        assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
+    }
+
+    #[test]
+    fn proxy_mode_hosts_are_checked() {
+        let with = |hosts: &str| {
+            parse(&good().replace("fingerprints", &format!("hosts = [{hosts}]\nfingerprints")))
+        };
+        let c = with("\"MGMT.example:8443\", \"[2001:db8::1]\"").unwrap();
+        assert_eq!(c.upstreams[0].hosts[0].to_string(), "mgmt.example:8443");
+        assert_eq!(c.upstreams[0].hosts[1].host, "2001:db8::1");
+        let err = with("\"bad host\"").unwrap_err().to_string();
+        assert!(err.contains("not a host name or IP"), "{err}");
+        let twice = good()
+            + &good()
+                .replace("shutdown_timeout = \"5s\"", "")
+                .replace("\"gaia\"", "\"lab\"")
+                .replace("8443", "8444");
+        let twice = twice.replacen("fingerprints", "hosts = [\"lab\"]\nfingerprints", 1);
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains("would select both upstream \"gaia\" and \"lab\""),
+            "{err}"
+        );
+        let proxy = parse(&format!(
+            "[proxy]\nlisten = \"127.0.0.1:3128\"\n{}",
+            good().replace("shutdown_timeout = \"5s\"", "")
+        ))
+        .unwrap();
+        assert_eq!(proxy.proxy.map(|p| p.listen.port()), Some(3128));
+        let clash = parse(&format!(
+            "[proxy]\nlisten = \"127.0.0.1:8443\"\n{}",
+            good().replace("shutdown_timeout = \"5s\"", "")
+        ))
+        .unwrap_err();
+        assert!(
+            clash
+                .to_string()
+                .contains("already used by upstream \"gaia\""),
+            "{clash}"
+        );
     }
 }

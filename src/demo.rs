@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{self, Config, UpstreamConfig};
+use crate::config::{Config, UpstreamConfig};
 use crate::mock_api;
 use crate::pin::{Fingerprints, Pin};
 use crate::server::Proxy;
@@ -28,21 +28,16 @@ pub async fn run(
 
     let fp = Fingerprints::of(genuine.cert.as_ref());
     let pin = Pin::Sha1(fp.sha1);
-    let upstream = |name: &str, listen: SocketAddr, target: SocketAddr| UpstreamConfig {
-        name: name.into(),
-        listen,
-        host: target.ip().to_string(),
-        port: target.port(),
-        server_name: Some("mgmt.demo.pinproxy".into()),
-        pins: vec![pin.clone()],
-        connect_timeout: config::DEFAULT_CONNECT_TIMEOUT,
-        handshake_timeout: config::DEFAULT_HANDSHAKE_TIMEOUT,
-        response_timeout: config::DEFAULT_RESPONSE_TIMEOUT,
-        idle_timeout: config::DEFAULT_IDLE_TIMEOUT,
+    let upstream = |name: &str, listen: SocketAddr, target: SocketAddr| {
+        let ip = target.ip().to_string();
+        let mut cfg = UpstreamConfig::new(name, listen, &ip, target.port(), vec![pin.clone()]);
+        cfg.server_name = Some("mgmt.demo.pinproxy".into());
+        cfg
     };
     let impostor_listen = SocketAddr::new(listen.ip(), 0);
     let config = Config {
         admin: None,
+        proxy: None,
         shutdown_timeout: Duration::from_secs(5),
         upstreams: vec![
             upstream("gaia", listen, genuine_addr),

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin as StdPin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -25,18 +26,23 @@ pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error")
 
 /// Forwards `req` to `upstream` and answers the client.
 pub async fn handle(upstream: &Upstream, req: Request<Incoming>) -> Response<LoggedBody> {
-    let record = AccessRecord {
-        upstream: upstream.name.clone(),
-        metrics: upstream.metrics().clone(),
-        method: req.method().clone(),
-        // The query string is left out: it may carry tokens.
-        path: req.uri().path().to_string(),
-        start: Instant::now(),
-        status: 0,
-        error: None,
-    };
+    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req);
     let response = forward(upstream, req).await;
     LoggedBody::wrap(response, record)
+}
+
+/// Answers `req` with pinproxy's own error (status, `X-Pinproxy-Error` tag and a
+/// text body), logged and counted under `name`.
+pub fn refuse(
+    name: &Arc<str>,
+    metrics: &Arc<UpstreamMetrics>,
+    req: &Request<Incoming>,
+    status: StatusCode,
+    tag: &'static str,
+    text: String,
+) -> Response<LoggedBody> {
+    let record = AccessRecord::new(name, metrics, req);
+    LoggedBody::wrap(local_error(status, tag, text), record)
 }
 
 async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -44,8 +50,9 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<Respon
         return local_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "connect-refused",
-            "pinproxy does not tunnel CONNECT: send plain http:// requests to this listener and it forwards them \
-             to its one pinned upstream.\n",
+            "pinproxy does not tunnel CONNECT: a tunnel would hide the TLS handshake, and pinproxy must make it \
+             itself to check the server's pin. Send plain http:// requests to this listener; it forwards them to \
+             its one pinned upstream.\n",
         );
     }
     let (mut parts, body) = req.into_parts();
@@ -161,13 +168,32 @@ fn local_error(
 }
 
 struct AccessRecord {
-    upstream: std::sync::Arc<str>,
-    metrics: std::sync::Arc<UpstreamMetrics>,
+    upstream: Arc<str>,
+    metrics: Arc<UpstreamMetrics>,
     method: Method,
     path: String,
     start: Instant,
     status: u16,
     error: Option<HeaderValue>,
+}
+
+impl AccessRecord {
+    fn new<B>(
+        upstream: &Arc<str>,
+        metrics: &Arc<UpstreamMetrics>,
+        req: &Request<B>,
+    ) -> AccessRecord {
+        AccessRecord {
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+            method: req.method().clone(),
+            // The query string is left out: it may carry tokens.
+            path: req.uri().path().to_string(),
+            start: Instant::now(),
+            status: 0,
+            error: None,
+        }
+    }
 }
 
 /// A response body that counts what it passes and, when it is finished or dropped

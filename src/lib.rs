@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mock_api;
 pub mod pin;
 pub mod probe;
+pub mod proxy_mode;
 pub mod reload;
 pub mod rfc1751;
 pub mod server;

@@ -83,18 +83,12 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<Presented, String> {
     let (host, port) = config::parse_address(address)?;
-    let cfg = UpstreamConfig {
-        name: "probe".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        host,
-        port,
-        server_name: server_name.map(str::to_string),
-        pins: Vec::new(),
-        connect_timeout: timeout,
-        handshake_timeout: timeout,
-        response_timeout: timeout,
-        idle_timeout: timeout,
-    };
+    let mut cfg = UpstreamConfig::new("probe", ([127, 0, 0, 1], 0).into(), &host, port, Vec::new());
+    cfg.server_name = server_name.map(str::to_string);
+    cfg.connect_timeout = timeout;
+    cfg.handshake_timeout = timeout;
+    cfg.response_timeout = timeout;
+    cfg.idle_timeout = timeout;
     probe_upstream(&cfg).await
 }
 

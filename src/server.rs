@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, UpstreamConfig};
 use crate::forward;
 use crate::metrics::Metrics;
+use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Client connections served at once per listener; more wait in the kernel's accept queue.
 pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
@@ -45,6 +47,9 @@ pub struct BindError {
 /// The running listeners, each with the upstream it forwards to.
 pub struct Proxy {
     listeners: Vec<Listener>,
+    /// The `[proxy]` listener, if configured, and where it was asked to listen.
+    forward_proxy: Option<(SocketAddr, Acceptor)>,
+    routes: Arc<ArcSwap<Routes>>,
     metrics: Arc<Metrics>,
     graceful: Arc<GracefulShutdown>,
     shutdown_timeout: Duration,
@@ -54,19 +59,33 @@ pub struct Proxy {
 /// socket or the connections on it.
 struct Listener {
     config: UpstreamConfig,
-    local_addr: SocketAddr,
     upstream: Arc<ArcSwap<Upstream>>,
+    acceptor: Acceptor,
+}
+
+/// A running accept loop on one socket.
+struct Acceptor {
+    local_addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
-impl Listener {
+impl Acceptor {
     /// Stops accepting and closes the socket; open connections carry on until
     /// they finish or the drain ends them.
     async fn close(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
+}
+
+/// What a listener's requests go to.
+#[derive(Clone)]
+enum Target {
+    /// One upstream (a dedicated listener).
+    Upstream(Arc<ArcSwap<Upstream>>),
+    /// Any configured upstream, chosen by host (the `[proxy]` listener).
+    Routes(Arc<ArcSwap<Routes>>),
 }
 
 /// What a reload changed, by upstream name.
@@ -107,21 +126,48 @@ impl Proxy {
     /// Builds every upstream, binds every listener and starts accepting; fails
     /// before serving anything if one address cannot be bound.
     pub async fn bind(config: &Config) -> Result<Proxy, BindError> {
+        let metrics = Metrics::new();
         let mut proxy = Proxy {
             listeners: Vec::with_capacity(config.upstreams.len()),
-            metrics: Metrics::new(),
+            forward_proxy: None,
+            routes: Arc::new(ArcSwap::from_pointee(Routes::new([], &metrics))),
+            metrics,
             graceful: Arc::new(GracefulShutdown::new()),
             shutdown_timeout: config.shutdown_timeout,
         };
         let mut bound = Vec::with_capacity(config.upstreams.len());
         for cfg in &config.upstreams {
-            bound.push(bind(cfg).await?);
+            bound.push(bind(&cfg.name, cfg.listen).await?);
         }
+        let forward_proxy = match &config.proxy {
+            Some(p) => Some((p.listen, bind(PROXY_LABEL, p.listen).await?)),
+            None => None,
+        };
         for (cfg, tcp) in config.upstreams.iter().zip(bound) {
             let listener = proxy.start(cfg, tcp);
             proxy.listeners.push(listener);
         }
+        proxy.update_routes();
+        if let Some((listen, tcp)) = forward_proxy {
+            let acceptor = proxy.accept(tcp, listen, Target::Routes(proxy.routes.clone()));
+            proxy.forward_proxy = Some((listen, acceptor));
+        }
         Ok(proxy)
+    }
+
+    /// Where the `[proxy]` listener is bound, if there is one.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.forward_proxy.as_ref().map(|(_, a)| a.local_addr)
+    }
+
+    fn update_routes(&self) {
+        let current: Vec<(&UpstreamConfig, Arc<Upstream>)> = self
+            .listeners
+            .iter()
+            .map(|l| (&l.config, l.upstream.load_full()))
+            .collect();
+        self.routes
+            .store(Arc::new(Routes::new(current, &self.metrics)));
     }
 
     /// The metrics every listener and upstream of this proxy count into.
@@ -133,7 +179,7 @@ impl Proxy {
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
         self.listeners
             .iter()
-            .map(|l| (l.config.name.as_str().into(), l.local_addr))
+            .map(|l| (l.config.name.as_str().into(), l.acceptor.local_addr))
             .collect()
     }
 
@@ -165,9 +211,17 @@ impl Proxy {
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.
-                None => Plan::Bind(bind(cfg).await?),
+                None => Plan::Bind(bind(&cfg.name, cfg.listen).await?),
             });
         }
+        let keep_proxy = match (&self.forward_proxy, &config.proxy) {
+            (Some((old, _)), Some(new)) => *old == new.listen,
+            _ => false,
+        };
+        let new_proxy = match &config.proxy {
+            Some(p) if !keep_proxy => Some((p.listen, bind(PROXY_LABEL, p.listen).await?)),
+            _ => None,
+        };
 
         let mut summary = ReloadSummary::default();
         let old_names: Vec<String> = self
@@ -204,7 +258,17 @@ impl Proxy {
         }
         for listener in old.into_iter().flatten() {
             summary.removed.push(listener.config.name.clone());
-            listener.close().await;
+            listener.acceptor.close().await;
+        }
+        self.update_routes();
+        if !keep_proxy {
+            if let Some((_, acceptor)) = self.forward_proxy.take() {
+                acceptor.close().await;
+            }
+            if let Some((listen, tcp)) = new_proxy {
+                let acceptor = self.accept(tcp, listen, Target::Routes(self.routes.clone()));
+                self.forward_proxy = Some((listen, acceptor));
+            }
         }
         // Renamed or removed: their gauges would otherwise report stale values forever.
         for name in old_names {
@@ -226,8 +290,12 @@ impl Proxy {
     /// up to `shutdown_timeout`.
     pub async fn drain(self) {
         for listener in self.listeners {
-            listener.close().await;
+            listener.acceptor.close().await;
         }
+        if let Some((_, acceptor)) = self.forward_proxy {
+            acceptor.close().await;
+        }
+        drop(self.routes);
         // The accept loops held the only other references.
         let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
             return;
@@ -248,30 +316,42 @@ impl Proxy {
     }
 
     fn start(&self, cfg: &UpstreamConfig, tcp: TcpListener) -> Listener {
-        let local_addr = tcp.local_addr().unwrap_or(cfg.listen);
         let upstream = Arc::new(ArcSwap::from_pointee(Upstream::new(
             cfg,
             self.metrics.upstream(&cfg.name),
         )));
+        let acceptor = self.accept(tcp, cfg.listen, Target::Upstream(upstream.clone()));
+        Listener {
+            config: cfg.clone(),
+            upstream,
+            acceptor,
+        }
+    }
+
+    fn accept(&self, tcp: TcpListener, configured: SocketAddr, target: Target) -> Acceptor {
+        let local_addr = tcp.local_addr().unwrap_or(configured);
+        let connections = match &target {
+            Target::Upstream(up) => up.load().metrics().client_connections.clone(),
+            Target::Routes(_) => self.metrics.upstream(PROXY_LABEL).client_connections,
+        };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
             tcp,
-            upstream.clone(),
+            target,
+            connections,
             self.graceful.clone(),
             stopped,
         ));
-        Listener {
-            config: cfg.clone(),
+        Acceptor {
             local_addr,
-            upstream,
             stop,
             task,
         }
     }
 }
 
-async fn bind(cfg: &UpstreamConfig) -> Result<TcpListener, BindError> {
-    TcpListener::bind(cfg.listen).await.map_err(|source| {
+async fn bind(name: &str, listen: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(listen).await.map_err(|source| {
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => {
                 " (another program, or another pinproxy, already listens there: stop it or choose another `listen` port)"
@@ -283,8 +363,8 @@ async fn bind(cfg: &UpstreamConfig) -> Result<TcpListener, BindError> {
             _ => "",
         };
         BindError {
-            upstream: cfg.name.clone(),
-            addr: cfg.listen,
+            upstream: name.to_string(),
+            addr: listen,
             source,
             hint,
         }
@@ -293,7 +373,8 @@ async fn bind(cfg: &UpstreamConfig) -> Result<TcpListener, BindError> {
 
 async fn accept_loop(
     tcp: TcpListener,
-    upstream: Arc<ArcSwap<Upstream>>,
+    target: Target,
+    connections: Gauge,
     graceful: Arc<GracefulShutdown>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -317,21 +398,26 @@ async fn accept_loop(
                 Err(e) => {
                     // EMFILE and friends: wait a little for descriptors to free up
                     // instead of spinning on an accept that keeps failing.
-                    tracing::warn!(upstream = %upstream.load().name, error = %e, "accept failed; retrying in 100 ms");
+                    tracing::warn!(listen = ?tcp.local_addr().ok(), error = %e, "accept failed; retrying in 100 ms");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        // Each request reads the current upstream, so a reload applies to the next
-        // request even on a kept-alive client connection.
-        let current = upstream.clone();
+        // Each request reads the current upstream (or routes), so a reload applies
+        // to the next request even on a kept-alive client connection.
+        let target = target.clone();
         let service = service_fn(move |req| {
-            let up = current.load_full();
-            async move { Ok::<_, Infallible>(forward::handle(&up, req).await) }
+            let target = target.clone();
+            async move {
+                Ok::<_, Infallible>(match target {
+                    Target::Upstream(up) => forward::handle(&up.load_full(), req).await,
+                    Target::Routes(routes) => proxy_mode::handle(&routes.load_full(), req).await,
+                })
+            }
         });
-        let open = upstream.load().metrics().client_connections.clone();
+        let open = connections.clone();
         open.inc();
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watcher().watch(conn);

@@ -49,6 +49,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
     // Ready before the log lines say so, so whoever reads them finds /readyz at 200.
     health.set_ready();
     log_listening(&proxy, &config, |_| true);
+    log_proxy_listener(&proxy, &config);
     if let Some(a) = &admin {
         tracing::info!(listen = %a.local_addr(), "admin endpoint: /healthz /readyz /metrics");
     }
@@ -121,6 +122,9 @@ async fn apply_reload(
         tracing::info!(upstream = %name, "listener closed");
     }
     log_listening(proxy, &new, |name| summary.added.iter().any(|a| a == name));
+    if new.proxy != running.proxy {
+        log_proxy_listener(proxy, &new);
+    }
     tracing::info!(trigger = %trigger, summary = %summary, "config reloaded");
     *running = new;
     Ok(())
@@ -141,6 +145,19 @@ fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {
             pins = up.pins.len(),
             "listening"
         );
+    }
+}
+
+fn log_proxy_listener(proxy: &Proxy, config: &Config) {
+    if let Some(addr) = proxy.proxy_addr() {
+        let hosts: Vec<String> = config
+            .upstreams
+            .iter()
+            .flat_map(|u| {
+                std::iter::once(u.name.clone()).chain(u.hosts.iter().map(|h| h.to_string()))
+            })
+            .collect();
+        tracing::info!(listen = %addr, hosts = %hosts.join(","), "HTTP-proxy listener (http_proxy=http://{addr})");
     }
 }
 

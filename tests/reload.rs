@@ -13,6 +13,7 @@ use pinproxy::server::Proxy;
 fn config(upstreams: Vec<UpstreamConfig>) -> Config {
     Config {
         admin: None,
+        proxy: None,
         shutdown_timeout: Duration::from_secs(5),
         upstreams,
     }

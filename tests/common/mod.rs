@@ -414,18 +414,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
 
 /// An upstream entry pointing at `target`, SNI/Host `localhost`, listening on any port.
 pub fn upstream_config(target: SocketAddr, pins: Vec<Pin>) -> UpstreamConfig {
-    UpstreamConfig {
-        name: "test".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        host: target.ip().to_string(),
-        port: target.port(),
-        server_name: Some("localhost".into()),
+    let ip = target.ip().to_string();
+    let mut cfg = UpstreamConfig::new(
+        "test",
+        "127.0.0.1:0".parse().unwrap(),
+        &ip,
+        target.port(),
         pins,
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(60),
-    }
+    );
+    cfg.server_name = Some("localhost".into());
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg.handshake_timeout = Duration::from_secs(5);
+    cfg.response_timeout = Duration::from_secs(30);
+    cfg
 }
 
 /// The proxy running in this process.
@@ -439,6 +440,7 @@ impl RunningProxy {
     pub async fn start(cfg: UpstreamConfig) -> RunningProxy {
         let config = Config {
             admin: None,
+            proxy: None,
             shutdown_timeout: Duration::from_secs(5),
             upstreams: vec![cfg],
         };
