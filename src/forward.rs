@@ -8,11 +8,15 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 
 use crate::headers::remove_hop_by_hop;
 use crate::metrics::UpstreamMetrics;
@@ -24,10 +28,15 @@ pub type RequestBody = Either<Incoming, Empty<Bytes>>;
 /// The name of the header that says which failure a pinproxy error response reports.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error");
 
-/// Forwards `req` to `upstream` and answers the client.
-pub async fn handle(upstream: &Upstream, req: Request<Incoming>) -> Response<LoggedBody> {
+/// Forwards `req` to `upstream` and answers the client; an upgrade (WebSocket)
+/// that the upstream accepts becomes a tunnel in `tunnels`.
+pub async fn handle(
+    upstream: &Upstream,
+    req: Request<Incoming>,
+    tunnels: &Tunnels,
+) -> Response<LoggedBody> {
     let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req);
-    let response = forward(upstream, req).await;
+    let response = forward(upstream, req, tunnels).await;
     LoggedBody::wrap(response, record)
 }
 
@@ -45,7 +54,11 @@ pub fn refuse(
     LoggedBody::wrap(local_error(status, tag, text), record)
 }
 
-async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn forward(
+    upstream: &Upstream,
+    mut req: Request<Incoming>,
+    tunnels: &Tunnels,
+) -> Response<ResponseBody> {
     if req.method() == Method::CONNECT {
         return local_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -55,8 +68,18 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<Respon
              its one pinned upstream.\n",
         );
     }
+    // Upgrade and Connection are hop-by-hop, but an upgrade is asked of the next
+    // hop too: keep the protocol, drop everything else they carried.
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, protocol.clone());
+    }
     parts.headers.insert(HOST, upstream.host_header().clone());
     parts.version = Version::HTTP_11;
     parts.uri = match upstream.uri_for(&parts.uri) {
@@ -71,7 +94,7 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<Respon
     };
     // A request without a body that the client may repeat (RFC 9110 §9.2.2) can be sent
     // again if a pooled connection turns out to have been closed by the server.
-    let replay = if is_idempotent(&parts.method) && body.is_end_stream() {
+    let replay = if is_idempotent(&parts.method) && body.is_end_stream() && upgrade.is_none() {
         Some((
             parts.method.clone(),
             parts.uri.clone(),
@@ -97,12 +120,112 @@ async fn forward(upstream: &Upstream, req: Request<Incoming>) -> Response<Respon
         }
     }
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let tunnel = match (switched, client_upgrade) {
+                (true, Some(client)) => Some((client, hyper::upgrade::on(&mut resp))),
+                _ => None,
+            };
             let (mut parts, body) = resp.into_parts();
+            let accepted = upgrade_protocol(&parts.headers);
             remove_hop_by_hop(&mut parts.headers);
+            if let (Some((client, server)), Some(protocol)) = (tunnel, accepted) {
+                parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(UPGRADE, protocol);
+                tunnels.spawn(upstream.name.clone(), client, server);
+            }
             Response::from_parts(parts, Either::Left(body))
         }
         Err(e) => upstream_error(upstream, &e),
+    }
+}
+
+/// Resolves once `stop` says so (never, if its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The `Upgrade` value when `Connection` asks for an upgrade.
+fn upgrade_protocol(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// The upgraded connections (WebSocket and friends): each joins a client and an
+/// upstream byte stream both ways until either side closes. Shutdown treats them
+/// as in-flight requests: they may finish within `shutdown_timeout`, then both
+/// sides are shut down (FIN to the client, TLS close_notify to the upstream).
+#[derive(Clone)]
+pub struct Tunnels {
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels {
+            stop: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl Tunnels {
+    fn spawn(&self, upstream: Arc<str>, client: OnUpgrade, server: OnUpgrade) {
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            let (client, server) = match tokio::try_join!(client, server) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream, error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+            tracing::debug!(upstream = %upstream, "tunnel open");
+            tokio::select! {
+                done = tokio::io::copy_bidirectional(&mut client, &mut server) => match done {
+                    Ok((up, down)) => tracing::debug!(upstream = %upstream, bytes_up = up, bytes_down = down, "tunnel closed"),
+                    Err(e) => tracing::debug!(upstream = %upstream, error = %e, "tunnel broke"),
+                },
+                _ = stopped(&mut stop) => {
+                    let _ = tokio::join!(client.shutdown(), server.shutdown());
+                    tracing::info!(upstream = %upstream, "tunnel closed for shutdown");
+                }
+            }
+        });
+    }
+
+    /// How many tunnels are open.
+    pub fn count(&self) -> usize {
+        self.stop.receiver_count()
+    }
+
+    /// Waits up to `timeout` for open tunnels to end, then closes the rest.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        if tokio::time::timeout(timeout, self.stop.closed())
+            .await
+            .is_err()
+        {
+            let _ = self.stop.send(true);
+            self.stop.closed().await;
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::{HostAlias, UpstreamConfig};
-use crate::forward::{self, LoggedBody};
+use crate::forward::{self, LoggedBody, Tunnels};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::upstream::Upstream;
 
@@ -76,7 +76,11 @@ impl Routes {
 }
 
 /// Routes one proxy-mode request and forwards it, or explains why not.
-pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<LoggedBody> {
+pub async fn handle(
+    routes: &Routes,
+    req: Request<Incoming>,
+    tunnels: &Tunnels,
+) -> Response<LoggedBody> {
     let refuse = |status, tag, text: String| {
         forward::refuse(&routes.name, &routes.metrics, &req, status, tag, text)
     };
@@ -115,7 +119,7 @@ pub async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<LoggedB
     match routes.find(host, req.uri().port_u16()) {
         Some(upstream) => {
             let upstream = upstream.clone();
-            forward::handle(&upstream, req).await
+            forward::handle(&upstream, req, tunnels).await
         }
         None => {
             let asked = req

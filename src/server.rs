@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, UpstreamConfig};
-use crate::forward;
+use crate::forward::{self, Tunnels};
 use crate::metrics::Metrics;
 use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
@@ -52,6 +52,7 @@ pub struct Proxy {
     routes: Arc<ArcSwap<Routes>>,
     metrics: Arc<Metrics>,
     graceful: Arc<GracefulShutdown>,
+    tunnels: Tunnels,
     shutdown_timeout: Duration,
 }
 
@@ -133,6 +134,7 @@ impl Proxy {
             routes: Arc::new(ArcSwap::from_pointee(Routes::new([], &metrics))),
             metrics,
             graceful: Arc::new(GracefulShutdown::new()),
+            tunnels: Tunnels::default(),
             shutdown_timeout: config.shutdown_timeout,
         };
         let mut bound = Vec::with_capacity(config.upstreams.len());
@@ -301,12 +303,16 @@ impl Proxy {
             return;
         };
         let open = graceful.count();
+        let tunnels = self.tunnels.count();
         tracing::info!(
             open_connections = open,
+            tunnels,
             timeout = ?self.shutdown_timeout,
             "listeners closed; waiting for in-flight requests"
         );
-        match tokio::time::timeout(self.shutdown_timeout, graceful.shutdown()).await {
+        let requests = tokio::time::timeout(self.shutdown_timeout, graceful.shutdown());
+        let (requests, ()) = tokio::join!(requests, self.tunnels.drain(self.shutdown_timeout));
+        match requests {
             Ok(()) => tracing::info!("all connections finished"),
             Err(_) => tracing::warn!(
                 timeout = ?self.shutdown_timeout,
@@ -340,6 +346,7 @@ impl Proxy {
             target,
             connections,
             self.graceful.clone(),
+            self.tunnels.clone(),
             stopped,
         ));
         Acceptor {
@@ -376,13 +383,18 @@ async fn accept_loop(
     target: Target,
     connections: Gauge,
     graceful: Arc<GracefulShutdown>,
+    tunnels: Tunnels,
     mut stop: oneshot::Receiver<()>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS));
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
+    // HTTP/2 with prior knowledge on the same port.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
+    http.http2().timer(TokioTimer::new());
     loop {
         let permit = tokio::select! {
             _ = &mut stop => return,
@@ -407,19 +419,23 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // Each request reads the current upstream (or routes), so a reload applies
         // to the next request even on a kept-alive client connection.
-        let target = target.clone();
+        let (target, tunnels) = (target.clone(), tunnels.clone());
         let service = service_fn(move |req| {
-            let target = target.clone();
+            let (target, tunnels) = (target.clone(), tunnels.clone());
             async move {
                 Ok::<_, Infallible>(match target {
-                    Target::Upstream(up) => forward::handle(&up.load_full(), req).await,
-                    Target::Routes(routes) => proxy_mode::handle(&routes.load_full(), req).await,
+                    Target::Upstream(up) => forward::handle(&up.load_full(), req, &tunnels).await,
+                    Target::Routes(routes) => {
+                        proxy_mode::handle(&routes.load_full(), req, &tunnels).await
+                    }
                 })
             }
         });
         let open = connections.clone();
         open.inc();
-        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
         let watched = graceful.watcher().watch(conn);
         tokio::spawn(async move {
             if let Err(e) = watched.await {

@@ -1,0 +1,188 @@
+//! WebSocket through pinproxy: a real client (tokio-tungstenite) on the plain
+//! side, a WebSocket echo server behind pinned TLS on the other, on a dedicated
+//! listener and in proxy mode; closing on shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use pinproxy::config::{Config, ProxyConfig};
+use pinproxy::server::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A WebSocket echo server over TLS with a fresh self-signed certificate.
+async fn echo_server() -> (SocketAddr, TestCert) {
+    let c = cert();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, c)
+}
+
+fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
+    Config {
+        admin: None,
+        proxy: Some(ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        }),
+        shutdown_timeout: shutdown,
+        upstreams: vec![upstream_config(target, vec![c.sha1_pin()])],
+    }
+}
+
+async fn exchange<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text("show-session")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("show-session")
+    );
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    let big: Vec<u8> = (0..10 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Binary(got) => assert!(got == big, "the 10 MiB message came back changed"),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    // The close handshake goes end to end: the server answers our Close.
+    ws.close(None).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Close(_))) | None => {}
+        Some(Ok(other)) => panic!("after close: {other:?}"),
+        Some(Err(e)) => panic!("close handshake failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_on_a_dedicated_listener_text_binary_10_mib_and_close() {
+    let (target, c) = echo_server().await;
+    let proxy = Proxy::bind(&config(target, &c, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("the upgrade goes through pinproxy");
+    assert_eq!(resp.status(), 101);
+    exchange(&mut ws).await;
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn a_websocket_to_a_server_with_the_wrong_certificate_is_refused() {
+    let (target, _) = echo_server().await;
+    let proxy = Proxy::bind(&config(target, &cert(), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let err = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 502);
+            assert_eq!(resp.headers()["x-pinproxy-error"], "fingerprint-mismatch");
+        }
+        other => panic!("expected a 502, got {other}"),
+    }
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn websocket_in_proxy_mode_with_an_absolute_form_upgrade() {
+    let (target, c) = echo_server().await;
+    let proxy = Proxy::bind(&config(target, &c, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut tcp = TcpStream::connect(proxy.proxy_addr().unwrap())
+        .await
+        .unwrap();
+    // What a proxy-aware client sends for ws:// (RFC 6455 §4.1's sample key).
+    tcp.write_all(
+        b"GET http://test/ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    exchange(&mut ws).await;
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_open_websocket_after_shutdown_timeout() {
+    let (target, c) = echo_server().await;
+    let proxy = Proxy::bind(&config(target, &c, Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let done = drained.clone();
+    tokio::spawn(async move {
+        proxy.drain().await;
+        done.notify_one();
+    });
+    // The tunnel ends (the client sees the stream close), and the drain returns.
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the tunnel was closed, not left open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    tokio::time::timeout(Duration::from_secs(10), drained.notified())
+        .await
+        .expect("drain finished");
+}
