@@ -113,6 +113,8 @@ pub struct UpstreamConfig {
     /// Accept legacy signature algorithms (RSA keys under 2048 bits, SHA-1 signatures)
     /// in the handshake; off by default.
     pub legacy_crypto: bool,
+    /// Resume TLS sessions on reconnect (the session cache belongs to this pin set).
+    pub tls_resumption: bool,
 }
 
 impl UpstreamConfig {
@@ -138,6 +140,7 @@ impl UpstreamConfig {
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,
+            tls_resumption: true,
         }
     }
 
@@ -371,6 +374,14 @@ struct RawUpstream {
     idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    http2: Http2,
+    #[serde(default = "yes")]
+    tls_resumption: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
@@ -431,8 +442,9 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
         hosts,
-        http2: Http2::default(),
+        http2: u.http2,
         legacy_crypto: false,
+        tls_resumption: u.tls_resumption,
     })
 }
 
@@ -721,6 +733,7 @@ mod tests {
         assert_eq!(u.response_timeout, Duration::from_secs(300));
         assert_eq!(u.pins[0].to_string(), PIN);
         assert_eq!(u.hosts.len(), 2);
+        assert_eq!((u.http2, u.tls_resumption), (Http2::Auto, true));
         assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
     }
 

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::config::Http2;
 use crate::config::UpstreamConfig;
 use crate::forward::RequestBody;
 use crate::metrics::{Handshake, UpstreamMetrics};
@@ -99,6 +100,9 @@ pub struct Upstream {
     host_header: HeaderValue,
     response_timeout: Duration,
     client: Client<Connector, RequestBody>,
+    /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the same as
+    /// `client` when `http2 = "never"`.
+    upgrades: Client<Connector, RequestBody>,
     metrics: Arc<UpstreamMetrics>,
 }
 
@@ -113,14 +117,22 @@ impl Upstream {
             cfg.pins.clone(),
             metrics.certificate_not_after.clone(),
         ));
-        let connector = Connector::with_verifier(cfg, verifier, metrics.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.idle_timeout)
-            // Host comes from the config, never from the client's request.
-            .set_host(false)
-            .build(connector);
+        let pool = |http2: Http2| {
+            let connector = Connector::new(cfg, verifier.clone(), metrics.clone(), http2);
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(cfg.idle_timeout)
+                .http2_only(http2 == Http2::Always)
+                // Host comes from the config, never from the client's request.
+                .set_host(false)
+                .build(connector)
+        };
+        let client = pool(cfg.http2);
+        let upgrades = match cfg.http2 {
+            Http2::Never => client.clone(),
+            _ => pool(Http2::Never),
+        };
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(host)
@@ -130,14 +142,15 @@ impl Upstream {
         Upstream {
             name: cfg.name.as_str().into(),
             address: cfg.address(),
-            authority: cfg
-                .address()
+            // Also HTTP/2's :authority, so it names the server as Host does.
+            authority: host_value
                 .parse()
-                .expect("a checked host:port is a valid authority"),
+                .expect("a checked server name and port are a valid authority"),
             host_header: HeaderValue::from_str(&host_value)
                 .expect("a checked server name is a valid header value"),
             response_timeout: cfg.response_timeout,
             client,
+            upgrades,
             metrics: Arc::new(metrics),
         }
     }
@@ -170,7 +183,12 @@ impl Upstream {
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let client = if req.headers().contains_key(http::header::UPGRADE) {
+            &self.upgrades
+        } else {
+            &self.client
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.classify(&e)),
             Err(_) => Err(UpstreamError::Timeout {
@@ -279,26 +297,43 @@ struct ConnectorInner {
     tls: TlsConnector,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    http2: Http2,
     metrics: UpstreamMetrics,
 }
 
 impl Connector {
     /// A connector for `cfg` that trusts exactly what `verifier` accepts and
-    /// counts its handshakes into `metrics`.
+    /// counts its handshakes into `metrics`, offering HTTP/2 by ALPN as `cfg` says.
     pub fn with_verifier(
         cfg: &UpstreamConfig,
         verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
         metrics: UpstreamMetrics,
     ) -> Connector {
+        Connector::new(cfg, verifier, metrics, cfg.http2)
+    }
+
+    fn new(
+        cfg: &UpstreamConfig,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        metrics: UpstreamMetrics,
+        http2: Http2,
+    ) -> Connector {
         let server_name = ServerName::try_from(cfg.effective_server_name().to_string())
             .expect("server names are checked when the config is loaded");
+        let alpn: Vec<Vec<u8>> = match http2 {
+            Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Http2::Never => vec![b"http/1.1".to_vec()],
+            Http2::Always => vec![b"h2".to_vec()],
+        };
+        let tls = verify::client_config(verifier, alpn, cfg.tls_resumption);
         Connector {
             inner: Arc::new(ConnectorInner {
                 address: cfg.address(),
                 server_name,
-                tls: TlsConnector::from(Arc::new(verify::client_config(verifier))),
+                tls: TlsConnector::from(Arc::new(tls)),
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
+                http2,
                 metrics,
             }),
         }
@@ -327,6 +362,16 @@ impl Connector {
             after: inner.handshake_timeout,
         })
         .and_then(|done| done.map_err(|e| handshake_error(&inner.address, e)));
+        let handshake = handshake.and_then(|tls| {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if inner.http2 == Http2::Always && !h2 {
+                return Err(UpstreamError::Handshake {
+                    address: inner.address.clone(),
+                    reason: "the server did not agree to HTTP/2 (ALPN h2); set http2 = \"auto\" for this upstream".into(),
+                });
+            }
+            Ok(tls)
+        });
         inner.metrics.handshake(match &handshake {
             Ok(_) => Handshake::Ok,
             Err(UpstreamError::FingerprintMismatch(_)) => Handshake::FingerprintMismatch,
@@ -375,6 +420,10 @@ fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
             " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
              support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
         );
+    } else if lower.contains("noapplicationprotocol") {
+        reason.push_str(
+            " (the server does not speak HTTP/2, which http2 = \"always\" requires; set http2 = \"auto\")",
+        );
     } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
         reason.push_str(" (is this port serving TLS? plain HTTP or another protocol answered)");
     }
@@ -417,6 +466,10 @@ impl TlsConn {
         open.inc();
         TlsConn(tls, open)
     }
+
+    fn is_h2(&self) -> bool {
+        self.0.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
 }
 
 impl Drop for TlsConn {
@@ -427,7 +480,13 @@ impl Drop for TlsConn {
 
 impl Connection for TlsConn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        // The pool multiplexes requests over one connection when the server chose h2.
+        let connected = Connected::new();
+        if self.is_h2() {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 

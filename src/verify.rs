@@ -142,18 +142,31 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-/// A client config whose only trust decision is `verifier`.
+/// A client config whose only trust decision is `verifier`, offering `alpn`.
 ///
-/// Session resumption is off: a resumed session skips the certificate, and so the
-/// pin check; every new connection must show its certificate again.
-pub fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> ClientConfig {
+/// With `resumption`, reconnects may resume a TLS session instead of running a
+/// full handshake. A resumed session does not show the certificate again: it
+/// carries the pin decision of the full handshake that created it. That is why
+/// each config (and so each session cache) belongs to exactly one verifier, one
+/// pin set: build a new config when the pins change, never reuse one.
+pub fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    alpn: Vec<Vec<u8>>,
+    resumption: bool,
+) -> ClientConfig {
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default TLS versions")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = alpn;
+    config.resumption = if resumption {
+        rustls::client::Resumption::in_memory_sessions(256)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
+    // 0-RTT data could be replayed by an attacker; requests are never sent early.
     config.enable_early_data = false;
     config
 }

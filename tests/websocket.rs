@@ -21,8 +21,11 @@ use tokio_tungstenite::WebSocketStream;
 /// A WebSocket echo server over TLS with a fresh self-signed certificate.
 async fn echo_server() -> (SocketAddr, TestCert) {
     let c = cert();
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
+    // It also offers h2, which pinproxy uses for other requests (http2 = "auto");
+    // an upgrade must still go over HTTP/1.1.
+    let mut tls = server_config(vec![c.der.clone()], c.key(), false);
+    Arc::get_mut(&mut tls).unwrap().alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -19,7 +19,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -129,6 +128,12 @@ pub struct Stats {
     /// Request body bytes received by `/upload`.
     pub uploaded: AtomicU64,
     pub last_version: Mutex<Option<rustls::ProtocolVersion>>,
+    /// TLS connections on which the client and server agreed on h2.
+    pub h2_connections: AtomicUsize,
+    /// TLS connections that resumed an earlier session (no certificate shown).
+    pub resumed: AtomicUsize,
+    /// `/slow` requests waiting for `release`.
+    pub slow_waiting: watch::Sender<usize>,
 }
 
 /// A real HTTPS server on loopback.
@@ -174,7 +179,14 @@ impl Upstream {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    *s.last_version.lock().unwrap() = tls.get_ref().1.protocol_version();
+                    let session = tls.get_ref().1;
+                    *s.last_version.lock().unwrap() = session.protocol_version();
+                    if session.alpn_protocol() == Some(b"h2") {
+                        s.h2_connections.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        s.resumed.fetch_add(1, Ordering::SeqCst);
+                    }
                     s.tls_accepted.fetch_add(1, Ordering::SeqCst);
                     active_tx.send_modify(|n| *n += 1);
                     let io = Counting {
@@ -186,7 +198,10 @@ impl Upstream {
                         let (stats, r, a) = (stats.clone(), r.clone(), a.clone());
                         async move { Ok::<_, Infallible>(respond(req, &stats, &r, &a).await) }
                     });
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), service);
+                    // HTTP/1.1, or h2 when the client sends its preface (after ALPN h2).
+                    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned();
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
@@ -207,6 +222,15 @@ impl Upstream {
             close,
             active,
         }
+    }
+
+    /// Like [`Upstream::start_self_signed`], offering `alpn` (e.g. h2, http/1.1).
+    pub async fn start_with_alpn(alpn: &[&[u8]]) -> (Upstream, TestCert) {
+        let c = cert();
+        let mut config = server_config(vec![c.der.clone()], c.key(), false);
+        Arc::get_mut(&mut config).unwrap().alpn_protocols =
+            alpn.iter().map(|p| p.to_vec()).collect();
+        (Upstream::start(config).await, c)
     }
 
     /// Starts with a fresh self-signed certificate; returns it too.
@@ -239,6 +263,27 @@ impl Upstream {
         );
     }
 
+    /// Returns once `n` `/slow` requests are waiting (fails after 10 s); then
+    /// `release.notify_waiters()` lets them all finish.
+    pub async fn wait_slow(&self, n: usize) {
+        let mut waiting = self.stats.slow_waiting.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(|w| *w >= n))
+            .await
+            .is_ok();
+        assert!(
+            reached,
+            "expected {n} waiting /slow requests, have {}",
+            *self.stats.slow_waiting.borrow()
+        );
+    }
+
+    pub fn resumed(&self) -> usize {
+        self.stats.resumed.load(Ordering::SeqCst)
+    }
+    pub fn h2_connections(&self) -> usize {
+        self.stats.h2_connections.load(Ordering::SeqCst)
+    }
+
     pub fn tls_accepted(&self) -> usize {
         self.stats.tls_accepted.load(Ordering::SeqCst)
     }
@@ -260,8 +305,14 @@ async fn respond(
     let path = req.uri().path().to_string();
     match path.as_str() {
         "/slow" => {
+            // Listen for the release before saying we arrived, so none is missed.
+            let released = release.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            stats.slow_waiting.send_modify(|n| *n += 1);
             slow_arrived.notify_one();
-            release.notified().await;
+            released.await;
+            stats.slow_waiting.send_modify(|n| *n -= 1);
             text(StatusCode::OK, "finally")
         }
         "/hang" => std::future::pending().await,
