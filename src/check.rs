@@ -70,7 +70,16 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     text.push_str("\nConnecting to every upstream (nothing is sent after the handshake):\n");
     // One at a time, so the report reads in config order and a slow server is easy to spot.
     let mut ok = true;
-    for up in &config.upstreams {
+    let targets = config.upstreams.iter().flat_map(|up| {
+        up.targets().into_iter().map(move |t| {
+            let mut one = up.clone();
+            (one.host, one.port, one.pins) = (t.host, t.port, t.pins);
+            one.fallbacks.clear();
+            one
+        })
+    });
+    for up in targets {
+        let up = &up;
         let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
         match probe::probe_upstream(up).await {
             Ok(presented) => {

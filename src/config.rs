@@ -21,6 +21,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default for `idle_timeout`: how long a pooled upstream connection may sit unused.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `failback_after`: how long to stay on a fallback address.
+pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
 /// Default for `shutdown_timeout`: how long in-flight requests may finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -70,6 +72,24 @@ impl fmt::Display for HostAlias {
     }
 }
 
+/// A failover address with its own pins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Host part (DNS name or IP, without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Pins for this server's certificate.
+    pub pins: Vec<Pin>,
+}
+
+impl Target {
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+}
+
 /// Whether to speak HTTP/2 to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +118,11 @@ pub struct UpstreamConfig {
     pub server_name: Option<String>,
     /// Any one matching pin accepts the server.
     pub pins: Vec<Pin>,
+    /// More addresses, tried in order when the ones before cannot be reached.
+    pub fallbacks: Vec<Target>,
+    /// After failing over, how long to stay on a fallback before trying the
+    /// first address again.
+    pub failback_after: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// TLS handshake timeout.
@@ -133,6 +158,8 @@ impl UpstreamConfig {
             port,
             server_name: None,
             pins,
+            fallbacks: Vec::new(),
+            failback_after: DEFAULT_FAILBACK_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -152,6 +179,17 @@ impl UpstreamConfig {
     /// `host:port` for connecting, with brackets around an IPv6 host.
     pub fn address(&self) -> String {
         join_host_port(&self.host, self.port)
+    }
+
+    /// Every address in failover order, the first one included.
+    pub fn targets(&self) -> Vec<Target> {
+        std::iter::once(Target {
+            host: self.host.clone(),
+            port: self.port,
+            pins: self.pins.clone(),
+        })
+        .chain(self.fallbacks.iter().cloned())
+        .collect()
     }
 }
 
@@ -363,9 +401,14 @@ struct RawAdmin {
 struct RawUpstream {
     name: Spanned<String>,
     listen: Spanned<String>,
-    address: Spanned<String>,
+    /// `"host:port"` or a list of them, in failover order.
+    address: Option<Spanned<toml::Value>>,
     server_name: Option<Spanned<String>>,
-    fingerprints: Spanned<Vec<Spanned<String>>>,
+    fingerprints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[[upstream.target]]`: failover addresses with their own pins.
+    #[serde(default)]
+    target: Vec<RawTarget>,
+    failback_after: Option<Spanned<String>>,
     #[serde(default)]
     allow_non_loopback: bool,
     connect_timeout: Option<Spanned<String>>,
@@ -382,6 +425,93 @@ struct RawUpstream {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    address: Spanned<String>,
+    fingerprints: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<Pin>> {
+    if list.get_ref().is_empty() {
+        return Err((
+            list.span(),
+            "fingerprints is empty: add the SHA1 line printed by `api fingerprint` on the server (or run `pinproxy fingerprint HOST:PORT`)".into(),
+        ));
+    }
+    list.get_ref()
+        .iter()
+        .map(|text| {
+            Pin::parse(text.get_ref())
+                .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))
+        })
+        .collect()
+}
+
+/// Every target of an upstream, in failover order, with its pins.
+fn parse_targets(u: &RawUpstream) -> Located<Vec<Target>> {
+    let shared = match &u.fingerprints {
+        Some(list) => Some(parse_pins(list)?),
+        None => None,
+    };
+    let need_pins = |span: std::ops::Range<usize>| {
+        (
+            span,
+            "no fingerprints: add fingerprints = [\"SHA1: …\"] (the SHA1 line of `api fingerprint` on the server) \
+             to the upstream, or to each [[upstream.target]]"
+                .to_string(),
+        )
+    };
+    let mut targets = Vec::new();
+    match (&u.address, u.target.is_empty()) {
+        (Some(address), true) => {
+            let pins = shared.ok_or_else(|| need_pins(u.name.span()))?;
+            let texts: Vec<&str> = match address.get_ref() {
+                toml::Value::String(one) => vec![one.as_str()],
+                toml::Value::Array(many) if !many.is_empty() => many
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| (address.span(), "address list must hold \"HOST:PORT\" strings".to_string()))?,
+                _ => {
+                    return Err((
+                        address.span(),
+                        "address must be \"HOST:PORT\" or a list [\"HOST:PORT\", …] tried in order".into(),
+                    ))
+                }
+            };
+            for text in texts {
+                let (host, port) = parse_address(text).map_err(|m| (address.span(), m))?;
+                targets.push(Target { host, port, pins: pins.clone() });
+            }
+        }
+        (None, false) => {
+            for t in &u.target {
+                let (host, port) = parse_address(t.address.get_ref()).map_err(|m| (t.address.span(), m))?;
+                let pins = match (&t.fingerprints, &shared) {
+                    (Some(own), _) => parse_pins(own)?,
+                    (None, Some(shared)) => shared.clone(),
+                    (None, None) => return Err(need_pins(t.address.span())),
+                };
+                targets.push(Target { host, port, pins });
+            }
+        }
+        (Some(address), false) => {
+            return Err((
+                address.span(),
+                "give either address or [[upstream.target]] tables, not both".into(),
+            ))
+        }
+        (None, true) => {
+            return Err((
+                u.name.span(),
+                "missing field `address`: add address = \"HOST:PORT\" (or a list, or [[upstream.target]] tables)".into(),
+            ))
+        }
+    }
+    Ok(targets)
 }
 
 type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
@@ -404,21 +534,12 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         "set allow_non_loopback = true for this upstream",
     )
     .map_err(|m| (u.listen.span(), m))?;
-    let (host, port) = parse_address(u.address.get_ref()).map_err(|m| (u.address.span(), m))?;
+    let mut targets = parse_targets(u)?.into_iter();
+    let Some(primary) = targets.next() else {
+        return Err((u.name.span(), "no address".into()));
+    };
     if let Some(sn) = &u.server_name {
         check_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?;
-    }
-    if u.fingerprints.get_ref().is_empty() {
-        return Err((
-            u.fingerprints.span(),
-            "fingerprints is empty: add the SHA1 line printed by `api fingerprint` on the server (or run `pinproxy fingerprint HOST:PORT`)".into(),
-        ));
-    }
-    let mut pins = Vec::new();
-    for text in u.fingerprints.get_ref() {
-        let pin = Pin::parse(text.get_ref())
-            .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))?;
-        pins.push(pin);
     }
     let timeout = |v: &Option<Spanned<String>>, default: Duration| -> Located<Duration> {
         match v {
@@ -433,10 +554,12 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
     Ok(UpstreamConfig {
         name: name.clone(),
         listen,
-        host,
-        port,
+        host: primary.host,
+        port: primary.port,
         server_name: u.server_name.as_ref().map(|s| s.get_ref().clone()),
-        pins,
+        pins: primary.pins,
+        fallbacks: targets.collect(),
+        failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
         connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
         handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
@@ -670,7 +793,7 @@ mod tests {
             ),
             (
                 good().replace("fingerprints", "#"),
-                "missing field `fingerprints`",
+                "no fingerprints: add fingerprints",
             ),
             (
                 good() + &good().replace("shutdown_timeout = \"5s\"", ""),
@@ -735,6 +858,40 @@ mod tests {
         assert_eq!(u.hosts.len(), 2);
         assert_eq!((u.http2, u.tls_resumption), (Http2::Auto, true));
         assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
+    }
+
+    #[test]
+    fn failover_addresses_and_targets_with_their_own_pins() {
+        let list = parse(&good().replace(
+            "address = \"192.0.2.10:443\"",
+            "address = [\"mgmt-a:443\", \"mgmt-b:4434\"]\nfailback_after = \"2m\"",
+        ))
+        .unwrap();
+        let u = &list.upstreams[0];
+        let addrs: Vec<String> = u.targets().iter().map(Target::address).collect();
+        assert_eq!(addrs, ["mgmt-a:443", "mgmt-b:4434"]);
+        assert_eq!(u.targets()[1].pins, u.pins, "a plain list shares the upstream's pins");
+        assert_eq!(u.failback_after, Duration::from_secs(120));
+
+        const OTHER: &str = "SHA256:0000000000000000000000000000000000000000000000000000000000000000";
+        let tables = parse(&format!(
+            "[[upstream]]\nname = \"ha\"\nlisten = \"127.0.0.1:8443\"\n\
+             [[upstream.target]]\naddress = \"mgmt-a:443\"\nfingerprints = [\"{PIN}\"]\n\
+             [[upstream.target]]\naddress = \"mgmt-b:443\"\nfingerprints = [\"{OTHER}\"]\n"
+        ))
+        .unwrap();
+        let t = tables.upstreams[0].targets();
+        assert_eq!((t[0].host.as_str(), t[1].host.as_str()), ("mgmt-a", "mgmt-b"));
+        assert_ne!(t[0].pins, t[1].pins);
+
+        let both = good().replace("fingerprints", "[[upstream.target]]\naddress = \"x:1\"\n#");
+        assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+        let unpinned = "[[upstream]]\nname = \"ha\"\nlisten = \"127.0.0.1:8443\"\n[[upstream.target]]\naddress = \"mgmt-a:443\"\n";
+        let err = parse(unpinned).unwrap_err();
+        assert_eq!(err.location, "proxy.toml:5:11");
+        assert!(err.message.contains("no fingerprints"), "{err}");
+        let empty = good().replace("\"192.0.2.10:443\"", "[]");
+        assert!(parse(&empty).unwrap_err().to_string().contains("or a list"));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin as StdPin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
@@ -112,13 +113,27 @@ impl Upstream {
     /// Each call makes a new rustls `ClientConfig` and an empty pool: an `Upstream`
     /// is built once per pin set, so nothing verified under old pins is reused.
     pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
-        let verifier = Arc::new(PinVerifier::new(
-            &cfg.name,
-            cfg.pins.clone(),
-            metrics.certificate_not_after.clone(),
-        ));
+        // One verifier (and so one TLS config and session cache) per address and pin set.
+        let verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>> = cfg
+            .targets()
+            .into_iter()
+            .map(|t| {
+                Arc::new(PinVerifier::new(
+                    &cfg.name,
+                    t.pins,
+                    metrics.certificate_not_after.clone(),
+                )) as Arc<dyn rustls::client::danger::ServerCertVerifier>
+            })
+            .collect();
+        let failover = Failover::new(cfg.failback_after);
         let pool = |http2: Http2| {
-            let connector = Connector::new(cfg, verifier.clone(), metrics.clone(), http2);
+            let connector = Connector::new(
+                cfg,
+                verifiers.clone(),
+                metrics.clone(),
+                http2,
+                failover.clone(),
+            );
             Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
@@ -216,6 +231,19 @@ impl Upstream {
 }
 
 impl UpstreamError {
+    /// True when the next address of an upstream should be tried: this one could
+    /// not be reached, or did not answer in time. Never for a pin mismatch.
+    pub fn fails_over(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::Timeout {
+                    stage: "connect" | "TLS handshake",
+                    ..
+                }
+        )
+    }
+
     /// True when an idempotent request may be sent again on a fresh connection:
     /// the connection closed or reset before any response came back.
     pub fn is_retryable(&self) -> bool {
@@ -292,45 +320,120 @@ pub struct Connector {
 }
 
 struct ConnectorInner {
-    address: String,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
+    upstream: String,
+    targets: Vec<TargetConn>,
+    failover: Arc<Failover>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
     http2: Http2,
     metrics: UpstreamMetrics,
 }
 
+/// One address of an upstream with the TLS config that pins its certificate.
+struct TargetConn {
+    address: String,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+}
+
+/// Which address of an upstream is in use: the first, until it cannot be
+/// reached; then the next that can, for `failback_after`, before the first is
+/// tried again. Shared by an upstream's pools.
+pub struct Failover {
+    current: AtomicUsize,
+    since: Mutex<Instant>,
+    failback_after: Duration,
+}
+
+impl Failover {
+    fn new(failback_after: Duration) -> Arc<Failover> {
+        Arc::new(Failover {
+            current: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+            failback_after,
+        })
+    }
+
+    /// The address to try first now.
+    fn first(&self) -> usize {
+        let current = self.current.load(Ordering::Relaxed);
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if current != 0 && since.elapsed() >= self.failback_after {
+            0
+        } else {
+            current
+        }
+    }
+
+    /// A connection to address `index` succeeded.
+    fn used(&self, index: usize, upstream: &str, address: &str) {
+        let before = self.current.swap(index, Ordering::Relaxed);
+        if before == index {
+            return;
+        }
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if index == 0 {
+            tracing::info!(upstream = %upstream, address = %address, "the first address answers again; new connections go there");
+        } else {
+            tracing::warn!(upstream = %upstream, address = %address, retry_first_after = ?self.failback_after, "failed over: new connections go to this address");
+        }
+    }
+}
+
 impl Connector {
-    /// A connector for `cfg` that trusts exactly what `verifier` accepts and
-    /// counts its handshakes into `metrics`, offering HTTP/2 by ALPN as `cfg` says.
+    /// A connector for `cfg` that trusts exactly what `verifier` accepts (at every
+    /// address) and counts its handshakes into `metrics`, offering HTTP/2 by ALPN as
+    /// `cfg` says.
     pub fn with_verifier(
         cfg: &UpstreamConfig,
         verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
         metrics: UpstreamMetrics,
     ) -> Connector {
-        Connector::new(cfg, verifier, metrics, cfg.http2)
+        let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
+        Connector::new(
+            cfg,
+            verifiers,
+            metrics,
+            cfg.http2,
+            Failover::new(cfg.failback_after),
+        )
     }
 
     fn new(
         cfg: &UpstreamConfig,
-        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
         metrics: UpstreamMetrics,
         http2: Http2,
+        failover: Arc<Failover>,
     ) -> Connector {
-        let server_name = ServerName::try_from(cfg.effective_server_name().to_string())
-            .expect("server names are checked when the config is loaded");
         let alpn: Vec<Vec<u8>> = match http2 {
             Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Http2::Never => vec![b"http/1.1".to_vec()],
             Http2::Always => vec![b"h2".to_vec()],
         };
-        let tls = verify::client_config(verifier, alpn, cfg.tls_resumption);
+        let targets = cfg
+            .targets()
+            .into_iter()
+            .zip(verifiers)
+            .map(|(target, verifier)| {
+                let name = cfg.server_name.as_deref().unwrap_or(&target.host);
+                TargetConn {
+                    address: target.address(),
+                    server_name: ServerName::try_from(name.to_string())
+                        .expect("server names are checked when the config is loaded"),
+                    tls: TlsConnector::from(Arc::new(verify::client_config(
+                        verifier,
+                        alpn.clone(),
+                        cfg.tls_resumption,
+                    ))),
+                }
+            })
+            .collect();
         Connector {
             inner: Arc::new(ConnectorInner {
-                address: cfg.address(),
-                server_name,
-                tls: TlsConnector::from(Arc::new(tls)),
+                upstream: cfg.name.clone(),
+                targets,
+                failover,
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
                 http2,
@@ -339,13 +442,57 @@ impl Connector {
         }
     }
 
-    /// Resolves, connects and runs the pinned handshake.
+    /// Connects to the address in use (failing over in order when one cannot be
+    /// reached or times out) and runs the pinned handshake. A pin mismatch never
+    /// fails over: it is an attack or a misconfiguration, and must be seen.
     pub async fn connect(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let inner = &*self.inner;
-        let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&inner.address))
+        let count = inner.targets.len();
+        let first = inner.failover.first();
+        let order = std::iter::once(first).chain((0..count).filter(|&i| i != first));
+        let mut failures = Vec::new();
+        for index in order {
+            let target = &inner.targets[index];
+            match self.connect_to(target).await {
+                Ok(tls) => {
+                    inner.failover.used(index, &inner.upstream, &target.address);
+                    return Ok(tls);
+                }
+                Err(e) if count > 1 && e.fails_over() => {
+                    tracing::warn!(upstream = %inner.upstream, address = %target.address, error = %e, "address failed; trying the next");
+                    failures.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failures.len() {
+            1 => Err(failures.remove(0)),
+            _ => Err(UpstreamError::Connect {
+                address: inner
+                    .targets
+                    .iter()
+                    .map(|t| t.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: format!(
+                    "every address failed: {}",
+                    failures
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }),
+        }
+    }
+
+    /// Resolves, connects and runs the pinned handshake with one address.
+    async fn connect_to(&self, target: &TargetConn) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let inner = &*self.inner;
+        let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&target.address))
             .await
             .map_err(|_| UpstreamError::Timeout {
-                address: inner.address.clone(),
+                address: target.address.clone(),
                 stage: "connect",
                 after: inner.connect_timeout,
             })
@@ -353,20 +500,20 @@ impl Connector {
             .inspect_err(|_| inner.metrics.connect_failed())?;
         let handshake = tokio::time::timeout(
             inner.handshake_timeout,
-            inner.tls.connect(inner.server_name.clone(), tcp),
+            target.tls.connect(target.server_name.clone(), tcp),
         )
         .await
         .map_err(|_| UpstreamError::Timeout {
-            address: inner.address.clone(),
+            address: target.address.clone(),
             stage: "TLS handshake",
             after: inner.handshake_timeout,
         })
-        .and_then(|done| done.map_err(|e| handshake_error(&inner.address, e)));
+        .and_then(|done| done.map_err(|e| handshake_error(&target.address, e)));
         let handshake = handshake.and_then(|tls| {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if inner.http2 == Http2::Always && !h2 {
                 return Err(UpstreamError::Handshake {
-                    address: inner.address.clone(),
+                    address: target.address.clone(),
                     reason: "the server did not agree to HTTP/2 (ALPN h2); set http2 = \"auto\" for this upstream".into(),
                 });
             }

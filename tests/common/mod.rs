@@ -150,7 +150,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(tls: Arc<rustls::ServerConfig>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), tls).await
+    }
+
+    /// Starts on a given address (to bring a server "back" where it was).
+    pub async fn start_on(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(Stats::default());
         let release = Arc::new(Notify::new());
@@ -275,6 +280,10 @@ impl Upstream {
             "expected {n} waiting /slow requests, have {}",
             *self.stats.slow_waiting.borrow()
         );
+    }
+
+    pub fn tcp_accepted(&self) -> usize {
+        self.stats.tcp_accepted.load(Ordering::SeqCst)
     }
 
     pub fn resumed(&self) -> usize {

@@ -1,0 +1,152 @@
+//! HA failover: `address` lists and `[[upstream.target]]` with their own pins.
+//! The primary down: the secondary serves; the primary back: traffic returns
+//! (after failback_after); a pin mismatch on the primary is a loud 502, never a
+//! silent failover.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use pinproxy::config::{Config, Target, UpstreamConfig};
+use pinproxy::pin::Pin;
+use pinproxy::server::Proxy;
+
+/// A loopback address where nothing listens (yet).
+async fn vacant() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn ha(
+    primary: SocketAddr,
+    primary_pins: Vec<Pin>,
+    secondary: SocketAddr,
+    secondary_pins: Vec<Pin>,
+    failback: Duration,
+) -> Config {
+    let mut cfg: UpstreamConfig = upstream_config(primary, primary_pins);
+    cfg.fallbacks = vec![Target {
+        host: secondary.ip().to_string(),
+        port: secondary.port(),
+        pins: secondary_pins,
+    }];
+    cfg.failback_after = failback;
+    Config {
+        admin: None,
+        proxy: None,
+        shutdown_timeout: Duration::from_secs(5),
+        upstreams: vec![cfg],
+    }
+}
+
+#[tokio::test]
+async fn primary_down_the_secondary_serves_primary_back_traffic_returns() {
+    let primary_addr = vacant().await;
+    let (secondary, b) = Upstream::start_self_signed().await;
+    let a = cert();
+    let proxy = Proxy::bind(&ha(
+        primary_addr,
+        vec![a.sha1_pin()],
+        secondary.addr,
+        vec![b.sha1_pin()],
+        Duration::from_millis(1),
+    ))
+    .await
+    .unwrap();
+    let url = format!("http://{}/x", proxy.local_addrs()[0].1);
+
+    assert_eq!(
+        get(&url).await.status,
+        200,
+        "served by the secondary, with its own pin"
+    );
+    assert_eq!(secondary.tls_accepted(), 1);
+
+    // The primary comes back where it was; once the pooled connection to the
+    // secondary is gone, new connections go to the primary again.
+    let primary = Upstream::start_on(
+        primary_addr,
+        server_config(vec![a.der.clone()], a.key(), false),
+    )
+    .await;
+    secondary.close_idle_connections().await;
+    assert_eq!(get(&url).await.status, 200);
+    assert_eq!(primary.tls_accepted(), 1);
+    assert_eq!(secondary.tls_accepted(), 1);
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn the_secondary_is_kept_for_failback_after_even_when_the_primary_returns() {
+    let primary_addr = vacant().await;
+    let (secondary, b) = Upstream::start_self_signed().await;
+    let a = cert();
+    let proxy = Proxy::bind(&ha(
+        primary_addr,
+        vec![a.sha1_pin()],
+        secondary.addr,
+        vec![b.sha1_pin()],
+        Duration::from_secs(3600),
+    ))
+    .await
+    .unwrap();
+    let url = format!("http://{}/x", proxy.local_addrs()[0].1);
+    assert_eq!(get(&url).await.status, 200);
+    let primary = Upstream::start_on(
+        primary_addr,
+        server_config(vec![a.der.clone()], a.key(), false),
+    )
+    .await;
+    secondary.close_idle_connections().await;
+    assert_eq!(get(&url).await.status, 200);
+    assert_eq!((primary.tls_accepted(), secondary.tls_accepted()), (0, 2));
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn a_pin_mismatch_on_the_primary_is_a_502_not_a_failover() {
+    let (primary, _) = Upstream::start_self_signed().await;
+    let (secondary, b) = Upstream::start_self_signed().await;
+    let proxy = Proxy::bind(&ha(
+        primary.addr,
+        vec![cert().sha1_pin()],
+        secondary.addr,
+        vec![b.sha1_pin()],
+        Duration::from_secs(30),
+    ))
+    .await
+    .unwrap();
+    let a = get(&format!("http://{}/x", proxy.local_addrs()[0].1)).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.error_tag(), Some("fingerprint-mismatch"));
+    assert_eq!(secondary.tcp_accepted(), 0, "the secondary was never tried");
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn every_address_down_is_one_502_naming_each() {
+    let (one, two) = (vacant().await, vacant().await);
+    let pin = cert().sha1_pin();
+    let proxy = Proxy::bind(&ha(
+        one,
+        vec![pin.clone()],
+        two,
+        vec![pin],
+        Duration::from_secs(30),
+    ))
+    .await
+    .unwrap();
+    let a = get(&format!("http://{}/x", proxy.local_addrs()[0].1)).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.error_tag(), Some("connect-failed"));
+    let text = a.text();
+    assert!(
+        text.contains("every address failed")
+            && text.contains(&one.to_string())
+            && text.contains(&two.to_string()),
+        "{text}"
+    );
+    proxy.drain().await;
+}
