@@ -421,6 +421,8 @@ struct RawUpstream {
     http2: Http2,
     #[serde(default = "yes")]
     tls_resumption: bool,
+    #[serde(default)]
+    legacy_crypto: bool,
 }
 
 fn yes() -> bool {
@@ -566,7 +568,7 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
         hosts,
         http2: u.http2,
-        legacy_crypto: false,
+        legacy_crypto: u.legacy_crypto,
         tls_resumption: u.tls_resumption,
     })
 }
@@ -856,7 +858,10 @@ mod tests {
         assert_eq!(u.response_timeout, Duration::from_secs(300));
         assert_eq!(u.pins[0].to_string(), PIN);
         assert_eq!(u.hosts.len(), 2);
-        assert_eq!((u.http2, u.tls_resumption), (Http2::Auto, true));
+        assert_eq!(
+            (u.http2, u.tls_resumption, u.legacy_crypto),
+            (Http2::Auto, true, false)
+        );
         assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
     }
 
@@ -870,10 +875,15 @@ mod tests {
         let u = &list.upstreams[0];
         let addrs: Vec<String> = u.targets().iter().map(Target::address).collect();
         assert_eq!(addrs, ["mgmt-a:443", "mgmt-b:4434"]);
-        assert_eq!(u.targets()[1].pins, u.pins, "a plain list shares the upstream's pins");
+        assert_eq!(
+            u.targets()[1].pins,
+            u.pins,
+            "a plain list shares the upstream's pins"
+        );
         assert_eq!(u.failback_after, Duration::from_secs(120));
 
-        const OTHER: &str = "SHA256:0000000000000000000000000000000000000000000000000000000000000000";
+        const OTHER: &str =
+            "SHA256:0000000000000000000000000000000000000000000000000000000000000000";
         let tables = parse(&format!(
             "[[upstream]]\nname = \"ha\"\nlisten = \"127.0.0.1:8443\"\n\
              [[upstream.target]]\naddress = \"mgmt-a:443\"\nfingerprints = [\"{PIN}\"]\n\
@@ -881,7 +891,10 @@ mod tests {
         ))
         .unwrap();
         let t = tables.upstreams[0].targets();
-        assert_eq!((t[0].host.as_str(), t[1].host.as_str()), ("mgmt-a", "mgmt-b"));
+        assert_eq!(
+            (t[0].host.as_str(), t[1].host.as_str()),
+            ("mgmt-a", "mgmt-b")
+        );
         assert_ne!(t[0].pins, t[1].pins);
 
         let both = good().replace("fingerprints", "[[upstream.target]]\naddress = \"x:1\"\n#");

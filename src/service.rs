@@ -145,6 +145,13 @@ fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {
             pins = up.pins.len(),
             "listening"
         );
+        if up.legacy_crypto {
+            tracing::warn!(
+                upstream = %up.name,
+                "legacy_crypto is on: TLS 1.2 only, and RSA keys from 1024 bits, SHA-1 signatures and X.509 v1 \
+                 certificates are accepted (the pin and the handshake signature are still checked)"
+            );
+        }
     }
 }
 

@@ -118,11 +118,10 @@ impl Upstream {
             .targets()
             .into_iter()
             .map(|t| {
-                Arc::new(PinVerifier::new(
-                    &cfg.name,
-                    t.pins,
-                    metrics.certificate_not_after.clone(),
-                )) as Arc<dyn rustls::client::danger::ServerCertVerifier>
+                Arc::new(
+                    PinVerifier::new(&cfg.name, t.pins, metrics.certificate_not_after.clone())
+                        .with_legacy_crypto(cfg.legacy_crypto),
+                ) as Arc<dyn rustls::client::danger::ServerCertVerifier>
             })
             .collect();
         let failover = Failover::new(cfg.failback_after);
@@ -425,6 +424,7 @@ impl Connector {
                         verifier,
                         alpn.clone(),
                         cfg.tls_resumption,
+                        cfg.legacy_crypto,
                     ))),
                 }
             })
@@ -566,6 +566,17 @@ fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
         reason.push_str(
             " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
              support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
+        );
+    } else if lower.contains("badsignature")
+        || lower.contains("unsupportedcertversion")
+        || lower.contains("unsupportedsignaturealgorithm")
+    {
+        reason.push_str(
+            " (the pin matched, but the handshake signature could not be checked with modern algorithms: an old \
+             appliance with an RSA key under 2048 bits, SHA-1 signatures or an X.509 v1 certificate fails this way. If \
+             that is this server, set legacy_crypto = true for this upstream; the signature is then checked with \
+             ring's legacy RSA algorithms over TLS 1.2. A server that shows the certificate without its private key \
+             fails either way)",
         );
     } else if lower.contains("noapplicationprotocol") {
         reason.push_str(

@@ -48,6 +48,7 @@ impl std::error::Error for PinMismatch {}
 pub struct PinVerifier {
     upstream: String,
     pins: Vec<Pin>,
+    legacy: bool,
     not_after: Gauge,
     algorithms: WebPkiSupportedAlgorithms,
     warned_expired: AtomicBool,
@@ -60,10 +61,18 @@ impl PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
             pins,
+            legacy: false,
             not_after,
             algorithms: provider().signature_verification_algorithms,
             warned_expired: AtomicBool::new(false),
         }
+    }
+
+    /// Also accepts legacy handshake signatures (see [`legacy_signature_valid`]):
+    /// for old appliances, with `legacy_crypto = true`.
+    pub fn with_legacy_crypto(mut self, legacy: bool) -> PinVerifier {
+        self.legacy = legacy;
+        self
     }
 
     /// Records the certificate's notAfter for `/metrics`; warns (once) if a pinned
@@ -119,6 +128,9 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.legacy {
+            return legacy_signature(message, cert, dss);
+        }
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -132,7 +144,69 @@ impl ServerCertVerifier for PinVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        if self.legacy {
+            return LEGACY_SCHEMES.to_vec();
+        }
         self.algorithms.supported_schemes()
+    }
+}
+
+/// What a `legacy_crypto` upstream may sign its TLS 1.2 handshake with. No
+/// RSA-PSS: ring verifies PSS only for keys of 2048 bits and more, and a server
+/// offered PSS prefers it, so leaving it out makes an RSA-1024 appliance use
+/// PKCS#1 v1.5, which ring still verifies for 1024-bit keys.
+const LEGACY_SCHEMES: [SignatureScheme; 7] = [
+    SignatureScheme::RSA_PKCS1_SHA256,
+    SignatureScheme::RSA_PKCS1_SHA384,
+    SignatureScheme::RSA_PKCS1_SHA512,
+    SignatureScheme::RSA_PKCS1_SHA1,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ED25519,
+];
+
+/// Checks a handshake signature the way old appliances need: the key is taken
+/// from the certificate with x509-parser (which reads X.509 v1, unlike webpki)
+/// and checked with ring, including its RSA algorithms for 1024-bit keys and
+/// SHA-1. The signature is still checked: a server without the private key of
+/// its pinned certificate still fails.
+pub fn legacy_signature_valid(
+    message: &[u8],
+    cert: &[u8],
+    scheme: SignatureScheme,
+    signature: &[u8],
+) -> bool {
+    use ring::signature as alg;
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    let key = &parsed.public_key().subject_public_key.data;
+    let algorithm: &dyn alg::VerificationAlgorithm = match scheme {
+        SignatureScheme::RSA_PKCS1_SHA1 => &alg::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        SignatureScheme::RSA_PKCS1_SHA256 => &alg::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        SignatureScheme::RSA_PKCS1_SHA384 => &alg::RSA_PKCS1_2048_8192_SHA384,
+        SignatureScheme::RSA_PKCS1_SHA512 => &alg::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        SignatureScheme::ECDSA_NISTP256_SHA256 => &alg::ECDSA_P256_SHA256_ASN1,
+        SignatureScheme::ECDSA_NISTP384_SHA384 => &alg::ECDSA_P384_SHA384_ASN1,
+        SignatureScheme::ED25519 => &alg::ED25519,
+        _ => return false,
+    };
+    alg::UnparsedPublicKey::new(algorithm, key)
+        .verify(message, signature)
+        .is_ok()
+}
+
+fn legacy_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    if legacy_signature_valid(message, cert.as_ref(), dss.scheme, dss.signature()) {
+        Ok(HandshakeSignatureValid::assertion())
+    } else {
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        ))
     }
 }
 
@@ -149,14 +223,23 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
 /// carries the pin decision of the full handshake that created it. That is why
 /// each config (and so each session cache) belongs to exactly one verifier, one
 /// pin set: build a new config when the pins change, never reuse one.
+///
+/// With `legacy`, only TLS 1.2 is offered: the legacy signature algorithms exist
+/// only there (TLS 1.3 signs with RSA-PSS, which ring checks for 2048-bit keys only).
 pub fn client_config(
     verifier: Arc<dyn ServerCertVerifier>,
     alpn: Vec<Vec<u8>>,
     resumption: bool,
+    legacy: bool,
 ) -> ClientConfig {
+    let versions: &[&rustls::SupportedProtocolVersion] = if legacy {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default TLS versions")
+        .with_protocol_versions(versions)
+        .expect("the ring provider supports TLS 1.2 and 1.3")
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
