@@ -129,3 +129,23 @@ async fn reconnects_resume_the_session_but_never_across_a_pin_change() {
     assert_eq!((up.tls_accepted(), up.resumed()), (5, 1));
     proxy.drain().await;
 }
+
+#[tokio::test]
+async fn clients_may_speak_http2_with_prior_knowledge_to_a_listener() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
+        .await
+        .unwrap();
+    let h2c: hyper_util::client::legacy::Client<_, TestBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let url = format!("http://{}/web_api/show-session", proxy.local_addrs()[0].1);
+    let req = http::Request::post(&url).body(full("{}")).unwrap();
+    let a = send(&h2c, req).await;
+    assert_eq!(a.status, 200);
+    let echo = a.json();
+    assert_eq!(echo["path"], "/web_api/show-session");
+    assert_eq!(echo["body"], "{}");
+    proxy.drain().await;
+}
