@@ -4,8 +4,9 @@
 //!
 //! The flow from a client to the upstream socket:
 //! [`config`] (what to do) → [`server`] (listeners, accept loop, drain) →
-//! [`forward`] (one request: headers, errors, access log) → [`upstream`]
-//! (pool and connector) → [`verify`] (the pin check inside the TLS handshake).
+//! [`forward`] (one request: headers, errors, access log, upgrades) → [`upstream`]
+//! (pools, failover and connector) → [`verify`] (the pin check inside the TLS
+//! handshake). [`proxy_mode`] routes `http_proxy` clients to an upstream by host.
 //!
 //! Around that path: [`service`] runs it as a long-lived process (reloads from
 //! [`reload`], readiness and [`metrics`] on the [`admin`] endpoint, [`systemd`]

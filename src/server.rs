@@ -33,7 +33,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for upstream {upstream:?}: {source}{hint}")]
+#[error(
+    "cannot listen on {addr} for {}: {source}{hint}",
+    listener_name(upstream)
+)]
 pub struct BindError {
     /// The upstream whose listener failed.
     pub upstream: String,
@@ -42,6 +45,14 @@ pub struct BindError {
     /// The socket error.
     pub source: std::io::Error,
     hint: &'static str,
+}
+
+fn listener_name(upstream: &str) -> String {
+    if upstream == PROXY_LABEL {
+        "[proxy]".to_string()
+    } else {
+        format!("upstream {upstream:?}")
+    }
 }
 
 /// The running listeners, each with the upstream it forwards to.
