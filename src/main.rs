@@ -121,6 +121,11 @@ struct FingerprintArgs {
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
 
+    /// Accept an old appliance's RSA-1024 / SHA-1 / X.509 v1 certificate (TLS 1.2),
+    /// as `legacy_crypto = true` does for an upstream.
+    #[arg(long)]
+    legacy_crypto: bool,
+
     /// Give up on connect or handshake after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -199,7 +204,13 @@ async fn logged_signal() {
 }
 
 async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
-    let presented = probe::probe(&args.address, args.server_name.as_deref(), args.timeout).await?;
+    let presented = probe::probe(
+        &args.address,
+        args.server_name.as_deref(),
+        args.timeout,
+        args.legacy_crypto,
+    )
+    .await?;
     print!(
         "{}",
         probe::report(&args.address, args.server_name.as_deref(), &presented)

@@ -34,6 +34,8 @@ pub struct Presented {
 struct Recorder {
     seen: Mutex<Vec<CertificateDer<'static>>>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Check signatures as a `legacy_crypto` upstream would.
+    legacy: bool,
 }
 
 impl ServerCertVerifier for Recorder {
@@ -59,6 +61,9 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.legacy {
+            return verify::legacy_signature(message, cert, dss);
+        }
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -72,6 +77,9 @@ impl ServerCertVerifier for Recorder {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        if self.legacy {
+            return verify::LEGACY_SCHEMES.to_vec();
+        }
         self.algorithms.supported_schemes()
     }
 }
@@ -81,6 +89,7 @@ pub async fn probe(
     address: &str,
     server_name: Option<&str>,
     timeout: Duration,
+    legacy_crypto: bool,
 ) -> Result<Presented, String> {
     let (host, port) = config::parse_address(address)?;
     let mut cfg = UpstreamConfig::new("probe", ([127, 0, 0, 1], 0).into(), &host, port, Vec::new());
@@ -89,6 +98,7 @@ pub async fn probe(
     cfg.handshake_timeout = timeout;
     cfg.response_timeout = timeout;
     cfg.idle_timeout = timeout;
+    cfg.legacy_crypto = legacy_crypto;
     probe_upstream(&cfg).await
 }
 
@@ -99,6 +109,7 @@ pub async fn probe_upstream(cfg: &UpstreamConfig) -> Result<Presented, String> {
     let recorder = Arc::new(Recorder {
         seen: Mutex::new(Vec::new()),
         algorithms: verify::provider().signature_verification_algorithms,
+        legacy: cfg.legacy_crypto,
     });
     let connector = Connector::with_verifier(cfg, recorder.clone(), UpstreamMetrics::detached());
     let tls = connector.connect().await.map_err(|e| e.to_string())?;

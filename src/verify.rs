@@ -155,7 +155,7 @@ impl ServerCertVerifier for PinVerifier {
 /// RSA-PSS: ring verifies PSS only for keys of 2048 bits and more, and a server
 /// offered PSS prefers it, so leaving it out makes an RSA-1024 appliance use
 /// PKCS#1 v1.5, which ring still verifies for 1024-bit keys.
-const LEGACY_SCHEMES: [SignatureScheme; 7] = [
+pub const LEGACY_SCHEMES: [SignatureScheme; 7] = [
     SignatureScheme::RSA_PKCS1_SHA256,
     SignatureScheme::RSA_PKCS1_SHA384,
     SignatureScheme::RSA_PKCS1_SHA512,
@@ -196,7 +196,8 @@ pub fn legacy_signature_valid(
         .is_ok()
 }
 
-fn legacy_signature(
+/// [`legacy_signature_valid`] as rustls' verifier interface wants it.
+pub fn legacy_signature(
     message: &[u8],
     cert: &CertificateDer<'_>,
     dss: &DigitallySignedStruct,

@@ -217,3 +217,56 @@ fn legacy_signatures_are_verified_not_assumed() {
         ));
     }
 }
+
+#[tokio::test]
+async fn fingerprint_and_check_read_an_old_appliance_with_legacy_crypto() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = old_appliance_cert(dir.path());
+    let sha1 = pinproxy::pin::Fingerprints::of(&der_of(&cert)).sha1_line();
+    let server = tokio::task::spawn_blocking(move || OldServer::start(&key, &cert))
+        .await
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_pinproxy");
+    let addr = server.addr.to_string();
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(bin)
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+
+    let out = run(vec!["fingerprint".into(), addr.clone()]).await;
+    assert!(!out.status.success());
+    let out = run(vec![
+        "fingerprint".into(),
+        "--legacy-crypto".into(),
+        addr.clone(),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("\n{sha1}\n")), "{text}");
+
+    let config = temp_file(&format!(
+        "[[upstream]]\nname = \"old\"\nlisten = \"127.0.0.1:0\"\naddress = \"{addr}\"\nfingerprints = [\"{sha1}\"]\nlegacy_crypto = true\n"
+    ));
+    let out = run(vec![
+        "check".into(),
+        "--config".into(),
+        config.path().to_str().unwrap().into(),
+        "--connect".into(),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("MATCH (pin 1)") && text.contains("TLSv1_2"),
+        "{text}"
+    );
+    drop(server);
+}
