@@ -33,12 +33,7 @@ fn ha(
         pins: secondary_pins,
     }];
     cfg.failback_after = failback;
-    Config {
-        admin: None,
-        proxy: None,
-        shutdown_timeout: Duration::from_secs(5),
-        upstreams: vec![cfg],
-    }
+    config_of(vec![cfg])
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use pinproxy::config::Config;
@@ -126,12 +125,7 @@ impl Drop for OldServer {
 fn config(target: std::net::SocketAddr, pin: Pin, legacy: bool) -> Config {
     let mut cfg = upstream_config(target, vec![pin]);
     cfg.legacy_crypto = legacy;
-    Config {
-        admin: None,
-        proxy: None,
-        shutdown_timeout: Duration::from_secs(5),
-        upstreams: vec![cfg],
-    }
+    config_of(vec![cfg])
 }
 
 #[tokio::test]

@@ -4,19 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use pinproxy::config::{Config, UpstreamConfig};
 use pinproxy::server::Proxy;
 
 fn config(upstreams: Vec<UpstreamConfig>) -> Config {
-    Config {
-        admin: None,
-        proxy: None,
-        shutdown_timeout: Duration::from_secs(5),
-        upstreams,
-    }
+    config_of(upstreams)
 }
 
 fn named(name: &str, mut cfg: UpstreamConfig) -> UpstreamConfig {

@@ -4,19 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use pinproxy::config::{Config, Http2, UpstreamConfig};
 use pinproxy::server::Proxy;
 
 fn config(upstream: UpstreamConfig) -> Config {
-    Config {
-        admin: None,
-        proxy: None,
-        shutdown_timeout: Duration::from_secs(5),
-        upstreams: vec![upstream],
-    }
+    config_of(vec![upstream])
 }
 
 /// Sends `n` `/slow` requests at once (each on its own client connection),

@@ -489,6 +489,16 @@ pub fn upstream_config(target: SocketAddr, pins: Vec<Pin>) -> UpstreamConfig {
     cfg
 }
 
+/// A config of just these upstreams: no admin, no proxy listener, 5 s drain.
+pub fn config_of(upstreams: Vec<UpstreamConfig>) -> Config {
+    Config {
+        admin: None,
+        proxy: None,
+        shutdown_timeout: Duration::from_secs(5),
+        upstreams,
+    }
+}
+
 /// The proxy running in this process.
 pub struct RunningProxy {
     pub addr: SocketAddr,
