@@ -64,6 +64,13 @@ pub enum UpstreamError {
         /// The configured limit.
         after: Duration,
     },
+    /// The client's request body broke while it was being forwarded (malformed
+    /// chunked encoding, or the client went away).
+    #[error("the request body from the client broke off: {reason}")]
+    ClientBody {
+        /// hyper's explanation.
+        reason: String,
+    },
     /// The connection broke after it was established (reset, closed early, bad HTTP).
     #[error("the connection to {address} failed: {reason}")]
     Protocol {
@@ -88,6 +95,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
             UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream-failed"),
+            UpstreamError::ClientBody { .. } => (StatusCode::BAD_REQUEST, "bad-request-body"),
         }
     }
 }
@@ -218,6 +226,16 @@ impl Upstream {
         while let Some(e) = source {
             if let Some(connect) = e.downcast_ref::<ConnectError>() {
                 return connect.0.clone();
+            }
+            // The request body we were streaming came from the client and broke
+            // (malformed chunking, or the client went away): the client's fault.
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_user()
+                    && e.source()
+                        .is_some_and(|inner| inner.downcast_ref::<hyper::Error>().is_some())
+                {
+                    return UpstreamError::ClientBody { reason: chain(e) };
+                }
             }
             source = e.source();
         }
