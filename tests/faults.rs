@@ -1,0 +1,149 @@
+//! Faults on either side: an upstream that dies mid-response, clients that go
+//! away mid-upload or mid-download, a name that does not resolve. pinproxy
+//! closes what must be closed, keeps nothing half-used, and keeps serving.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+use pinproxy::server::Proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TLS server that answers `/reset` with a head promising 100,000 bytes, sends
+/// 1,000 and drops the connection; anything else gets a short, complete answer.
+async fn breaking_server() -> (std::net::SocketAddr, TestCert) {
+    let c = cert();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tls.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"GET /reset ") {
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                        .await;
+                    let _ = tls.write_all(&[b'x'; 1000]).await;
+                    let _ = tls.flush().await;
+                    // Dropped here: no close_notify, no more bytes.
+                } else {
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, c)
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_response_closes_the_client_connection_and_the_next_request_works() {
+    let (addr, c) = breaking_server().await;
+    let proxy = RunningProxy::start(upstream_config(addr, vec![c.sha1_pin()])).await;
+    let client = client();
+    let resp = client
+        .request(
+            http::Request::get(proxy.url("/reset"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .expect("the head arrives");
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the client is not left hanging");
+    assert!(body.is_err(), "a truncated body must not look complete");
+    assert_eq!(get(&proxy.url("/fine")).await.text(), "ok");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_download_or_mid_upload_releases_the_upstream_connection() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let proxy = Proxy::bind(&config_of(vec![upstream_config(
+        up.addr,
+        vec![c.sha1_pin()],
+    )]))
+    .await
+    .unwrap();
+    let addr = proxy.local_addrs()[0].1;
+
+    // Download: read the head and a little of 1 GiB, then hang up.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    up.wait_active(1).await;
+    drop(tcp);
+    // The half-read upstream connection is closed, not put back in the pool.
+    up.wait_active(0).await;
+
+    // Upload: promise 100 MB, send 1 MB, hang up.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+    up.wait_active(1).await;
+    drop(tcp);
+    up.wait_active(0).await;
+    assert!(up.stats.uploaded.load(Ordering::SeqCst) < 100_000_000);
+
+    // Nothing is left open on pinproxy's side either.
+    let m = proxy.metrics().encode();
+    assert!(
+        m.contains("pinproxy_upstream_connections{upstream=\"test\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pinproxy_client_connections{upstream=\"test\"} 0"),
+        "{m}"
+    );
+    // And the next request is served.
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
+    proxy.drain().await;
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_502_connect_failed_with_the_reason() {
+    let mut cfg = upstream_config("127.0.0.1:443".parse().unwrap(), vec![cert().sha1_pin()]);
+    // RFC 6761: .invalid never resolves.
+    cfg.host = "pinproxy-test.invalid".into();
+    cfg.connect_timeout = Duration::from_secs(20);
+    let proxy = RunningProxy::start(cfg).await;
+    let a = get(&proxy.url("/x")).await;
+    assert_eq!(a.status, 502);
+    assert_eq!(a.error_tag(), Some("connect-failed"));
+    assert!(
+        a.text().contains("pinproxy-test.invalid:443"),
+        "{}",
+        a.text()
+    );
+    assert!(a.text().contains("name lookup failed"), "{}", a.text());
+    proxy.stop().await;
+}
