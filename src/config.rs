@@ -21,6 +21,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default for `idle_timeout`: how long a pooled upstream connection may sit unused.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for an upstream's `max_connections`: enough for busy automation, few
+/// enough that a flood of clients cannot open thousands of TLS sessions to a
+/// management server.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 128;
+/// Default for an upstream's `max_idle_connections`.
+pub const DEFAULT_MAX_IDLE_CONNECTIONS: usize = 32;
 /// Default for `failback_after`: how long to stay on a fallback address.
 pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
 /// Default for `shutdown_timeout`: how long in-flight requests may finish on SIGTERM.
@@ -35,8 +41,38 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The optional HTTP-proxy listener (`http_proxy=http://…`).
     pub proxy: Option<ProxyConfig>,
+    /// Client-side limits, for every listener.
+    pub limits: Limits,
     /// One entry per listener and its upstream.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// The `[limits]` table: what one client may take of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections served at once per listener; more wait in the accept queue.
+    pub max_client_connections: usize,
+    /// Time a client has to send a request head, and so also how long a kept-alive
+    /// connection may sit idle between requests (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes; larger gets 431 (or 414 for the request line).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes; larger gets 413. `None`: no limit.
+    pub max_request_body: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_client_connections: 4096,
+            header_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_request_body: None,
+        }
+    }
 }
 
 /// The `[admin]` table.
@@ -140,6 +176,11 @@ pub struct UpstreamConfig {
     pub legacy_crypto: bool,
     /// Resume TLS sessions on reconnect (the session cache belongs to this pin set).
     pub tls_resumption: bool,
+    /// Most connections open to the upstream at once (busy and idle); a request
+    /// that needs one more waits up to `connect_timeout`.
+    pub max_connections: usize,
+    /// Most idle connections kept in the pool.
+    pub max_idle_connections: usize,
 }
 
 impl UpstreamConfig {
@@ -168,6 +209,8 @@ impl UpstreamConfig {
             http2: Http2::default(),
             legacy_crypto: false,
             tls_resumption: true,
+            max_connections: DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            max_idle_connections: DEFAULT_MAX_IDLE_CONNECTIONS,
         }
     }
 
@@ -315,10 +358,15 @@ impl Config {
                 ));
             }
         }
+        let limits = match &raw.limits {
+            Some(l) => check_limits(l).map_err(|(span, m)| at(span, m))?,
+            None => Limits::default(),
+        };
         Ok(Config {
             shutdown_timeout,
             admin,
             proxy,
+            limits,
             upstreams,
         })
     }
@@ -357,6 +405,7 @@ impl Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: None,
             proxy: None,
+            limits: Limits::default(),
             upstreams: vec![upstream],
         })
     }
@@ -383,8 +432,63 @@ struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
     admin: Option<RawAdmin>,
     proxy: Option<RawAdmin>,
+    limits: Option<RawLimits>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_client_connections: Option<Spanned<i64>>,
+    header_read_timeout: Option<Spanned<String>>,
+    max_header_bytes: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    max_request_body: Option<Spanned<i64>>,
+}
+
+/// A whole number in `range`, or where it is and what would do.
+fn count(v: &Spanned<i64>, key: &str, range: std::ops::RangeInclusive<i64>) -> Located<usize> {
+    let n = *v.get_ref();
+    if range.contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err((
+            v.span(),
+            format!(
+                "{key} = {n} is out of range: use a number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+fn check_limits(raw: &RawLimits) -> Located<Limits> {
+    let d = Limits::default();
+    Ok(Limits {
+        max_client_connections: match &raw.max_client_connections {
+            Some(v) => count(v, "max_client_connections", 1..=1_000_000)?,
+            None => d.max_client_connections,
+        },
+        header_read_timeout: match &raw.header_read_timeout {
+            Some(v) => duration(v.get_ref()).map_err(|m| (v.span(), m))?,
+            None => d.header_read_timeout,
+        },
+        // hyper needs room for at least 8 KiB of head.
+        max_header_bytes: match &raw.max_header_bytes {
+            Some(v) => count(v, "max_header_bytes", 8192..=16 * 1024 * 1024)?,
+            None => d.max_header_bytes,
+        },
+        max_headers: match &raw.max_headers {
+            Some(v) => count(v, "max_headers", 1..=10_000)?,
+            None => d.max_headers,
+        },
+        max_request_body: match &raw.max_request_body {
+            Some(v) => Some(count(v, "max_request_body", 0..=i64::MAX)? as u64),
+            None => d.max_request_body,
+        },
+    })
 }
 
 /// `[admin]` and `[proxy]`: a listener of pinproxy's own.
@@ -423,6 +527,8 @@ struct RawUpstream {
     tls_resumption: bool,
     #[serde(default)]
     legacy_crypto: bool,
+    max_connections: Option<Spanned<i64>>,
+    max_idle_connections: Option<Spanned<i64>>,
 }
 
 fn yes() -> bool {
@@ -570,6 +676,14 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         http2: u.http2,
         legacy_crypto: u.legacy_crypto,
         tls_resumption: u.tls_resumption,
+        max_connections: match &u.max_connections {
+            Some(v) => count(v, "max_connections", 1..=100_000)?,
+            None => DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+        },
+        max_idle_connections: match &u.max_idle_connections {
+            Some(v) => count(v, "max_idle_connections", 0..=100_000)?,
+            None => DEFAULT_MAX_IDLE_CONNECTIONS,
+        },
     })
 }
 
@@ -862,6 +976,8 @@ mod tests {
             (u.http2, u.tls_resumption, u.legacy_crypto),
             (Http2::Auto, true, false)
         );
+        assert_eq!((u.max_connections, u.max_idle_connections), (128, 32));
+        assert_eq!(c.limits, Limits::default());
         assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
     }
 
@@ -905,6 +1021,31 @@ mod tests {
         assert!(err.message.contains("no fingerprints"), "{err}");
         let empty = good().replace("\"192.0.2.10:443\"", "[]");
         assert!(parse(&empty).unwrap_err().to_string().contains("or a list"));
+    }
+
+    #[test]
+    fn limits_are_read_and_checked() {
+        let with = |table: &str| {
+            parse(&format!(
+                "[limits]\n{table}\n{}",
+                good().replace("shutdown_timeout = \"5s\"", "")
+            ))
+        };
+        let c = with(
+            "max_client_connections = 10\nmax_request_body = 1000\nheader_read_timeout = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_client_connections, 10);
+        assert_eq!(c.limits.max_request_body, Some(1000));
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(5));
+        let err = with("max_header_bytes = 100").unwrap_err();
+        assert_eq!(err.location, "proxy.toml:2:20");
+        assert!(err.message.contains("from 8192"), "{err}");
+        assert!(with("max_client_connections = 0").is_err());
+        assert!(with("max_clients = 5")
+            .unwrap_err()
+            .message
+            .contains("unknown field"));
     }
 
     #[test]

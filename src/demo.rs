@@ -38,6 +38,7 @@ pub async fn run(
     let config = Config {
         admin: None,
         proxy: None,
+        limits: Default::default(),
         shutdown_timeout: Duration::from_secs(5),
         upstreams: vec![
             upstream("gaia", listen, genuine_addr),

@@ -11,19 +11,20 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::config::Limits;
 use crate::headers::remove_hop_by_hop;
 use crate::metrics::UpstreamMetrics;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The body sent upstream: the client's own, or nothing (which can be sent again).
-pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+pub type RequestBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
 /// The name of the header that says which failure a pinproxy error response reports.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error");
@@ -34,9 +35,10 @@ pub async fn handle(
     upstream: &Upstream,
     req: Request<Incoming>,
     tunnels: &Tunnels,
+    limits: &Limits,
 ) -> Response<LoggedBody> {
     let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req);
-    let response = forward(upstream, req, tunnels).await;
+    let response = forward(upstream, req, tunnels, limits).await;
     LoggedBody::wrap(response, record)
 }
 
@@ -58,6 +60,7 @@ async fn forward(
     upstream: &Upstream,
     mut req: Request<Incoming>,
     tunnels: &Tunnels,
+    limits: &Limits,
 ) -> Response<ResponseBody> {
     if req.method() == Method::CONNECT {
         return local_error(
@@ -67,6 +70,13 @@ async fn forward(
              itself to check the server's pin. Send plain http:// requests to this listener; it forwards them to \
              its one pinned upstream.\n",
         );
+    }
+    if let Some(max) = limits.max_request_body {
+        // Refused before any upstream connection when the length is announced;
+        // a chunked body is cut off (and answered 413) once it passes the limit.
+        if req.body().size_hint().lower() > max {
+            return too_large(max);
+        }
     }
     // Upgrade and Connection are hop-by-hop, but an upgrade is asked of the next
     // hop too: keep the protocol, drop everything else they carried.
@@ -106,7 +116,10 @@ async fn forward(
     let body = if replay.is_some() {
         Either::Right(Empty::new())
     } else {
-        Either::Left(body)
+        let max = limits
+            .max_request_body
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        Either::Left(Limited::new(body, max))
     };
     let mut result = upstream.send(Request::from_parts(parts, body)).await;
     if let (Err(e), Some((method, uri, headers))) = (&result, replay) {
@@ -138,8 +151,19 @@ async fn forward(
             }
             Response::from_parts(parts, Either::Left(body))
         }
+        Err(UpstreamError::ClientBody {
+            too_large: true, ..
+        }) => too_large(limits.max_request_body.unwrap_or(0)),
         Err(e) => upstream_error(upstream, &e),
     }
+}
+
+fn too_large(max: u64) -> Response<ResponseBody> {
+    local_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("pinproxy: the request body is larger than max_request_body ({max} bytes)\n"),
+    )
 }
 
 /// Resolves once `stop` says so (never, if its sender is gone).

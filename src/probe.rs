@@ -112,7 +112,7 @@ pub async fn probe_upstream(cfg: &UpstreamConfig) -> Result<Presented, String> {
         legacy: cfg.legacy_crypto,
     });
     let connector = Connector::with_verifier(cfg, recorder.clone(), UpstreamMetrics::detached());
-    let tls = connector.connect().await.map_err(|e| e.to_string())?;
+    let tls = connector.connect().await.map_err(|e| e.to_string())?.tls;
     let (_, session) = tls.get_ref();
     let protocol = session
         .protocol_version()

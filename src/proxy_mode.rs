@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::{HostAlias, UpstreamConfig};
+use crate::config::{HostAlias, Limits, UpstreamConfig};
 use crate::forward::{self, LoggedBody, Tunnels};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::upstream::Upstream;
@@ -80,6 +80,7 @@ pub async fn handle(
     routes: &Routes,
     req: Request<Incoming>,
     tunnels: &Tunnels,
+    limits: &Limits,
 ) -> Response<LoggedBody> {
     let refuse = |status, tag, text: String| {
         forward::refuse(&routes.name, &routes.metrics, &req, status, tag, text)
@@ -119,7 +120,7 @@ pub async fn handle(
     match routes.find(host, req.uri().port_u16()) {
         Some(upstream) => {
             let upstream = upstream.clone();
-            forward::handle(&upstream, req, tunnels).await
+            forward::handle(&upstream, req, tunnels, limits).await
         }
         None => {
             let asked = req

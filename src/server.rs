@@ -19,17 +19,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, Limits, UpstreamConfig};
 use crate::forward::{self, Tunnels};
 use crate::metrics::Metrics;
 use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
 use prometheus_client::metrics::gauge::Gauge;
-
-/// Client connections served at once per listener; more wait in the kernel's accept queue.
-pub const MAX_CLIENT_CONNECTIONS: usize = 1024;
-/// How long a client may take to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +59,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     graceful: Arc<GracefulShutdown>,
     tunnels: Tunnels,
+    /// Client-side limits, fixed when a listener is bound.
+    limits: Arc<Limits>,
     shutdown_timeout: Duration,
 }
 
@@ -112,6 +109,9 @@ pub struct ReloadSummary {
     pub changed: Vec<String>,
     /// Listeners and upstreams left exactly as they were.
     pub unchanged: Vec<String>,
+    /// `[limits]` changed: they apply to listeners bound from now on; a restart
+    /// applies them everywhere.
+    pub limits_changed: bool,
 }
 
 impl fmt::Display for ReloadSummary {
@@ -146,6 +146,7 @@ impl Proxy {
             metrics,
             graceful: Arc::new(GracefulShutdown::new()),
             tunnels: Tunnels::default(),
+            limits: Arc::new(config.limits.clone()),
             shutdown_timeout: config.shutdown_timeout,
         };
         let mut bound = Vec::with_capacity(config.upstreams.len());
@@ -290,6 +291,11 @@ impl Proxy {
             }
         }
         self.shutdown_timeout = config.shutdown_timeout;
+        if *self.limits != config.limits {
+            // Listeners bound from now on use the new limits; kept ones keep theirs.
+            self.limits = Arc::new(config.limits.clone());
+            summary.limits_changed = true;
+        }
         Ok(summary)
     }
 
@@ -358,6 +364,7 @@ impl Proxy {
             connections,
             self.graceful.clone(),
             self.tunnels.clone(),
+            self.limits.clone(),
             stopped,
         ));
         Acceptor {
@@ -395,17 +402,25 @@ async fn accept_loop(
     connections: Gauge,
     graceful: Arc<GracefulShutdown>,
     tunnels: Tunnels,
+    limits: Arc<Limits>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CLIENT_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(limits.max_client_connections));
     // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
     // HTTP/2 with prior knowledge on the same port.
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper runs this timer whenever it waits for a request head, so it also
+        // closes kept-alive connections idle for longer.
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
-    http.http2().timer(TokioTimer::new());
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(limits.header_read_timeout);
     loop {
         let permit = tokio::select! {
             _ = &mut stop => return,
@@ -430,14 +445,16 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // Each request reads the current upstream (or routes), so a reload applies
         // to the next request even on a kept-alive client connection.
-        let (target, tunnels) = (target.clone(), tunnels.clone());
+        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
         let service = service_fn(move |req| {
-            let (target, tunnels) = (target.clone(), tunnels.clone());
+            let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
             async move {
                 Ok::<_, Infallible>(match target {
-                    Target::Upstream(up) => forward::handle(&up.load_full(), req, &tunnels).await,
+                    Target::Upstream(up) => {
+                        forward::handle(&up.load_full(), req, &tunnels, &limits).await
+                    }
                     Target::Routes(routes) => {
-                        proxy_mode::handle(&routes.load_full(), req, &tunnels).await
+                        proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits).await
                     }
                 })
             }

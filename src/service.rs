@@ -105,6 +105,9 @@ async fn apply_reload(
         return Ok(());
     }
     let summary = proxy.reload(&new).await.map_err(|e| e.to_string())?;
+    if summary.limits_changed {
+        tracing::warn!("[limits] changed: listeners bound from now on use the new limits; restart pinproxy to apply them to every listener");
+    }
     if new.admin != running.admin {
         tracing::warn!(
             running = %admin.as_ref().map_or("none".into(), |a| a.local_addr().to_string()),

@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -64,12 +65,24 @@ pub enum UpstreamError {
         /// The configured limit.
         after: Duration,
     },
+    /// `max_connections` connections to the upstream were busy for `connect_timeout`.
+    #[error("all {max_connections} connections to upstream {upstream:?} (max_connections) stayed busy for {waited:?}")]
+    Busy {
+        /// The upstream's name.
+        upstream: String,
+        /// The configured cap.
+        max_connections: usize,
+        /// How long the request waited for a slot.
+        waited: Duration,
+    },
     /// The client's request body broke while it was being forwarded (malformed
     /// chunked encoding, or the client went away).
     #[error("the request body from the client broke off: {reason}")]
     ClientBody {
         /// hyper's explanation.
         reason: String,
+        /// It passed `max_request_body`.
+        too_large: bool,
     },
     /// The connection broke after it was established (reset, closed early, bad HTTP).
     #[error("the connection to {address} failed: {reason}")]
@@ -96,6 +109,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream-failed"),
             UpstreamError::ClientBody { .. } => (StatusCode::BAD_REQUEST, "bad-request-body"),
+            UpstreamError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream-busy"),
         }
     }
 }
@@ -132,19 +146,20 @@ impl Upstream {
                 ) as Arc<dyn rustls::client::danger::ServerCertVerifier>
             })
             .collect();
-        let failover = Failover::new(cfg.failback_after);
+        let shared = Shared::new(cfg);
         let pool = |http2: Http2| {
             let connector = Connector::new(
                 cfg,
                 verifiers.clone(),
                 metrics.clone(),
                 http2,
-                failover.clone(),
+                shared.clone(),
             );
             Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_idle_timeout(cfg.idle_timeout)
+                .pool_max_idle_per_host(cfg.max_idle_connections)
                 .http2_only(http2 == Http2::Always)
                 // Host comes from the config, never from the client's request.
                 .set_host(false)
@@ -230,11 +245,12 @@ impl Upstream {
             // The request body we were streaming came from the client and broke
             // (malformed chunking, or the client went away): the client's fault.
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_user()
-                    && e.source()
-                        .is_some_and(|inner| inner.downcast_ref::<hyper::Error>().is_some())
-                {
-                    return UpstreamError::ClientBody { reason: chain(e) };
+                // hyper's only user errors with a cause are those of the request body.
+                if h.is_user() && e.source().is_some() {
+                    return UpstreamError::ClientBody {
+                        reason: chain(e),
+                        too_large: too_large(e),
+                    };
                 }
             }
             source = e.source();
@@ -295,6 +311,17 @@ fn closed_early(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+fn too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 fn bracket_v6(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -340,6 +367,9 @@ struct ConnectorInner {
     upstream: String,
     targets: Vec<TargetConn>,
     failover: Arc<Failover>,
+    /// `max_connections`: one permit per open connection, shared by the upstream's pools.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
     connect_timeout: Duration,
     handshake_timeout: Duration,
     http2: Http2,
@@ -397,6 +427,22 @@ impl Failover {
     }
 }
 
+/// What an upstream's pools (the main one and the HTTP/1.1 one for upgrades) share.
+#[derive(Clone)]
+struct Shared {
+    failover: Arc<Failover>,
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn new(cfg: &UpstreamConfig) -> Shared {
+        Shared {
+            failover: Failover::new(cfg.failback_after),
+            slots: Arc::new(Semaphore::new(cfg.max_connections)),
+        }
+    }
+}
+
 impl Connector {
     /// A connector for `cfg` that trusts exactly what `verifier` accepts (at every
     /// address) and counts its handshakes into `metrics`, offering HTTP/2 by ALPN as
@@ -407,13 +453,7 @@ impl Connector {
         metrics: UpstreamMetrics,
     ) -> Connector {
         let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
-        Connector::new(
-            cfg,
-            verifiers,
-            metrics,
-            cfg.http2,
-            Failover::new(cfg.failback_after),
-        )
+        Connector::new(cfg, verifiers, metrics, cfg.http2, Shared::new(cfg))
     }
 
     fn new(
@@ -421,7 +461,7 @@ impl Connector {
         verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
         metrics: UpstreamMetrics,
         http2: Http2,
-        failover: Arc<Failover>,
+        shared: Shared,
     ) -> Connector {
         let alpn: Vec<Vec<u8>> = match http2 {
             Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -451,7 +491,9 @@ impl Connector {
             inner: Arc::new(ConnectorInner {
                 upstream: cfg.name.clone(),
                 targets,
-                failover,
+                failover: shared.failover,
+                slots: shared.slots,
+                max_connections: cfg.max_connections,
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
                 http2,
@@ -463,7 +505,23 @@ impl Connector {
     /// Connects to the address in use (failing over in order when one cannot be
     /// reached or times out) and runs the pinned handshake. A pin mismatch never
     /// fails over: it is an attack or a misconfiguration, and must be seen.
-    pub async fn connect(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    pub async fn connect(&self) -> Result<Pinned, UpstreamError> {
+        let inner = &*self.inner;
+        // A flood of clients must not become a flood of TLS sessions to the server.
+        let slot = tokio::time::timeout(inner.connect_timeout, inner.slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| UpstreamError::Busy {
+                upstream: inner.upstream.clone(),
+                max_connections: inner.max_connections,
+                waited: inner.connect_timeout,
+            })?;
+        let tls = self.connect_any().await?;
+        Ok(Pinned { tls, slot })
+    }
+
+    async fn connect_any(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let inner = &*self.inner;
         let count = inner.targets.len();
         let first = inner.failover.first();
@@ -633,24 +691,40 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// A pinned TLS connection and the `max_connections` slot it occupies.
+pub struct Pinned {
+    /// The verified TLS stream.
+    pub tls: TlsStream<TcpStream>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// A verified TLS connection, as the pool holds it; counted in
 /// `pinproxy_upstream_connections` while it is open.
-pub struct TlsConn(TlsStream<TcpStream>, Gauge);
+pub struct TlsConn {
+    tls: TlsStream<TcpStream>,
+    open: Gauge,
+    /// Held while the connection is open; dropping it frees a `max_connections` slot.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl TlsConn {
-    fn new(tls: TlsStream<TcpStream>, open: Gauge) -> TlsConn {
+    fn new(pinned: Pinned, open: Gauge) -> TlsConn {
         open.inc();
-        TlsConn(tls, open)
+        TlsConn {
+            tls: pinned.tls,
+            open,
+            _slot: pinned.slot,
+        }
     }
 
     fn is_h2(&self) -> bool {
-        self.0.get_ref().1.alpn_protocol() == Some(b"h2")
+        self.tls.get_ref().1.alpn_protocol() == Some(b"h2")
     }
 }
 
 impl Drop for TlsConn {
     fn drop(&mut self) {
-        self.1.dec();
+        self.open.dec();
     }
 }
 
@@ -672,7 +746,7 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.0).poll_read(cx, buf)
+        StdPin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
 
@@ -682,7 +756,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        StdPin::new(&mut self.0).poll_write(cx, buf)
+        StdPin::new(&mut self.tls).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -690,18 +764,18 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        StdPin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        StdPin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.tls.is_write_vectored()
     }
 
     fn poll_flush(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.0).poll_flush(cx)
+        StdPin::new(&mut self.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.0).poll_shutdown(cx)
+        StdPin::new(&mut self.tls).poll_shutdown(cx)
     }
 }

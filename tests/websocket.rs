@@ -52,6 +52,7 @@ async fn echo_server() -> (SocketAddr, TestCert) {
 fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
     Config {
         admin: None,
+        limits: Default::default(),
         proxy: Some(ProxyConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
         }),

@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(e.location.starts_with("fuzz.toml"), "{e}");
         if let Some(rest) = e.location.strip_prefix("fuzz.toml:") {
             let line: usize = rest.split(':').next().unwrap().parse().unwrap();
-            assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "{e} in {} lines", text.lines().count());
+            assert!(
+                line >= 1 && line <= text.lines().count().max(1) + 1,
+                "{e} in {} lines",
+                text.lines().count()
+            );
         }
     }
 });

@@ -494,6 +494,7 @@ pub fn config_of(upstreams: Vec<UpstreamConfig>) -> Config {
     Config {
         admin: None,
         proxy: None,
+        limits: Default::default(),
         shutdown_timeout: Duration::from_secs(5),
         upstreams,
     }
@@ -508,13 +509,7 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(cfg: UpstreamConfig) -> RunningProxy {
-        let config = Config {
-            admin: None,
-            proxy: None,
-            shutdown_timeout: Duration::from_secs(5),
-            upstreams: vec![cfg],
-        };
-        let proxy = Proxy::bind(&config).await.unwrap();
+        let proxy = Proxy::bind(&config_of(vec![cfg])).await.unwrap();
         let addr = proxy.local_addrs()[0].1;
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(proxy.serve(async move {
