@@ -301,7 +301,11 @@ fn closed_early(err: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(io) = e.downcast_ref::<io::Error>() {
             if matches!(
                 io.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    // rustls: the peer closed without close_notify, as a server
+                    // dropping an idle keep-alive connection often does.
+                    | io::ErrorKind::UnexpectedEof
             ) {
                 return true;
             }
