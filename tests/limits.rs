@@ -141,3 +141,42 @@ async fn a_thousand_slowloris_and_a_thousand_idle_connections_do_not_keep_out_a_
     drop(held);
     proxy.drain().await;
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    // 64 descriptors: the runtime and listeners use some, the rest go quickly.
+    let mut bin = Binary::spawn_with_open_files(
+        Some(64),
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[],
+    );
+    let addr = bin.listening();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        // The kernel completes these handshakes from the backlog even when
+        // pinproxy cannot accept them.
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let (bin, line) = tokio::task::spawn_blocking(move || {
+        let line = bin.wait_for(|v| v["message"] == "accept failed; retrying in 100 ms");
+        (bin, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("Too many open files"),
+        "{line}"
+    );
+    drop(held);
+    // Descriptors are free again: a request is served, and the process is alive.
+    let a = tokio::time::timeout(Duration::from_secs(10), get(&format!("http://{addr}/x")))
+        .await
+        .expect("served after the descriptors came back");
+    assert_eq!(a.status, 200);
+    drop(bin);
+}

@@ -599,7 +599,27 @@ pub struct Binary {
 
 impl Binary {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinproxy"));
+        Binary::spawn_with_open_files(None, args, env)
+    }
+
+    /// Like [`Binary::spawn`], with the open-file limit (soft and hard) set to `nofile`.
+    pub fn spawn_with_open_files(
+        nofile: Option<u32>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Binary {
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_pinproxy"),
+                ]);
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pinproxy")),
+        };
         cmd.args(["--log-format", "json"])
             .args(args)
             .stdin(Stdio::null())
