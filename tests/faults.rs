@@ -225,3 +225,42 @@ async fn malformed_upstream_responses_give_a_clean_502_and_the_client_connection
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_upstream_restarting_its_connections_under_keep_alive_load_loses_and_doubles_nothing() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
+    let url = proxy.url("/x");
+    // Four clients, each on one kept-alive connection, 50 GETs apiece; meanwhile
+    // the upstream closes every connection it has, three times over.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut ok = 0;
+                for _ in 0..50 {
+                    let req = http::Request::get(&url).body(empty()).unwrap();
+                    if send(&client, req).await.status == 200 {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    for round in 1..=3 {
+        // Wait for traffic to flow, then drop every connection the server has.
+        while up.requests() < round * 40 {
+            tokio::task::yield_now().await;
+        }
+        up.restart_connections();
+    }
+    let mut ok = 0;
+    for c in clients {
+        ok += c.await.unwrap();
+    }
+    assert_eq!(ok, 200, "every request answered 200");
+    assert_eq!(up.requests(), 200, "none lost, none sent twice");
+    proxy.stop().await;
+}

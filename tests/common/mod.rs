@@ -245,6 +245,12 @@ impl Upstream {
         (up, c)
     }
 
+    /// Tells every open connection to close after its in-flight request, as a
+    /// restarting server does, without waiting for them.
+    pub fn restart_connections(&self) {
+        let _ = self.close.send(());
+    }
+
     /// Closes every idle connection (as a server's keep-alive timeout would) and
     /// returns once all of them are gone.
     pub async fn close_idle_connections(&self) {
