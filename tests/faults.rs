@@ -11,49 +11,32 @@ use common::*;
 use http_body_util::BodyExt;
 use pinproxy::server::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A TLS server that answers `/reset` with a head promising 100,000 bytes, sends
 /// 1,000 and drops the connection; anything else gets a short, complete answer.
 async fn breaking_server() -> (std::net::SocketAddr, TestCert) {
     let c = cert();
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if tls.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                if head.starts_with(b"GET /reset ") {
-                    let _ = tls
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                        .await;
-                    let _ = tls.write_all(&[b'x'; 1000]).await;
-                    let _ = tls.flush().await;
-                    // Dropped here: no close_notify, no more bytes.
-                } else {
-                    let _ = tls
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                        )
-                        .await;
-                    let _ = tls.shutdown().await;
-                }
-            });
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    let addr = tls_server(config, |mut tls| async move {
+        let Some(head) = read_head(&mut tls).await else {
+            return;
+        };
+        if head.starts_with(b"GET /reset ") {
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                .await;
+            let _ = tls.write_all(&[b'x'; 1000]).await;
+            let _ = tls.flush().await;
+            // Dropped here: no close_notify, no more bytes.
+        } else {
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
+            let _ = tls.shutdown().await;
         }
-    });
+    })
+    .await;
     (addr, c)
 }
 
@@ -160,24 +143,14 @@ async fn a_name_that_does_not_resolve_is_a_502_connect_failed_with_the_reason() 
 /// closes.
 async fn raw_answer_server(answer: &'static [u8]) -> (std::net::SocketAddr, TestCert) {
     let c = cert();
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut buf = [0u8; 4096];
-                let _ = tls.read(&mut buf).await;
-                let _ = tls.write_all(answer).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    let addr = tls_server(config, move |mut tls| async move {
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await;
+        let _ = tls.write_all(answer).await;
+        let _ = tls.shutdown().await;
+    })
+    .await;
     (addr, c)
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use pinproxy::config::Target;
 use pinproxy::server::Proxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards each new TCP connection to the genuine server, or to the impostor
@@ -46,37 +46,18 @@ async fn redirector(genuine: SocketAddr, impostor: SocketAddr) -> (SocketAddr, A
 /// it alive, then drops the connection when a second request arrives on it: the
 /// stale pooled connection that makes pinproxy retry an idempotent request.
 async fn one_request_per_connection_server(c: &TestCert) -> SocketAddr {
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(server_config(vec![c.der.clone()], c.key(), false));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                for answered in 0.. {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if tls.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    if answered > 0 {
-                        return; // closed without an answer
-                    }
-                    let _ = tls
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                }
-            });
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    tls_server(config, |mut tls| async move {
+        if read_head(&mut tls).await.is_none() {
+            return;
         }
-    });
-    addr
+        let _ = tls
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        // A second request on this connection is read, then left unanswered.
+        let _ = read_head(&mut tls).await;
+    })
+    .await
 }
 
 #[tokio::test]

@@ -117,6 +117,47 @@ pub fn server_config(
 
 // ---------------------------------------------------------------- upstream
 
+/// A server-side TLS connection, as [`tls_server`] hands it over.
+pub type ServerTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS server on loopback that runs `handle` on each connection once its
+/// handshake is done; for upstreams that misbehave on purpose, byte by byte.
+pub async fn tls_server<F, Fut>(config: Arc<rustls::ServerConfig>, handle: F) -> SocketAddr
+where
+    F: Fn(ServerTls) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, handle) = (acceptor.clone(), handle.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    handle(tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one HTTP head, through its blank line; `None` if the stream ends first.
+pub async fn read_head(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if io.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// What reached the upstream.
 #[derive(Default)]
 pub struct Stats {
