@@ -36,8 +36,10 @@ fn ha(
     config_of(vec![cfg])
 }
 
-#[tokio::test]
-async fn primary_down_the_secondary_serves_primary_back_traffic_returns() {
+/// The primary down, the secondary (with its own pin) served once; then the
+/// primary comes back where it was and the secondary's pooled connection closes.
+/// Returns the proxy, its URL and both servers.
+async fn fail_over_then_restore_primary(failback: Duration) -> (Proxy, String, Upstream, Upstream) {
     let primary_addr = vacant().await;
     let (secondary, b) = Upstream::start_self_signed().await;
     let a = cert();
@@ -46,55 +48,40 @@ async fn primary_down_the_secondary_serves_primary_back_traffic_returns() {
         vec![a.sha1_pin()],
         secondary.addr,
         vec![b.sha1_pin()],
-        Duration::from_millis(1),
+        failback,
     ))
     .await
     .unwrap();
     let url = format!("http://{}/x", proxy.local_addrs()[0].1);
-
     assert_eq!(
         get(&url).await.status,
         200,
         "served by the secondary, with its own pin"
     );
     assert_eq!(secondary.tls_accepted(), 1);
-
-    // The primary comes back where it was; once the pooled connection to the
-    // secondary is gone, new connections go to the primary again.
     let primary = Upstream::start_on(
         primary_addr,
         server_config(vec![a.der.clone()], a.key(), false),
     )
     .await;
     secondary.close_idle_connections().await;
+    (proxy, url, primary, secondary)
+}
+
+#[tokio::test]
+async fn primary_down_the_secondary_serves_primary_back_traffic_returns() {
+    let (proxy, url, primary, secondary) =
+        fail_over_then_restore_primary(Duration::from_millis(1)).await;
+    // New connections go to the primary again.
     assert_eq!(get(&url).await.status, 200);
-    assert_eq!(primary.tls_accepted(), 1);
-    assert_eq!(secondary.tls_accepted(), 1);
+    assert_eq!((primary.tls_accepted(), secondary.tls_accepted()), (1, 1));
     proxy.drain().await;
 }
 
 #[tokio::test]
 async fn the_secondary_is_kept_for_failback_after_even_when_the_primary_returns() {
-    let primary_addr = vacant().await;
-    let (secondary, b) = Upstream::start_self_signed().await;
-    let a = cert();
-    let proxy = Proxy::bind(&ha(
-        primary_addr,
-        vec![a.sha1_pin()],
-        secondary.addr,
-        vec![b.sha1_pin()],
-        Duration::from_secs(3600),
-    ))
-    .await
-    .unwrap();
-    let url = format!("http://{}/x", proxy.local_addrs()[0].1);
-    assert_eq!(get(&url).await.status, 200);
-    let primary = Upstream::start_on(
-        primary_addr,
-        server_config(vec![a.der.clone()], a.key(), false),
-    )
-    .await;
-    secondary.close_idle_connections().await;
+    let (proxy, url, primary, secondary) =
+        fail_over_then_restore_primary(Duration::from_secs(3600)).await;
     assert_eq!(get(&url).await.status, 200);
     assert_eq!((primary.tls_accepted(), secondary.tls_accepted()), (0, 2));
     proxy.drain().await;
