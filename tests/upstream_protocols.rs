@@ -70,6 +70,21 @@ async fn http2_never_keeps_to_http1_with_a_connection_per_concurrent_request() {
 }
 
 #[tokio::test]
+async fn the_pool_keeps_every_connection_a_burst_opened_for_the_next_burst() {
+    // 40 clients at once need 40 upstream connections; a pool that kept fewer idle
+    // (it was 32) would make the next burst pay new handshakes.
+    let (up, c) = Upstream::start_with_alpn(&[b"http/1.1"]).await;
+    let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
+        .await
+        .unwrap();
+    assert_eq!(concurrent_slow(&proxy, &up, 40).await, vec![200; 40]);
+    assert_eq!(up.tls_accepted(), 40);
+    assert_eq!(concurrent_slow(&proxy, &up, 40).await, vec![200; 40]);
+    assert_eq!(up.tls_accepted(), 40, "the second burst reused the pool");
+    proxy.drain().await;
+}
+
+#[tokio::test]
 async fn http2_always_against_an_http1_server_fails_with_the_reason() {
     let (up, c) = Upstream::start_with_alpn(&[b"http/1.1"]).await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
