@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::access_log;
 use crate::config::Limits;
 use crate::headers::remove_hop_by_hop;
 use crate::metrics::UpstreamMetrics;
@@ -405,19 +406,17 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let Some(r) = self.record.take() else { return };
         let complete = self.complete || self.inner.is_end_stream();
-        let elapsed = r.start.elapsed().as_secs_f64();
-        r.metrics.request(r.status, elapsed);
-        tracing::info!(
-            target: "pinproxy::access",
-            upstream = %r.upstream,
-            method = %r.method,
-            path = %r.path,
-            status = r.status,
-            bytes = self.bytes,
-            duration_ms = elapsed * 1000.0,
+        let duration = r.start.elapsed();
+        r.metrics.request(r.status, duration.as_secs_f64());
+        access_log::write(&access_log::Entry {
+            upstream: &r.upstream,
+            method: r.method.as_str(),
+            path: &r.path,
+            status: r.status,
+            bytes: self.bytes,
+            duration,
             complete,
-            error = r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            "request"
-        );
+            error: r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+        });
     }
 }

@@ -233,6 +233,10 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stdout);
+    pinproxy::access_log::set_format(match format {
+        LogFormat::Text => pinproxy::access_log::Format::Text { ansi },
+        LogFormat::Json => pinproxy::access_log::Format::Json,
+    });
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

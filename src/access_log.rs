@@ -1,0 +1,240 @@
+//! The access log: one line per request on stdout, target `pinproxy::access`.
+//!
+//! The line is formatted here, by hand, in the layout `tracing-subscriber` gives
+//! every other line (text, or JSON with `--log-format json`). Going through
+//! tracing's field visitors cost a fifth of the instructions of a whole proxied
+//! request (callgrind: 69.7k per request with the line, 56.1k without). It still
+//! obeys `RUST_LOG` (`RUST_LOG=info,pinproxy::access=off` turns it off) and shares
+//! stdout's lock with the other lines, so lines never interleave.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// The target the access log is filtered by.
+pub const TARGET: &str = "pinproxy::access";
+
+/// How lines are laid out, as `--log-format` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `tracing-subscriber`'s default text line, coloured for a terminal if `ansi`.
+    Text {
+        /// Colours (only for a person at a terminal).
+        ansi: bool,
+    },
+    /// One JSON object per line, fields flattened.
+    Json,
+}
+
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Sets the layout once, at startup (plain text without it).
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+/// One finished request.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    /// The upstream's name.
+    pub upstream: &'a str,
+    /// The request method.
+    pub method: &'a str,
+    /// The path, without the query string (it may carry tokens).
+    pub path: &'a str,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Response body bytes passed to the client.
+    pub bytes: u64,
+    /// From the request head to the end of the response (or the client leaving).
+    pub duration: Duration,
+    /// Whether the response body was sent whole.
+    pub complete: bool,
+    /// pinproxy's error tag (`X-Pinproxy-Error`), empty if none.
+    pub error: &'a str,
+}
+
+/// Writes the line for `entry`, unless `RUST_LOG` turned the access log off.
+pub fn write(entry: &Entry<'_>) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return;
+    }
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    }
+    let format = FORMAT
+        .get()
+        .copied()
+        .unwrap_or(Format::Text { ansi: false });
+    LINE.with(|line| {
+        let mut line = line.borrow_mut();
+        line.clear();
+        format_line(&mut line, entry, SystemTime::now(), format);
+        // Like tracing-subscriber, a failed log write is not the request's problem.
+        let _ = std::io::stdout().lock().write_all(&line);
+    });
+}
+
+fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format) {
+    let timestamp = humantime::format_rfc3339_micros(now);
+    let nanos = e.duration.as_nanos();
+    let (ms, fraction) = (nanos / 1_000_000, nanos % 1_000_000);
+    // Writes into a Vec cannot fail.
+    let _ = match format {
+        Format::Text { ansi: false } => writeln!(
+            out,
+            "{timestamp}  INFO {TARGET}: request upstream={} method={} path={} status={} bytes={} \
+             duration_ms={ms}.{fraction:06} complete={} error={:?}",
+            e.upstream, e.method, e.path, e.status, e.bytes, e.complete, e.error,
+        ),
+        Format::Text { ansi: true } => {
+            const DIM: &str = "\x1b[2m";
+            const RESET: &str = "\x1b[0m";
+            let _ = write!(
+                out,
+                "{DIM}{timestamp}{RESET} \x1b[32m INFO{RESET} {DIM}{TARGET}{RESET}{DIM}:{RESET} request"
+            );
+            let fields: [(&str, &dyn std::fmt::Display); 5] = [
+                ("upstream", &e.upstream),
+                ("method", &e.method),
+                ("path", &e.path),
+                ("status", &e.status),
+                ("bytes", &e.bytes),
+            ];
+            for (name, value) in fields {
+                let _ = write!(out, " \x1b[3m{name}{RESET}{DIM}={RESET}{value}");
+            }
+            writeln!(
+                out,
+                " \x1b[3mduration_ms{RESET}{DIM}={RESET}{ms}.{fraction:06} \x1b[3mcomplete{RESET}{DIM}={RESET}{} \
+                 \x1b[3merror{RESET}{DIM}={RESET}{:?}",
+                e.complete, e.error
+            )
+        }
+        Format::Json => {
+            let _ = write!(
+                out,
+                "{{\"timestamp\":\"{timestamp}\",\"level\":\"INFO\",\"message\":\"request\",\"upstream\":"
+            );
+            let _ = serde_json::to_writer(&mut *out, e.upstream);
+            let _ = out.write_all(b",\"method\":");
+            let _ = serde_json::to_writer(&mut *out, e.method);
+            let _ = out.write_all(b",\"path\":");
+            let _ = serde_json::to_writer(&mut *out, e.path);
+            let _ = write!(
+                out,
+                ",\"status\":{},\"bytes\":{},\"duration_ms\":{ms}.{fraction:06},\"complete\":{},\"error\":",
+                e.status, e.bytes, e.complete
+            );
+            let _ = serde_json::to_writer(&mut *out, e.error);
+            writeln!(out, ",\"target\":\"{TARGET}\"}}")
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            upstream: "gaia",
+            method: "POST",
+            path: "/web_api/show-hosts\"x",
+            status: 502,
+            bytes: 1234,
+            duration: Duration::from_nanos(2_186_734),
+            complete: false,
+            error: "fingerprint-mismatch",
+        }
+    }
+
+    /// The same event as tracing-subscriber formats it, as pinproxy logged it before.
+    fn from_tracing(json: bool, ansi: bool) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let out = captured.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_writer(move || out.clone());
+        let e = entry();
+        let emit = || {
+            tracing::info!(
+                target: TARGET,
+                upstream = %e.upstream,
+                method = %e.method,
+                path = %e.path,
+                status = e.status,
+                bytes = e.bytes,
+                duration_ms = e.duration.as_secs_f64() * 1000.0,
+                complete = e.complete,
+                error = e.error,
+                "request"
+            )
+        };
+        if json {
+            tracing::subscriber::with_default(builder.json().flatten_event(true).finish(), emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    fn ours(format: Format) -> String {
+        let mut out = Vec::new();
+        format_line(&mut out, &entry(), SystemTime::now(), format);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Everything after the timestamp (which differs by the microsecond).
+    fn after_timestamp(line: &str) -> &str {
+        let end = line.find('Z').expect("a timestamp ending in Z");
+        &line[end + 1..]
+    }
+
+    #[test]
+    fn the_text_line_is_the_one_tracing_subscriber_writes() {
+        for ansi in [false, true] {
+            let theirs = from_tracing(false, ansi);
+            let ours = ours(Format::Text { ansi });
+            assert_eq!(
+                after_timestamp(&ours),
+                after_timestamp(&theirs),
+                "ansi {ansi}"
+            );
+            assert!(ours.ends_with('\n'));
+        }
+    }
+
+    #[test]
+    fn the_json_line_has_the_fields_tracing_subscriber_writes() {
+        let theirs: serde_json::Value = serde_json::from_str(&from_tracing(true, false)).unwrap();
+        let line = ours(Format::Json);
+        let ours: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&ours), keys(&theirs));
+        for key in keys(&ours) {
+            if key != "timestamp" {
+                assert_eq!(ours[&key], theirs[&key], "{key}");
+            }
+        }
+        assert_eq!(ours["path"], "/web_api/show-hosts\"x");
+        let stamp = ours["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "{stamp}");
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+}
