@@ -130,7 +130,7 @@ async fn forward(
             *again.method_mut() = method;
             *again.uri_mut() = uri;
             *again.headers_mut() = headers;
-            result = upstream.send(again).await;
+            result = upstream.resend(again).await;
         }
     }
     match result {

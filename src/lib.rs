@@ -35,3 +35,4 @@ pub mod shutdown;
 pub mod systemd;
 pub mod upstream;
 pub mod verify;
+pub mod workers;

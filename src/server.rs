@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -24,6 +24,7 @@ use crate::forward::{self, Tunnels};
 use crate::metrics::Metrics;
 use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
+use crate::workers::{self, Workers};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// A listener could not be bound.
@@ -62,6 +63,8 @@ pub struct Proxy {
     /// Client-side limits, fixed when a listener is bound.
     limits: Arc<Limits>,
     shutdown_timeout: Duration,
+    /// Where client connections run; stopped when the proxy is dropped.
+    workers: Arc<Workers>,
 }
 
 /// One bound, serving listener. Its upstream can be swapped without touching the
@@ -148,6 +151,7 @@ impl Proxy {
             tunnels: Tunnels::default(),
             limits: Arc::new(config.limits.clone()),
             shutdown_timeout: config.shutdown_timeout,
+            workers: Arc::new(Workers::start(workers::count())),
         };
         let mut bound = Vec::with_capacity(config.upstreams.len());
         for cfg in &config.upstreams {
@@ -362,9 +366,12 @@ impl Proxy {
             tcp,
             target,
             connections,
-            self.graceful.clone(),
-            self.tunnels.clone(),
-            self.limits.clone(),
+            LoopContext {
+                graceful: self.graceful.clone(),
+                tunnels: self.tunnels.clone(),
+                limits: self.limits.clone(),
+                workers: self.workers.clone(),
+            },
             stopped,
         ));
         Acceptor {
@@ -372,6 +379,37 @@ impl Proxy {
             stop,
             task,
         }
+    }
+}
+
+/// Serves one client connection (on a worker) until it closes or, on shutdown,
+/// its in-flight requests end.
+async fn serve(
+    stream: TcpStream,
+    http: auto::Builder<TokioExecutor>,
+    target: Target,
+    tunnels: Tunnels,
+    limits: Arc<Limits>,
+    watcher: Watcher,
+) {
+    // Each request reads the current upstream (or routes), so a reload applies
+    // to the next request even on a kept-alive client connection.
+    let service = service_fn(move |req| {
+        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
+        async move {
+            Ok::<_, Infallible>(match target {
+                Target::Upstream(up) => {
+                    forward::handle(&up.load_full(), req, &tunnels, &limits).await
+                }
+                Target::Routes(routes) => {
+                    proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits).await
+                }
+            })
+        }
+    });
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 
@@ -396,15 +434,27 @@ async fn bind(name: &str, listen: SocketAddr) -> Result<TcpListener, BindError> 
     })
 }
 
+/// What the accept loops of one proxy share.
+struct LoopContext {
+    graceful: Arc<GracefulShutdown>,
+    tunnels: Tunnels,
+    limits: Arc<Limits>,
+    workers: Arc<Workers>,
+}
+
 async fn accept_loop(
     tcp: TcpListener,
     target: Target,
     connections: Gauge,
-    graceful: Arc<GracefulShutdown>,
-    tunnels: Tunnels,
-    limits: Arc<Limits>,
+    context: LoopContext,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let LoopContext {
+        graceful,
+        tunnels,
+        limits,
+        workers,
+    } = context;
     let limit = Arc::new(Semaphore::new(limits.max_client_connections));
     // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
     // HTTP/2 with prior knowledge on the same port.
@@ -443,31 +493,22 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        // Each request reads the current upstream (or routes), so a reload applies
-        // to the next request even on a kept-alive client connection.
-        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
-        let service = service_fn(move |req| {
-            let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
-            async move {
-                Ok::<_, Infallible>(match target {
-                    Target::Upstream(up) => {
-                        forward::handle(&up.load_full(), req, &tunnels, &limits).await
-                    }
-                    Target::Routes(routes) => {
-                        proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits).await
-                    }
-                })
+        // The socket moves to a worker's own reactor (see `workers`).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepted connection could not be handed over");
+                continue;
             }
-        });
-        let open = connections.clone();
+        };
+        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
+        // A watcher, not the GracefulShutdown: drain needs the only reference to it.
+        let (http, watcher, open) = (http.clone(), graceful.watcher(), connections.clone());
         open.inc();
-        let conn = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watcher().watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
+        workers.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream, http, target, tunnels, limits, watcher).await,
+                Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
             }
             open.dec();
             drop(permit);

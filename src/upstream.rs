@@ -1,9 +1,10 @@
 //! One upstream server: the pinned TLS connector, the connection pool over it,
 //! and the classification of everything that can go wrong on the way there.
 //!
-//! Every new connection runs a full TLS handshake through [`PinVerifier`]; the
-//! pool only ever hands out connections that passed it, and session resumption is
-//! off, so the pin is checked on every connection before a request byte is written.
+//! Every new connection runs a TLS handshake through [`PinVerifier`] (or resumes a
+//! session that one of them verified under the same pins); the pools only ever hand
+//! out connections that passed it, so the pin is checked on every connection before
+//! a request byte is written.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +33,7 @@ use crate::config::UpstreamConfig;
 use crate::forward::RequestBody;
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::verify::{self, PinMismatch, PinVerifier};
+use crate::workers;
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,9 +124,14 @@ pub struct Upstream {
     authority: Authority,
     host_header: HeaderValue,
     response_timeout: Duration,
-    client: Client<Connector, RequestBody>,
-    /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the same as
-    /// `client` when `http2 = "never"`.
+    /// One pool per connection worker, so a request uses connections that run on
+    /// its own thread (see [`crate::workers`]).
+    clients: Vec<Client<Connector, RequestBody>>,
+    h2_pool: Arc<AtomicUsize>,
+    /// For [`Upstream::resend`]: a client that keeps no idle connections.
+    fresh: Client<Connector, RequestBody>,
+    /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the first of
+    /// `clients` when `http2 = "never"`.
     upgrades: Client<Connector, RequestBody>,
     metrics: Arc<UpstreamMetrics>,
 }
@@ -147,7 +154,10 @@ impl Upstream {
             })
             .collect();
         let shared = Shared::new(cfg);
-        let pool = |http2: Http2| {
+        // The pools of one upstream share its TLS configs (and session caches),
+        // failover state and max_connections; max_idle_connections is split
+        // between them.
+        let pool = |http2: Http2, count: usize, idle: usize| {
             let connector = Connector::new(
                 cfg,
                 verifiers.clone(),
@@ -155,21 +165,28 @@ impl Upstream {
                 http2,
                 shared.clone(),
             );
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(cfg.idle_timeout)
-                .pool_max_idle_per_host(cfg.max_idle_connections)
-                .http2_only(http2 == Http2::Always)
-                // Host comes from the config, never from the client's request.
-                .set_host(false)
-                .build(connector)
+            (0..count)
+                .map(|index| {
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .timer(TokioTimer::new())
+                        .pool_idle_timeout(cfg.idle_timeout)
+                        .pool_max_idle_per_host(idle)
+                        .http2_only(http2 == Http2::Always)
+                        // Host comes from the config, never from the client's request.
+                        .set_host(false)
+                        .build(connector.for_pool(if idle == 0 { NOT_POOLED } else { index }))
+                })
+                .collect::<Vec<_>>()
         };
-        let client = pool(cfg.http2);
+        let count = workers::count();
+        let clients = pool(cfg.http2, count, cfg.max_idle_connections.div_ceil(count));
         let upgrades = match cfg.http2 {
-            Http2::Never => client.clone(),
-            _ => pool(Http2::Never),
+            Http2::Never => clients[0].clone(),
+            _ => pool(Http2::Never, 1, cfg.max_idle_connections).remove(0),
         };
+        // Keeps nothing idle, so every request it sends opens a connection.
+        let fresh = pool(cfg.http2, 1, 0).remove(0);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(host)
@@ -186,8 +203,10 @@ impl Upstream {
             host_header: HeaderValue::from_str(&host_value)
                 .expect("a checked server name is a valid header value"),
             response_timeout: cfg.response_timeout,
-            client,
+            clients,
+            h2_pool: shared.h2_pool.clone(),
             upgrades,
+            fresh,
             metrics: Arc::new(metrics),
         }
     }
@@ -223,8 +242,33 @@ impl Upstream {
         let client = if req.headers().contains_key(http::header::UPGRADE) {
             &self.upgrades
         } else {
-            &self.client
+            // HTTP/2 multiplexes: once the server is known to speak it, every
+            // worker sends through the pool holding that connection, so the
+            // server sees one connection, not one per worker.
+            let pool = match self.h2_pool.load(Ordering::Relaxed) {
+                NO_H2 => workers::current() % self.clients.len(),
+                pool => pool,
+            };
+            &self.clients[pool]
         };
+        self.send_with(client, req).await
+    }
+
+    /// Sends again a request that failed because its pooled connection had been
+    /// closed by the server: always on a new (pin-checked) connection, since the
+    /// pool's other idle connections may have been closed at the same moment.
+    pub async fn resend(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        self.send_with(&self.fresh, req).await
+    }
+
+    async fn send_with(
+        &self,
+        client: &Client<Connector, RequestBody>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.classify(&e)),
@@ -365,6 +409,8 @@ impl std::error::Error for ConnectError {}
 #[derive(Clone)]
 pub struct Connector {
     inner: Arc<ConnectorInner>,
+    /// Which of the upstream's pools this connector fills.
+    pool: usize,
 }
 
 struct ConnectorInner {
@@ -377,6 +423,7 @@ struct ConnectorInner {
     connect_timeout: Duration,
     handshake_timeout: Duration,
     http2: Http2,
+    h2_pool: Arc<AtomicUsize>,
     metrics: UpstreamMetrics,
 }
 
@@ -436,13 +483,20 @@ impl Failover {
 struct Shared {
     failover: Arc<Failover>,
     slots: Arc<Semaphore>,
+    /// The pool that made the first HTTP/2 connection ([`NO_H2`] until one did).
+    h2_pool: Arc<AtomicUsize>,
 }
+
+const NO_H2: usize = usize::MAX;
+/// The pool index of the client that keeps no connections (see [`Upstream::resend`]).
+const NOT_POOLED: usize = usize::MAX - 1;
 
 impl Shared {
     fn new(cfg: &UpstreamConfig) -> Shared {
         Shared {
             failover: Failover::new(cfg.failback_after),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            h2_pool: Arc::new(AtomicUsize::new(NO_H2)),
         }
     }
 }
@@ -501,8 +555,17 @@ impl Connector {
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
                 http2,
+                h2_pool: shared.h2_pool,
                 metrics,
             }),
+            pool: 0,
+        }
+    }
+
+    fn for_pool(&self, pool: usize) -> Connector {
+        Connector {
+            inner: self.inner.clone(),
+            pool,
         }
     }
 
@@ -591,6 +654,14 @@ impl Connector {
         .and_then(|done| done.map_err(|e| handshake_error(&target.address, e)));
         let handshake = handshake.and_then(|tls| {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 && self.pool != NOT_POOLED {
+                let _ = inner.h2_pool.compare_exchange(
+                    NO_H2,
+                    self.pool,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             if inner.http2 == Http2::Always && !h2 {
                 return Err(UpstreamError::Handshake {
                     address: target.address.clone(),

@@ -166,9 +166,12 @@ async fn a_dropped_pooled_connection_retries_get_once_but_never_post() {
             .unwrap()
     };
     assert_eq!(send(&client, req("GET")).await.text(), "ok");
-    // Pooled connection, dropped by the server on the next request: retried.
+    // Pooled connection, dropped by the server on the next request: retried on a
+    // connection of its own, which is not pooled afterwards.
     assert_eq!(send(&client, req("GET")).await.text(), "ok");
-    // Again pooled; this time a POST: answered 502, not sent a second time.
+    // So this one opens a connection, which is pooled ...
+    assert_eq!(send(&client, req("GET")).await.text(), "ok");
+    // ... and dropped by the server on this POST: answered 502, not sent a second time.
     let a = send(&client, req("POST")).await;
     assert_eq!(
         (a.status.as_u16(), a.error_tag()),
