@@ -166,7 +166,7 @@ pub struct Stats {
     /// Decrypted application bytes read from clients (request bytes).
     pub app_bytes: AtomicU64,
     pub requests: AtomicUsize,
-    /// Request body bytes received by `/upload`.
+    /// Request body bytes of the last complete body `/upload` received.
     pub uploaded: AtomicU64,
     pub last_version: Mutex<Option<rustls::ProtocolVersion>>,
     /// TLS connections on which the client and server agreed on h2.
@@ -391,9 +391,12 @@ async fn respond(
         "/upload" => {
             let mut body = req.into_body();
             let mut n = 0u64;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Some(d) = frame.data_ref() {
-                    n += d.len() as u64;
+            loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => n += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    // A body that broke off is not an upload: nothing is stored.
+                    Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "incomplete body"),
+                    None => break,
                 }
             }
             stats.uploaded.store(n, Ordering::SeqCst);
