@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
+use crate::access_log;
+
 thread_local! {
     static CURRENT: Cell<usize> = const { Cell::new(0) };
 }
@@ -61,17 +63,22 @@ impl Workers {
     }
 
     fn start_one(&mut self, index: usize) -> io::Result<()> {
-        let runtime = Builder::new_current_thread().enable_all().build()?;
+        let runtime = Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(access_log::flush)
+            .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("pinproxy-worker-{index}"))
             .spawn(move || {
                 CURRENT.with(|c| c.set(index));
+                access_log::batch_on_this_thread();
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
                 runtime.shutdown_timeout(Duration::from_millis(100));
+                access_log::flush();
             })?;
         self.handles.push(handle);
         self._stop.push(stop);
