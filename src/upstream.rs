@@ -128,6 +128,9 @@ pub struct Upstream {
     /// its own thread (see [`crate::workers`]).
     clients: Vec<Client<Connector, RequestBody>>,
     h2_pool: Arc<AtomicUsize>,
+    pool_open: Arc<[AtomicUsize]>,
+    /// `max_connections` (shared with the connectors).
+    slots: Arc<Semaphore>,
     /// For [`Upstream::resend`]: a client that keeps no idle connections.
     fresh: Client<Connector, RequestBody>,
     /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the first of
@@ -205,6 +208,8 @@ impl Upstream {
             response_timeout: cfg.response_timeout,
             clients,
             h2_pool: shared.h2_pool.clone(),
+            pool_open: shared.pool_open.clone(),
+            slots: shared.slots.clone(),
             upgrades,
             fresh,
             metrics: Arc::new(metrics),
@@ -246,6 +251,12 @@ impl Upstream {
             // worker sends through the pool holding that connection, so the
             // server sees one connection, not one per worker.
             let pool = match self.h2_pool.load(Ordering::Relaxed) {
+                // At max_connections a worker cannot open one more, and the idle
+                // connections of the others hold the slots: use the pool with the
+                // most connections, where one will come free first.
+                NO_H2 if self.slots.available_permits() == 0 => (0..self.clients.len())
+                    .max_by_key(|&p| self.pool_open[p].load(Ordering::Relaxed))
+                    .unwrap_or(0),
                 NO_H2 => workers::current() % self.clients.len(),
                 pool => pool,
             };
@@ -424,6 +435,7 @@ struct ConnectorInner {
     handshake_timeout: Duration,
     http2: Http2,
     h2_pool: Arc<AtomicUsize>,
+    pool_open: Arc<[AtomicUsize]>,
     metrics: UpstreamMetrics,
 }
 
@@ -485,6 +497,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// The pool that made the first HTTP/2 connection ([`NO_H2`] until one did).
     h2_pool: Arc<AtomicUsize>,
+    /// Open connections of each worker's pool.
+    pool_open: Arc<[AtomicUsize]>,
 }
 
 const NO_H2: usize = usize::MAX;
@@ -497,6 +511,7 @@ impl Shared {
             failover: Failover::new(cfg.failback_after),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
             h2_pool: Arc::new(AtomicUsize::new(NO_H2)),
+            pool_open: (0..workers::count()).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 }
@@ -556,6 +571,7 @@ impl Connector {
                 handshake_timeout: cfg.handshake_timeout,
                 http2,
                 h2_pool: shared.h2_pool,
+                pool_open: shared.pool_open,
                 metrics,
             }),
             pool: 0,
@@ -756,10 +772,17 @@ impl tower_service::Service<Uri> for Connector {
         let this = self.clone();
         Box::pin(async move {
             match this.connect().await {
-                Ok(tls) => Ok(TokioIo::new(TlsConn::new(
-                    tls,
-                    this.inner.metrics.upstream_connections.clone(),
-                ))),
+                Ok(tls) => {
+                    let pool_open = this.inner.pool_open.get(this.pool).map(|open| {
+                        open.fetch_add(1, Ordering::Relaxed);
+                        (this.inner.pool_open.clone(), this.pool)
+                    });
+                    Ok(TokioIo::new(TlsConn::new(
+                        tls,
+                        this.inner.metrics.upstream_connections.clone(),
+                        pool_open,
+                    )))
+                }
                 Err(e) => Err(ConnectError(e)),
             }
         })
@@ -778,16 +801,19 @@ pub struct Pinned {
 pub struct TlsConn {
     tls: TlsStream<TcpStream>,
     open: Gauge,
+    /// The open-connection count of the worker pool this connection belongs to.
+    pool_open: Option<(Arc<[AtomicUsize]>, usize)>,
     /// Held while the connection is open; dropping it frees a `max_connections` slot.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl TlsConn {
-    fn new(pinned: Pinned, open: Gauge) -> TlsConn {
+    fn new(pinned: Pinned, open: Gauge, pool_open: Option<(Arc<[AtomicUsize]>, usize)>) -> TlsConn {
         open.inc();
         TlsConn {
             tls: pinned.tls,
             open,
+            pool_open,
             _slot: pinned.slot,
         }
     }
@@ -800,6 +826,9 @@ impl TlsConn {
 impl Drop for TlsConn {
     fn drop(&mut self) {
         self.open.dec();
+        if let Some((counts, pool)) = &self.pool_open {
+            counts[*pool].fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

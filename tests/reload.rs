@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use pinproxy::config::{Config, UpstreamConfig};
 use pinproxy::server::Proxy;
 
@@ -72,8 +74,21 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
         .unwrap();
     let (addr_a, addr_b) = (addr_of(&proxy, "a"), addr_of(&proxy, "b"));
 
-    // A request on `a` is in flight across the reload.
-    let slow = tokio::spawn(get_owned(format!("http://{addr_a}/slow")));
+    // A request on `a` is in flight across the reload, on a client connection that
+    // is kept for the request after it (so both are served by the same worker,
+    // whose pool must still hold the upstream connection).
+    let tcp = tokio::net::TcpStream::connect(addr_a).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let on_kept = |path: &str| {
+        http::Request::get(path)
+            .header("host", "client")
+            .body(empty())
+            .unwrap()
+    };
+    let slow = tokio::spawn(kept.send_request(on_kept("/slow")));
     up_a.slow_arrived.notified().await;
 
     let c = named("c", b.clone());
@@ -92,11 +107,16 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
     assert_eq!(get(&format!("http://{addr_c}/x")).await.status, 200);
 
     up_a.release.notify_one();
-    let answer = slow.await.unwrap();
-    assert_eq!(answer.status, 200);
-    assert_eq!(answer.text(), "finally");
+    let answer = slow.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.into_body().collect().await.unwrap().to_bytes(),
+        "finally"
+    );
     // The same pooled upstream connection serves `a` after the reload.
-    assert_eq!(get(&format!("http://{addr_a}/x")).await.status, 200);
+    kept.ready().await.unwrap();
+    let after = kept.send_request(on_kept("/x")).await.unwrap();
+    assert_eq!(after.status(), 200);
     assert_eq!(up_a.tls_accepted(), 1);
 
     // A reload that cannot bind changes nothing.
@@ -108,8 +128,4 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
     assert_eq!(get(&format!("http://{addr_c}/x")).await.status, 200);
     assert_eq!(get(&format!("http://{addr_a}/x")).await.status, 200);
     proxy.drain().await;
-}
-
-async fn get_owned(url: String) -> Answer {
-    get(&url).await
 }

@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use pinproxy::config::{Config, Http2, UpstreamConfig};
 use pinproxy::server::Proxy;
 
@@ -72,15 +74,42 @@ async fn http2_never_keeps_to_http1_with_a_connection_per_concurrent_request() {
 #[tokio::test]
 async fn the_pool_keeps_every_connection_a_burst_opened_for_the_next_burst() {
     // 40 clients at once need 40 upstream connections; a pool that kept fewer idle
-    // (it was 32) would make the next burst pay new handshakes.
+    // (it was 32) would make the next burst pay new handshakes. The same 40 client
+    // connections send both bursts, so each worker needs what it needed before.
     let (up, c) = Upstream::start_with_alpn(&[b"http/1.1"]).await;
     let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
         .await
         .unwrap();
-    assert_eq!(concurrent_slow(&proxy, &up, 40).await, vec![200; 40]);
-    assert_eq!(up.tls_accepted(), 40);
-    assert_eq!(concurrent_slow(&proxy, &up, 40).await, vec![200; 40]);
-    assert_eq!(up.tls_accepted(), 40, "the second burst reused the pool");
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let tcp = tokio::net::TcpStream::connect(proxy.local_addrs()[0].1)
+            .await
+            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        clients.push(sender);
+    }
+    for burst in 1..=2 {
+        let mut answers = Vec::new();
+        for client in &mut clients {
+            client.ready().await.unwrap();
+            let req = http::Request::get("/slow")
+                .header("host", "client")
+                .body(empty())
+                .unwrap();
+            answers.push(tokio::spawn(client.send_request(req)));
+        }
+        up.wait_slow(40).await;
+        up.release.notify_waiters();
+        for answer in answers {
+            let answer = answer.await.unwrap().unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.into_body().collect().await.unwrap();
+        }
+        assert_eq!(up.tls_accepted(), 40, "burst {burst}");
+    }
     proxy.drain().await;
 }
 
