@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Figures for tests/bench/run.sh.
+
+  report.py wrk FILE SCENARIO TARGET CPU_TICKS CLK_TCK   one wrk output -> result lines
+  report.py table RESULTS                                 medians and ratios -> markdown
+
+Result lines are tab-separated: scenario, target, metric, value (one per round).
+"""
+
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["pinproxy", "nginx", "haproxy", "stunnel", "direct"]
+PEERS = ["nginx", "haproxy", "stunnel"]
+LABEL = {
+    "pinproxy": "pinproxy (pinned)",
+    "nginx": "nginx proxy_pass, proxy_ssl_verify",
+    "haproxy": "HAProxy, verify required",
+    "stunnel": "stunnel client, verifyPeer",
+    "direct": "direct HTTPS (the limit)",
+}
+
+
+def wrk(path, scenario, target, ticks, tck):
+    out = open(path).read()
+
+    def ms(text):
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    rows = [("rps", rps), ("p50", p50), ("p99", p99), ("errors", errors)]
+    if target != "direct" and requests:
+        rows.append(("cpu100k", int(ticks) / int(tck) / requests * 100000))
+    for metric, value in rows:
+        print(f"{scenario}\t{target}\t{metric}\t{value}")
+
+
+def table(path):
+    values = defaultdict(list)
+    for line in open(path):
+        scenario, target, metric, value = line.rstrip("\n").split("\t")
+        values[(scenario, target, metric)].append(float(value))
+
+    def med(scenario, target, metric):
+        v = values.get((scenario, target, metric))
+        return statistics.median(v) if v else None
+
+    def fmt(v, digits=0):
+        return "–" if v is None else f"{v:,.{digits}f}"
+
+    def ratio(a, b):
+        return "–" if not a or not b else f"{a / b:.2f}×"
+
+    rounds = len(values.get(("keepalive", "pinproxy", "rps"), []))
+    print(f"Medians of {rounds} interleaved rounds. Ratios compare pinproxy with each row: "
+          "pinproxy ÷ row for rates, row ÷ pinproxy for latency and CPU, so above 1.00× pinproxy is better.\n")
+    goals = []
+    for scenario, title in (("keepalive", "Keep-alive, ~1 KiB JSON"), ("close", "Connection per request (`Connection: close`), ~1 KiB JSON")):
+        print(f"#### {title}\n")
+        print("| target | req/s | ratio | p50 ms | p99 ms | p99 ratio | CPU s / 100k req | CPU ratio | errors |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ours = {m: med(scenario, "pinproxy", m) for m in ("rps", "p50", "p99", "cpu100k")}
+        for t in TARGETS:
+            row = {m: med(scenario, t, m) for m in ("rps", "p50", "p99", "cpu100k")}
+            errors = sum(values.get((scenario, t, "errors"), []))
+            me = t == "pinproxy"
+            print(f"| {LABEL[t]} | {fmt(row['rps'])} | {'' if me else ratio(ours['rps'], row['rps'])} "
+                  f"| {fmt(row['p50'], 2)} | {fmt(row['p99'], 2)} | {'' if me else ratio(row['p99'], ours['p99'])} "
+                  f"| {fmt(row['cpu100k'], 2)} | {'' if me or t == 'direct' else ratio(row['cpu100k'], ours['cpu100k'])} "
+                  f"| {errors:.0f} |")
+        print()
+        best = max(PEERS, key=lambda t: med(scenario, t, "rps") or 0)
+        best_rps = med(scenario, best, "rps")
+        if scenario == "keepalive":
+            goals.append(("keep-alive req/s ≥ 1.1× best peer", ours["rps"] / best_rps, 1.1, best))
+            goals.append(("keep-alive p99 no worse than best peer", med(scenario, best, "p99") / ours["p99"], 1.0, best))
+        else:
+            goals.append(("connection-per-request req/s ≥ 1.0× best peer", ours["rps"] / best_rps, 1.0, best))
+            goals.append(("connection-per-request req/s ≥ 3× direct HTTPS", ours["rps"] / med(scenario, "direct", "rps"), 3.0, "direct"))
+
+    print("#### Bulk: one download and one upload per round, MB/s (10^6 bytes)\n")
+    print("| target | download MB/s | ratio | upload MB/s | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    down, up = med("bulk", "pinproxy", "download"), med("bulk", "pinproxy", "upload")
+    for t in TARGETS:
+        d, u = med("bulk", t, "download"), med("bulk", t, "upload")
+        me = t == "pinproxy"
+        print(f"| {LABEL[t]} | {fmt(d)} | {'' if me else ratio(down, d)} | {fmt(u)} | {'' if me else ratio(up, u)} |")
+    print()
+    for kind, ours in (("download", down), ("upload", up)):
+        best = max(PEERS, key=lambda t: med("bulk", t, kind) or 0)
+        goals.append((f"bulk {kind} ≥ 0.9× best peer", ours / med("bulk", best, kind), 0.9, best))
+
+    print("#### Memory (VmRSS, all processes of the proxy)\n")
+    print("| target | idle after start | idle after the loads | 1,000 open keep-alive clients |")
+    print("|---|---:|---:|---:|")
+    for t in TARGETS[:-1]:
+        cells = [med("memory", t, m) for m in ("idle", "idle_after", "conns")]
+        print("| " + LABEL[t] + " | " + " | ".join("–" if c is None else f"{c / 1024:.1f} MiB" for c in cells) + " |")
+    print()
+    idle = med("memory", "pinproxy", "idle") / 1024
+    conns = med("memory", "pinproxy", "conns") / 1024
+    goals.append(("pinproxy RSS idle ≤ 10 MiB", 10 / idle, 1.0, f"{idle:.1f} MiB"))
+    goals.append(("pinproxy RSS with 1,000 clients ≤ 40 MiB", 40 / conns, 1.0, f"{conns:.1f} MiB"))
+
+    print("#### Goals\n")
+    print("| goal | measured | met |")
+    print("|---|---:|:---:|")
+    for text, value, need, against in goals:
+        shown = against if against.endswith("MiB") else f"{value:.2f}× ({against})"
+        print(f"| {text} | {shown} | {'yes' if value >= need else '**no**'} |")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "wrk":
+        wrk(*sys.argv[2:7])
+    elif sys.argv[1] == "table":
+        table(sys.argv[2])
+    else:
+        sys.exit(__doc__)
