@@ -160,7 +160,9 @@ impl Upstream {
         // The pools of one upstream share its TLS configs (and session caches),
         // failover state and max_connections; max_idle_connections is split
         // between them.
-        let pool = |http2: Http2, count: usize, idle: usize| {
+        // `counted`: its connections count towards the choice of pool at
+        // max_connections (only the per-worker pools are candidates).
+        let pool = |http2: Http2, count: usize, idle: usize, counted: bool| {
             let connector = Connector::new(
                 cfg,
                 verifiers.clone(),
@@ -178,18 +180,23 @@ impl Upstream {
                         .http2_only(http2 == Http2::Always)
                         // Host comes from the config, never from the client's request.
                         .set_host(false)
-                        .build(connector.for_pool(if idle == 0 { NOT_POOLED } else { index }))
+                        .build(connector.for_pool(if counted { index } else { NOT_POOLED }))
                 })
                 .collect::<Vec<_>>()
         };
         let count = workers::count();
-        let clients = pool(cfg.http2, count, cfg.max_idle_connections.div_ceil(count));
+        let clients = pool(
+            cfg.http2,
+            count,
+            cfg.max_idle_connections.div_ceil(count),
+            true,
+        );
         let upgrades = match cfg.http2 {
             Http2::Never => clients[0].clone(),
-            _ => pool(Http2::Never, 1, cfg.max_idle_connections).remove(0),
+            _ => pool(Http2::Never, 1, cfg.max_idle_connections, false).remove(0),
         };
         // Keeps nothing idle, so every request it sends opens a connection.
-        let fresh = pool(cfg.http2, 1, 0).remove(0);
+        let fresh = pool(cfg.http2, 1, 0, false).remove(0);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(host)
@@ -502,7 +509,8 @@ struct Shared {
 }
 
 const NO_H2: usize = usize::MAX;
-/// The pool index of the client that keeps no connections (see [`Upstream::resend`]).
+/// The pool index of the clients that are not per-worker pools: the one that keeps
+/// no connections (see [`Upstream::resend`]) and the one for upgrades.
 const NOT_POOLED: usize = usize::MAX - 1;
 
 impl Shared {
