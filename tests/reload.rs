@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use pinproxy::config::{Config, UpstreamConfig};
 use pinproxy::server::Proxy;
 
@@ -77,18 +76,8 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
     // A request on `a` is in flight across the reload, on a client connection that
     // is kept for the request after it (so both are served by the same worker,
     // whose pool must still hold the upstream connection).
-    let tcp = tokio::net::TcpStream::connect(addr_a).await.unwrap();
-    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let on_kept = |path: &str| {
-        http::Request::get(path)
-            .header("host", "client")
-            .body(empty())
-            .unwrap()
-    };
-    let slow = tokio::spawn(kept.send_request(on_kept("/slow")));
+    let mut kept = KeptConnection::open(addr_a).await;
+    let slow = tokio::spawn(kept.get("/slow").await);
     up_a.slow_arrived.notified().await;
 
     let c = named("c", b.clone());
@@ -114,8 +103,7 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
         "finally"
     );
     // The same pooled upstream connection serves `a` after the reload.
-    kept.ready().await.unwrap();
-    let after = kept.send_request(on_kept("/x")).await.unwrap();
+    let after = kept.get("/x").await.await.unwrap();
     assert_eq!(after.status(), 200);
     assert_eq!(up_a.tls_accepted(), 1);
 

@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use pinproxy::config::{Config, Http2, UpstreamConfig};
 use pinproxy::server::Proxy;
 
@@ -82,24 +81,12 @@ async fn the_pool_keeps_every_connection_a_burst_opened_for_the_next_burst() {
         .unwrap();
     let mut clients = Vec::new();
     for _ in 0..40 {
-        let tcp = tokio::net::TcpStream::connect(proxy.local_addrs()[0].1)
-            .await
-            .unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        clients.push(sender);
+        clients.push(KeptConnection::open(proxy.local_addrs()[0].1).await);
     }
     for burst in 1..=2 {
         let mut answers = Vec::new();
         for client in &mut clients {
-            client.ready().await.unwrap();
-            let req = http::Request::get("/slow")
-                .header("host", "client")
-                .body(empty())
-                .unwrap();
-            answers.push(tokio::spawn(client.send_request(req)));
+            answers.push(tokio::spawn(client.get("/slow").await));
         }
         up.wait_slow(40).await;
         up.release.notify_waiters();

@@ -590,6 +590,35 @@ impl RunningProxy {
 
 pub type TestBody = BoxBody<Bytes, Infallible>;
 
+/// One client connection to `addr` that stays open: every request sent on it
+/// reaches the same proxy worker (unlike [`client`], which may open new ones).
+pub struct KeptConnection(hyper::client::conn::http1::SendRequest<TestBody>);
+
+impl KeptConnection {
+    pub async fn open(addr: SocketAddr) -> KeptConnection {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        KeptConnection(sender)
+    }
+
+    /// Starts a GET of `path` once the previous response is done; the returned
+    /// future can be spawned while the connection is used for the next one.
+    pub async fn get(
+        &mut self,
+        path: &str,
+    ) -> impl std::future::Future<Output = hyper::Result<Response<Incoming>>> {
+        self.0.ready().await.unwrap();
+        let req = Request::get(path)
+            .header("host", "client")
+            .body(empty())
+            .unwrap();
+        self.0.send_request(req)
+    }
+}
+
 pub fn client() -> Client<HttpConnector, TestBody> {
     Client::builder(TokioExecutor::new()).build_http()
 }
