@@ -54,6 +54,9 @@ pub struct Entry<'a> {
     pub complete: bool,
     /// pinproxy's error tag (`X-Pinproxy-Error`), empty if none.
     pub error: &'a str,
+    /// The local user behind the client connection, where known (a Unix
+    /// socket, or a TCP listener with `allowed_users`).
+    pub client_uid: Option<u32>,
 }
 
 /// Writes the line for `entry`, unless `RUST_LOG` turned the access log off.
@@ -118,12 +121,18 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
     let (ms, fraction) = (nanos / 1_000_000, nanos % 1_000_000);
     // Writes into a Vec cannot fail.
     let _ = match format {
-        Format::Text { ansi: false } => writeln!(
-            out,
-            "{timestamp}  INFO {TARGET}: request upstream={} method={} path={} status={} bytes={} \
-             duration_ms={ms}.{fraction:06} complete={} error={:?}",
-            e.upstream, e.method, e.path, e.status, e.bytes, e.complete, e.error,
-        ),
+        Format::Text { ansi: false } => {
+            let _ = write!(
+                out,
+                "{timestamp}  INFO {TARGET}: request upstream={} method={} path={} status={} bytes={} \
+                 duration_ms={ms}.{fraction:06} complete={} error={:?}",
+                e.upstream, e.method, e.path, e.status, e.bytes, e.complete, e.error,
+            );
+            if let Some(uid) = e.client_uid {
+                let _ = write!(out, " client_uid={uid}");
+            }
+            writeln!(out)
+        }
         Format::Text { ansi: true } => {
             const DIM: &str = "\x1b[2m";
             const RESET: &str = "\x1b[0m";
@@ -141,12 +150,16 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
             for (name, value) in fields {
                 let _ = write!(out, " \x1b[3m{name}{RESET}{DIM}={RESET}{value}");
             }
-            writeln!(
+            let _ = write!(
                 out,
                 " \x1b[3mduration_ms{RESET}{DIM}={RESET}{ms}.{fraction:06} \x1b[3mcomplete{RESET}{DIM}={RESET}{} \
                  \x1b[3merror{RESET}{DIM}={RESET}{:?}",
                 e.complete, e.error
-            )
+            );
+            if let Some(uid) = e.client_uid {
+                let _ = write!(out, " \x1b[3mclient_uid{RESET}{DIM}={RESET}{uid}");
+            }
+            writeln!(out)
         }
         Format::Json => {
             let _ = write!(
@@ -164,6 +177,9 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
                 e.status, e.bytes, e.complete
             );
             let _ = serde_json::to_writer(&mut *out, e.error);
+            if let Some(uid) = e.client_uid {
+                let _ = write!(out, ",\"client_uid\":{uid}");
+            }
             writeln!(out, ",\"target\":\"{TARGET}\"}}")
         }
     };
@@ -184,6 +200,7 @@ mod tests {
             duration: Duration::from_nanos(2_186_734),
             complete: false,
             error: "fingerprint-mismatch",
+            client_uid: Some(1000),
         }
     }
 
@@ -217,6 +234,7 @@ mod tests {
                 duration_ms = e.duration.as_secs_f64() * 1000.0,
                 complete = e.complete,
                 error = e.error,
+                client_uid = e.client_uid,
                 "request"
             )
         };

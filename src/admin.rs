@@ -3,7 +3,6 @@
 //! Prometheus. It never forwards anything.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +15,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::access::{Decision, Policy};
+use crate::config::{AdminConfig, Listen};
+use crate::forward::ERROR_HEADER;
+use crate::listen::{Accepted, Listener};
 use crate::metrics::Metrics;
+use crate::peer;
 
 /// Admin connections served at once; probes and scrapes need few.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -58,24 +62,27 @@ impl Health {
 
 /// A bound admin endpoint; serving stops when this is dropped.
 pub struct Admin {
-    local_addr: SocketAddr,
+    local: Listen,
     task: JoinHandle<()>,
 }
 
 impl Admin {
-    /// Binds `addr` and starts serving.
-    pub async fn bind(addr: SocketAddr, health: Health) -> Result<Admin, String> {
-        let tcp = TcpListener::bind(addr).await.map_err(|e| {
+    /// Binds `[admin] listen` and starts serving, to the clients its access
+    /// rules admit (Host and cross-site checks as on every listener).
+    pub async fn bind(config: &AdminConfig, health: Health) -> Result<Admin, String> {
+        let addr = &config.listen;
+        let socket = Listener::bind(addr).await.map_err(|e| {
             format!("cannot listen on {addr} for the admin endpoint ([admin] listen): {e}")
         })?;
-        let local_addr = tcp.local_addr().unwrap_or(addr);
-        let task = tokio::spawn(accept_loop(tcp, health));
-        Ok(Admin { local_addr, task })
+        let local = socket.bound(addr);
+        let policy = Arc::new(Policy::new(addr, &config.access, true));
+        let task = tokio::spawn(accept_loop(socket, policy, health));
+        Ok(Admin { local, task })
     }
 
     /// Where it listens (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local(&self) -> &Listen {
+        &self.local
     }
 }
 
@@ -85,7 +92,7 @@ impl Drop for Admin {
     }
 }
 
-async fn accept_loop(tcp: TcpListener, health: Health) {
+async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
     let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -94,25 +101,64 @@ async fn accept_loop(tcp: TcpListener, health: Health) {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        let stream = match tcp.accept().await {
-            Ok((stream, _)) => stream,
+        let accepted = match socket.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed; retrying in 100 ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let health = health.clone();
-        let service = service_fn(move |req| {
-            let answer = respond(&health, &req);
-            async move { Ok::<_, Infallible>(answer) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let (health, policy, http) = (health.clone(), policy.clone(), http.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            match accepted {
+                Accepted::Tcp(stream, peer) => {
+                    let uid = match (policy.needs_uid(), stream.local_addr()) {
+                        (true, Ok(local)) => peer::tcp_owner(peer, local).ok(),
+                        _ => None,
+                    };
+                    serve(stream, uid, &http, policy, health).await
+                }
+                Accepted::Unix(stream) => {
+                    let uid = peer::unix_peer(&stream);
+                    serve(stream, uid, &http, policy, health).await
+                }
+            }
             drop(permit);
         });
     }
+}
+
+async fn serve<IO>(
+    io: IO,
+    uid: Option<u32>,
+    http: &http1::Builder,
+    policy: Arc<Policy>,
+    health: Health,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let answer = match policy.check(&req, uid) {
+            Decision::Refuse(r) => {
+                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %r.seen, client_uid = ?uid, "admin request refused");
+                let mut resp = Response::new(Full::new(Bytes::from(r.text)));
+                *resp.status_mut() = r.status;
+                resp.headers_mut()
+                    .insert(ERROR_HEADER, HeaderValue::from_static(r.tag));
+                resp
+            }
+            Decision::Forward(cors) => {
+                let mut resp = respond(&health, &req);
+                cors.apply(resp.headers_mut());
+                resp
+            }
+            // Nothing here is for web pages: a preflight gets no permissions.
+            Decision::Preflight(_) => respond(&health, &req),
+        };
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let _ = http.serve_connection(TokioIo::new(io), service).await;
 }
 
 fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -77,7 +77,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Where the admin endpoint listens (plain HTTP, loopback unless allowed).
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// Who may use it.
+    pub access: Access,
 }
 
 /// The `[proxy]` table: one listener for clients that send absolute-form
@@ -85,7 +87,81 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// Where the HTTP-proxy listener binds (loopback unless allowed).
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// Who may use it (its Host picks the upstream, so `allowed_hosts` is empty).
+    pub access: Access,
+}
+
+/// Where a listener binds: a TCP address or a Unix socket file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `IP:PORT` (port 0: any free port).
+    Tcp(SocketAddr),
+    /// `unix:/path`.
+    Unix(UnixSocket),
+}
+
+/// A Unix-socket listener's file and who may open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    /// Absolute path of the socket file.
+    pub path: PathBuf,
+    /// Permission bits of the file (`socket_mode`, default 0600).
+    pub mode: u32,
+    /// Group of the file (`socket_group`), if not pinproxy's own.
+    pub group: Option<u32>,
+}
+
+/// Default for `socket_mode`: only pinproxy's own user may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
+impl Listen {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Tcp(addr) => Some(*addr),
+            Listen::Unix(_) => None,
+        }
+    }
+
+    /// Whether a listener bound for `self` can serve `other` without a new
+    /// socket: the same socket file, or the same TCP address (port 0 means "any
+    /// port", which never names a socket that is already bound).
+    pub fn same_socket(&self, other: &Listen) -> bool {
+        match (self, other) {
+            (Listen::Tcp(a), Listen::Tcp(b)) => a == b && a.port() != 0,
+            (Listen::Unix(a), Listen::Unix(b)) => a.path == b.path,
+            _ => false,
+        }
+    }
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Listen {
+        Listen::Tcp(addr)
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => addr.fmt(f),
+            Listen::Unix(s) => write!(f, "unix:{}", s.path.display()),
+        }
+    }
+}
+
+/// Who may use a listener, besides reaching it at all (see SECURITY.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Access {
+    /// Host names besides loopback ones that requests may carry in `Host` /
+    /// `:authority` (DNS-rebinding defence).
+    pub allowed_hosts: Vec<HostAlias>,
+    /// Web origins (`scheme://host[:port]`, lower case) whose pages may use the
+    /// listener, besides `http://` + an allowed host.
+    pub allowed_origins: Vec<String>,
+    /// The only local users (uids) that may connect; `None`: any.
+    pub allowed_users: Option<Vec<u32>>,
 }
 
 /// A name by which proxy-mode clients reach an upstream: `host` or `host:port`.
@@ -143,7 +219,9 @@ pub struct UpstreamConfig {
     /// Unique name, used in logs.
     pub name: String,
     /// Where the plain-HTTP listener binds.
-    pub listen: SocketAddr,
+    pub listen: Listen,
+    /// Who may use the listener.
+    pub access: Access,
     /// Host part of `address` (a DNS name or an IP, without brackets).
     pub host: String,
     /// Port of `address`.
@@ -185,14 +263,15 @@ impl UpstreamConfig {
     /// An upstream with every optional setting at its default.
     pub fn new(
         name: &str,
-        listen: SocketAddr,
+        listen: impl Into<Listen>,
         host: &str,
         port: u16,
         pins: Vec<Pin>,
     ) -> UpstreamConfig {
         UpstreamConfig {
             name: name.to_string(),
-            listen,
+            listen: listen.into(),
+            access: Access::default(),
             host: host.to_string(),
             port,
             server_name: None,
@@ -220,6 +299,16 @@ impl UpstreamConfig {
     /// `host:port` for connecting, with brackets around an IPv6 host.
     pub fn address(&self) -> String {
         join_host_port(&self.host, self.port)
+    }
+
+    /// Whether `other` describes the same upstream (address, pins, TLS and
+    /// timeouts), whatever its listener and access rules: only then may the
+    /// pool and TLS state be kept.
+    pub fn same_upstream(&self, other: &UpstreamConfig) -> bool {
+        let mut other = other.clone();
+        other.listen = self.listen.clone();
+        other.access = self.access.clone();
+        *self == other
     }
 
     /// Every address in failover order, the first one included.
@@ -282,10 +371,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(o) = upstreams
-                .iter()
-                .find(|o| o.listen == up.listen && up.listen.port() != 0)
-            {
+            if let Some(o) = upstreams.iter().find(|o| o.listen.same_socket(&up.listen)) {
                 return Err(at(
                     u.listen.span(),
                     format!(
@@ -320,18 +406,24 @@ impl Config {
         }
         let side_listener = |raw: &Option<RawAdmin>,
                              table: &str|
-         -> Result<Option<SocketAddr>, ConfigError> {
+         -> Result<Option<(Listen, Access)>, ConfigError> {
             let Some(a) = raw else { return Ok(None) };
-            let listen = parse_listen(
-                a.listen.get_ref(),
-                a.allow_non_loopback,
+            if table == "proxy" {
+                if let Some(h) = a.allowed_hosts.first() {
+                    return Err(at(
+                        h.span(),
+                        "allowed_hosts does not apply to [proxy]: its clients name an upstream in every URL, and only \
+                         configured upstream names and hosts are served; use allowed_origins and allowed_users here"
+                            .into(),
+                    ));
+                }
+            }
+            let (listen, access) = check_listener(
+                &a.keys(),
                 &format!("set allow_non_loopback = true in [{table}]"),
             )
-            .map_err(|m| at(a.listen.span(), m))?;
-            if let Some(up) = upstreams
-                .iter()
-                .find(|u| u.listen == listen && listen.port() != 0)
-            {
+            .map_err(|(span, m)| at(span, m))?;
+            if let Some(up) = upstreams.iter().find(|u| u.listen.same_socket(&listen)) {
                 return Err(at(
                     a.listen.span(),
                     format!(
@@ -340,12 +432,14 @@ impl Config {
                     ),
                 ));
             }
-            Ok(Some(listen))
+            Ok(Some((listen, access)))
         };
-        let admin = side_listener(&raw.admin, "admin")?.map(|listen| AdminConfig { listen });
-        let proxy = side_listener(&raw.proxy, "proxy")?.map(|listen| ProxyConfig { listen });
+        let admin = side_listener(&raw.admin, "admin")?
+            .map(|(listen, access)| AdminConfig { listen, access });
+        let proxy = side_listener(&raw.proxy, "proxy")?
+            .map(|(listen, access)| ProxyConfig { listen, access });
         if let (Some(a), Some(p)) = (&admin, &proxy) {
-            if a.listen == p.listen && a.listen.port() != 0 {
+            if a.listen.same_socket(&p.listen) {
                 let span = raw.proxy.as_ref().map_or(0..0, |p| p.listen.span());
                 return Err(at(
                     span,
@@ -381,6 +475,22 @@ impl Config {
             "pass --allow-non-loopback",
         )
         .map_err(|m| flag("--listen", m))?;
+        let listen = match listen {
+            Listen::Unix(socket) => Listen::Unix(UnixSocket {
+                mode: match &flags.socket_mode {
+                    Some(text) => socket_mode(text).map_err(|m| flag("--socket-mode", m))?,
+                    None => DEFAULT_SOCKET_MODE,
+                },
+                ..socket
+            }),
+            Listen::Tcp(_) if flags.socket_mode.is_some() => {
+                return Err(flag(
+                    "--socket-mode",
+                    "--socket-mode applies to a unix:/path listener only".into(),
+                ))
+            }
+            tcp => tcp,
+        };
         let (host, port) = parse_address(&flags.upstream).map_err(|m| flag("--upstream", m))?;
         if let Some(name) = &flags.server_name {
             check_server_name(name).map_err(|m| flag("--server-name", m))?;
@@ -422,6 +532,8 @@ pub struct Flags {
     pub server_name: Option<String>,
     /// `--allow-non-loopback`.
     pub allow_non_loopback: bool,
+    /// `--socket-mode` (for a `unix:` listener).
+    pub socket_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -496,6 +608,199 @@ struct RawAdmin {
     listen: Spanned<String>,
     #[serde(default)]
     allow_non_loopback: bool,
+    socket_mode: Option<Spanned<String>>,
+    socket_group: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
+    allowed_users: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+impl RawAdmin {
+    fn keys(&self) -> ListenerKeys<'_> {
+        ListenerKeys {
+            listen: &self.listen,
+            allow_non_loopback: self.allow_non_loopback,
+            socket_mode: &self.socket_mode,
+            socket_group: &self.socket_group,
+            allowed_hosts: &self.allowed_hosts,
+            allowed_origins: &self.allowed_origins,
+            allowed_users: &self.allowed_users,
+        }
+    }
+}
+
+/// The keys every listener table has: where it binds and who may use it.
+struct ListenerKeys<'a> {
+    listen: &'a Spanned<String>,
+    allow_non_loopback: bool,
+    socket_mode: &'a Option<Spanned<String>>,
+    socket_group: &'a Option<Spanned<toml::Value>>,
+    allowed_hosts: &'a [Spanned<String>],
+    allowed_origins: &'a [Spanned<String>],
+    allowed_users: &'a Option<Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+/// Where a listener binds and who may use it, checked.
+fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(Listen, Access)> {
+    let listen = parse_listen(k.listen.get_ref(), k.allow_non_loopback, allow_how)
+        .map_err(|m| (k.listen.span(), m))?;
+    let listen = match listen {
+        Listen::Unix(socket) => Listen::Unix(UnixSocket {
+            mode: match k.socket_mode {
+                Some(m) => socket_mode(m.get_ref()).map_err(|e| (m.span(), e))?,
+                None => DEFAULT_SOCKET_MODE,
+            },
+            group: match k.socket_group {
+                Some(g) => Some(group_id(g.get_ref()).map_err(|e| (g.span(), e))?),
+                None => None,
+            },
+            ..socket
+        }),
+        Listen::Tcp(addr) => {
+            let unix_only = k
+                .socket_mode
+                .as_ref()
+                .map(|m| ("socket_mode", m.span()))
+                .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
+            if let Some((key, span)) = unix_only {
+                return Err((
+                    span,
+                    format!("{key} applies to a unix:/path listener only; listen is {addr}"),
+                ));
+            }
+            Listen::Tcp(addr)
+        }
+    };
+    let mut allowed_hosts = Vec::new();
+    for h in k.allowed_hosts {
+        let alias = parse_alias(h.get_ref())
+            .map_err(|m| (h.span(), m.replace("hosts entry", "allowed_hosts entry")))?;
+        allowed_hosts.push(alias);
+    }
+    let mut allowed_origins = Vec::new();
+    for o in k.allowed_origins {
+        allowed_origins.push(parse_origin(o.get_ref()).map_err(|m| (o.span(), m))?);
+    }
+    let allowed_users = match k.allowed_users {
+        None => None,
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err((
+                    list.span(),
+                    "allowed_users is empty, which would refuse everyone: list the users (names or uids) that may \
+                     connect, or remove the key to let every local user in"
+                        .into(),
+                ));
+            }
+            if matches!(listen, Listen::Tcp(_)) && !crate::peer::TCP_OWNER_SUPPORTED {
+                return Err((
+                    list.span(),
+                    "allowed_users on a TCP listener needs Linux (the kernel tells pinproxy who owns the client's \
+                     socket); on this system use a unix:/path listener, where the peer's credentials are always known"
+                        .into(),
+                ));
+            }
+            let mut uids = Vec::new();
+            for u in list.get_ref() {
+                uids.push(user_id(u.get_ref()).map_err(|m| (u.span(), m))?);
+            }
+            Some(uids)
+        }
+    };
+    Ok((
+        listen,
+        Access {
+            allowed_hosts,
+            allowed_origins,
+            allowed_users,
+        },
+    ))
+}
+
+/// `socket_mode`: octal permission bits such as "0600" or "660".
+fn socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if (3..=4).contains(&digits.len()) && mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "socket_mode {text:?} is not a file mode: write octal permission bits such as \"0600\" (only pinproxy's \
+             user) or \"0660\" (also socket_group)"
+        )),
+    }
+}
+
+/// `socket_group`: a group name, resolved now, or a gid.
+fn group_id(value: &toml::Value) -> Result<u32, String> {
+    match value {
+        toml::Value::Integer(n) => u32::try_from(*n)
+            .map_err(|_| format!("socket_group {n} is not a group id (0 to 4294967295)")),
+        toml::Value::String(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => Ok(group.gid.as_raw()),
+            Ok(None) => Err(format!(
+                "socket_group {name:?}: no such group on this system; create it (groupadd {name}) or give a gid"
+            )),
+            Err(e) => Err(format!("socket_group {name:?}: cannot look it up: {e}")),
+        },
+        other => Err(format!(
+            "socket_group must be a group name or a gid, not {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// An `allowed_users` entry: a user name, resolved now, or a uid.
+fn user_id(value: &toml::Value) -> Result<u32, String> {
+    match value {
+        toml::Value::Integer(n) => {
+            u32::try_from(*n).map_err(|_| format!("allowed_users entry {n} is not a uid (0 to 4294967295)"))
+        }
+        toml::Value::String(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) => Ok(user.uid.as_raw()),
+            Ok(None) => Err(format!(
+                "allowed_users entry {name:?}: no such user on this system; check the spelling, or give the uid \
+                 (id -u {name} on the machine where it exists)"
+            )),
+            Err(e) => Err(format!("allowed_users entry {name:?}: cannot look it up: {e}")),
+        },
+        other => Err(format!(
+            "allowed_users entries are user names or uids, not {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// An `allowed_origins` entry: `scheme://host[:port]`, as a browser sends it
+/// in `Origin`, lower-cased.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let fix = "write the exact origin of the page, as its browser sends it: scheme://host[:port], for example \
+               \"https://dashboard.example.com\" or \"http://localhost:3000\"";
+    if text.trim() == "*" {
+        return Err(format!(
+            "allowed_origins = [\"*\"] would let every web page open in a browser on this machine use the pinned \
+             channel (and read the answers): that is the attack this setting exists to stop; {fix}"
+        ));
+    }
+    if text.trim().eq_ignore_ascii_case("null") {
+        return Err(format!(
+            "allowed_origins \"null\" is the origin of sandboxed frames and local files, which any page can create; {fix}"
+        ));
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("allowed_origins entry {text:?} is not an origin; {fix}"))?;
+    let plain = matches!(uri.scheme_str(), Some("http") | Some("https"))
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && !text.ends_with('/');
+    if !plain {
+        return Err(format!(
+            "allowed_origins entry {text:?} is not an origin (scheme://host[:port], nothing after it); {fix}"
+        ));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 #[derive(Deserialize)]
@@ -527,6 +832,13 @@ struct RawUpstream {
     legacy_crypto: bool,
     max_connections: Option<Spanned<i64>>,
     max_idle_connections: Option<Spanned<i64>>,
+    socket_mode: Option<Spanned<String>>,
+    socket_group: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    allowed_origins: Vec<Spanned<String>>,
+    allowed_users: Option<Spanned<Vec<Spanned<toml::Value>>>>,
 }
 
 fn yes() -> bool {
@@ -634,12 +946,18 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
             format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
         ));
     }
-    let listen = parse_listen(
-        u.listen.get_ref(),
-        u.allow_non_loopback,
+    let (listen, access) = check_listener(
+        &ListenerKeys {
+            listen: &u.listen,
+            allow_non_loopback: u.allow_non_loopback,
+            socket_mode: &u.socket_mode,
+            socket_group: &u.socket_group,
+            allowed_hosts: &u.allowed_hosts,
+            allowed_origins: &u.allowed_origins,
+            allowed_users: &u.allowed_users,
+        },
         "set allow_non_loopback = true for this upstream",
-    )
-    .map_err(|m| (u.listen.span(), m))?;
+    )?;
     let mut targets = parse_targets(u)?.into_iter();
     let Some(primary) = targets.next() else {
         return Err((u.name.span(), "no address".into()));
@@ -664,6 +982,7 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
     Ok(UpstreamConfig {
         name: name.clone(),
         listen,
+        access,
         host: primary.host,
         port: primary.port,
         server_name: u.server_name.as_ref().map(|s| s.get_ref().clone()),
@@ -690,23 +1009,40 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
     })
 }
 
-fn parse_listen(
-    text: &str,
-    allow_non_loopback: bool,
-    allow_how: &str,
-) -> Result<SocketAddr, String> {
+/// `IP:PORT` (loopback unless allowed) or `unix:/absolute/path`; a Unix
+/// socket gets the default mode here, `socket_mode` and `socket_group` later.
+fn parse_listen(text: &str, allow_non_loopback: bool, allow_how: &str) -> Result<Listen, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() || path.file_name().is_none() {
+            return Err(format!(
+                "listen {text:?}: a Unix socket needs an absolute file path, for example \"unix:/run/pinproxy/gaia.sock\""
+            ));
+        }
+        // sun_path holds 108 bytes with its terminating NUL.
+        if path.as_os_str().len() > 107 {
+            return Err(format!(
+                "listen {text:?}: a Unix socket path may be at most 107 bytes long; choose a shorter one"
+            ));
+        }
+        return Ok(Listen::Unix(UnixSocket {
+            path,
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+        }));
+    }
     let addr: SocketAddr = text.parse().map_err(|_| {
-        format!("listen {text:?} is not IP:PORT; write for example \"127.0.0.1:8443\" or \"[::1]:8443\"")
+        format!("listen {text:?} is not IP:PORT or unix:/path; write for example \"127.0.0.1:8443\", \"[::1]:8443\" or \"unix:/run/pinproxy/gaia.sock\"")
     })?;
     if !addr.ip().is_loopback() && !allow_non_loopback {
         return Err(format!(
             "listen {addr} is not a loopback address. pinproxy's listener speaks plain HTTP, so anyone who can reach \
              {addr} could send requests to the upstream through a connection that looks verified, and read \
              credentials and session ids in clear. Use 127.0.0.1 or [::1] (a Kubernetes pod shares its loopback), \
-             or, if that exposure is really intended, {allow_how}"
+             or a unix:/path socket, or, if that exposure is really intended, {allow_how}"
         ));
     }
-    Ok(addr)
+    Ok(Listen::Tcp(addr))
 }
 
 /// Splits `host:port` (or `[v6]:port`); the port is required.
@@ -945,6 +1281,7 @@ mod tests {
             fingerprints: vec![PIN.into()],
             server_name: None,
             allow_non_loopback: false,
+            socket_mode: None,
         };
         let c = Config::from_flags(&flags).unwrap();
         assert_eq!(c.upstreams[0].effective_server_name(), "mgmt.example");
@@ -967,8 +1304,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.admin.as_ref().map(|a| a.listen),
-            Some("127.0.0.1:9901".parse().unwrap())
+            c.admin.as_ref().map(|a| a.listen.clone()),
+            Some(Listen::Tcp("127.0.0.1:9901".parse().unwrap()))
         );
         let u = &c.upstreams[0];
         assert_eq!(u.effective_server_name(), "mgmt.example.com");
@@ -1077,7 +1414,10 @@ mod tests {
             good().replace("shutdown_timeout = \"5s\"", "")
         ))
         .unwrap();
-        assert_eq!(proxy.proxy.map(|p| p.listen.port()), Some(3128));
+        assert_eq!(
+            proxy.proxy.and_then(|p| p.listen.tcp()).map(|a| a.port()),
+            Some(3128)
+        );
         let clash = parse(&format!(
             "[proxy]\nlisten = \"127.0.0.1:8443\"\n{}",
             good().replace("shutdown_timeout = \"5s\"", "")

@@ -16,6 +16,14 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    // The demo's listeners forward to a mock API with fixed credentials, in
+    // plain HTTP: the loopback rule holds here as it does for `run`.
+    if !listen.ip().is_loopback() {
+        return Err(format!(
+            "demo --listen {listen}: the demo listens on loopback only (127.0.0.0/8 or [::1]), like every pinproxy \
+             listener; try `pinproxy demo --listen 127.0.0.1:0`"
+        ));
+    }
     let genuine = mock_api::self_signed(&["mgmt.demo.pinproxy", "localhost"])?;
     let impostor = mock_api::self_signed(&["mgmt.demo.pinproxy", "localhost"])?;
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -66,7 +74,9 @@ Fingerprint:
 {sha1}
 {words}
 
-pinproxy listens on {good} (plain HTTP, loopback only) and forwards to it, pinned to that SHA1.
+pinproxy listens on {good} (plain HTTP, on loopback only) and forwards to it, pinned to that SHA1.
+It answers only requests whose Host names this machine (localhost, a loopback address), and
+refuses web pages from other sites: a page in your browser cannot use it.
 An impostor with a different certificate waits on {impostor_addr}; {bad} forwards there with the
 same pin, as if someone had redirected the traffic.
 

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::access::{Client, Decision, Refusal};
 use crate::access_log;
 use crate::config::Limits;
 use crate::headers::remove_hop_by_hop;
@@ -30,17 +31,51 @@ pub type RequestBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// The name of the header that says which failure a pinproxy error response reports.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error");
 
-/// Forwards `req` to `upstream` and answers the client; an upgrade (WebSocket)
-/// that the upstream accepts becomes a tunnel in `tunnels`.
+/// Checks `req` against the listener's rules ([`access`]), then forwards it to
+/// `upstream` and answers the client; an upgrade (WebSocket) that the upstream
+/// accepts becomes a tunnel in `tunnels`.
 pub async fn handle(
     upstream: &Upstream,
     req: Request<Incoming>,
     tunnels: &Tunnels,
     limits: &Limits,
+    client: &Client,
 ) -> Response<LoggedBody> {
-    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req);
-    let response = forward(upstream, req, tunnels, limits).await;
+    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client.uid);
+    let response = match client.policy.check(&req, client.uid) {
+        Decision::Forward(cors) => {
+            let mut response = forward(upstream, req, tunnels, limits).await;
+            cors.apply(response.headers_mut());
+            response
+        }
+        Decision::Preflight(headers) => {
+            let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = headers;
+            response
+        }
+        Decision::Refuse(refusal) => refused(&upstream.name, client.uid, refusal),
+    };
     LoggedBody::wrap(response, record)
+}
+
+/// Logs a refusal once at WARN and builds its answer. A client that may not
+/// use the listener at all gets its connection closed after it.
+fn refused(name: &str, uid: Option<u32>, r: Refusal) -> Response<ResponseBody> {
+    tracing::warn!(
+        listener = %name,
+        reason = r.tag,
+        seen = %r.seen,
+        client_uid = ?uid,
+        "request refused; nothing was sent upstream"
+    );
+    let mut response = local_error(r.status, r.tag, r.text);
+    if r.tag == "user-not-allowed" {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Answers `req` with pinproxy's own error (status, `X-Pinproxy-Error` tag and a
@@ -49,11 +84,12 @@ pub fn refuse(
     name: &Arc<str>,
     metrics: &Arc<UpstreamMetrics>,
     req: &Request<Incoming>,
+    client: &Client,
     status: StatusCode,
     tag: &'static str,
     text: String,
 ) -> Response<LoggedBody> {
-    let record = AccessRecord::new(name, metrics, req);
+    let record = AccessRecord::new(name, metrics, req, client.uid);
     LoggedBody::wrap(local_error(status, tag, text), record)
 }
 
@@ -317,6 +353,7 @@ fn local_error(
 
 struct AccessRecord {
     upstream: Arc<str>,
+    client_uid: Option<u32>,
     metrics: Arc<UpstreamMetrics>,
     method: Method,
     path: String,
@@ -330,9 +367,11 @@ impl AccessRecord {
         upstream: &Arc<str>,
         metrics: &Arc<UpstreamMetrics>,
         req: &Request<B>,
+        client_uid: Option<u32>,
     ) -> AccessRecord {
         AccessRecord {
             upstream: upstream.clone(),
+            client_uid,
             metrics: metrics.clone(),
             method: req.method().clone(),
             // The query string is left out: it may carry tokens.
@@ -417,6 +456,7 @@ impl Drop for LoggedBody {
             duration,
             complete,
             error: r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            client_uid: r.client_uid,
         });
     }
 }

@@ -3,8 +3,10 @@
 //! matches a configured fingerprint (pin).
 //!
 //! The flow from a client to the upstream socket:
-//! [`config`] (what to do) → [`server`] (listeners, accept loop, drain) →
-//! [`forward`] (one request: headers, errors, access log, upgrades) → [`upstream`]
+//! [`config`] (what to do) → [`server`] (listeners from [`listen`], accept loop,
+//! drain; who the client is from [`peer`]) → [`access`] (may this client and
+//! this request use the listener?) → [`forward`] (one request: headers, errors,
+//! access log, upgrades) → [`upstream`]
 //! (pools, failover and connector) → [`verify`] (the pin check inside the TLS
 //! handshake). [`proxy_mode`] routes `http_proxy` clients to an upstream by host.
 //!
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod access_log;
 pub mod admin;
 pub mod check;
@@ -22,8 +25,10 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod headers;
+pub mod listen;
 pub mod metrics;
 pub mod mock_api;
+pub mod peer;
 pub mod pin;
 pub mod probe;
 pub mod proxy_mode;

@@ -75,7 +75,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "fingerprints", "server_name"])]
     config: Option<PathBuf>,
 
-    /// Plain-HTTP listen address (loopback unless --allow-non-loopback).
+    /// Plain-HTTP listen address: IP:PORT (loopback unless --allow-non-loopback)
+    /// or unix:/path (a socket file, mode --socket-mode).
     #[arg(long, value_name = "ADDR", requires_all = ["upstream", "fingerprints"])]
     listen: Option<String>,
 
@@ -94,6 +95,11 @@ struct RunArgs {
     /// Allow a listener on a non-loopback address (plain HTTP exposes the upstream).
     #[arg(long, requires = "listen")]
     allow_non_loopback: bool,
+
+    /// Permission bits of a unix:/path listener's socket file [default: 0600, only
+    /// pinproxy's own user may connect].
+    #[arg(long, value_name = "MODE", requires = "listen")]
+    socket_mode: Option<String>,
 
     /// Reload when the config file's content changes (checked every second; follows
     /// symlinks, so a Kubernetes ConfigMap update is seen).
@@ -181,6 +187,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 fingerprints: args.fingerprints.clone(),
                 server_name: args.server_name.clone(),
                 allow_non_loopback: args.allow_non_loopback,
+                socket_mode: args.socket_mode.clone(),
             })
             .map_err(|e| e.to_string())?,
         )),

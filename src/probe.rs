@@ -92,7 +92,13 @@ pub async fn probe(
     legacy_crypto: bool,
 ) -> Result<Presented, String> {
     let (host, port) = config::parse_address(address)?;
-    let mut cfg = UpstreamConfig::new("probe", ([127, 0, 0, 1], 0).into(), &host, port, Vec::new());
+    let mut cfg = UpstreamConfig::new(
+        "probe",
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &host,
+        port,
+        Vec::new(),
+    );
     cfg.server_name = server_name.map(str::to_string);
     cfg.connect_timeout = timeout;
     cfg.handshake_timeout = timeout;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access::Client;
 use crate::config::{HostAlias, Limits, UpstreamConfig};
 use crate::forward::{self, LoggedBody, Tunnels};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -81,9 +82,18 @@ pub async fn handle(
     req: Request<Incoming>,
     tunnels: &Tunnels,
     limits: &Limits,
+    client: &Client,
 ) -> Response<LoggedBody> {
     let refuse = |status, tag, text: String| {
-        forward::refuse(&routes.name, &routes.metrics, &req, status, tag, text)
+        forward::refuse(
+            &routes.name,
+            &routes.metrics,
+            &req,
+            client,
+            status,
+            tag,
+            text,
+        )
     };
     if req.method() == Method::CONNECT {
         return refuse(
@@ -120,7 +130,7 @@ pub async fn handle(
     match routes.find(host, req.uri().port_u16()) {
         Some(upstream) => {
             let upstream = upstream.clone();
-            forward::handle(&upstream, req, tunnels, limits).await
+            forward::handle(&upstream, req, tunnels, limits, client).await
         }
         None => {
             let asked = req

@@ -15,13 +15,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Limits, UpstreamConfig};
+use crate::access::{Client, Policy};
+use crate::config::{Access, Config, Limits, Listen, UpstreamConfig};
 use crate::forward::{self, Tunnels};
+use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::Metrics;
+use crate::peer;
 use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
 use crate::workers::{self, Workers};
@@ -37,7 +41,7 @@ pub struct BindError {
     /// The upstream whose listener failed.
     pub upstream: String,
     /// The configured address.
-    pub addr: SocketAddr,
+    pub addr: Listen,
     /// The socket error.
     pub source: std::io::Error,
     hint: &'static str,
@@ -55,7 +59,7 @@ fn listener_name(upstream: &str) -> String {
 pub struct Proxy {
     listeners: Vec<Listener>,
     /// The `[proxy]` listener, if configured, and where it was asked to listen.
-    forward_proxy: Option<(SocketAddr, Acceptor)>,
+    forward_proxy: Option<(Listen, Acceptor)>,
     routes: Arc<ArcSwap<Routes>>,
     metrics: Arc<Metrics>,
     graceful: Arc<GracefulShutdown>,
@@ -75,14 +79,27 @@ struct Listener {
     acceptor: Acceptor,
 }
 
-/// A running accept loop on one socket.
+/// A running accept loop on one socket, and the rules its clients are held to
+/// (swapped by a reload like the upstream).
 struct Acceptor {
-    local_addr: SocketAddr,
+    local: Listen,
+    policy: Arc<ArcSwap<Policy>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Acceptor {
+    /// Applies a reload's rules to the next request, and a changed socket
+    /// mode or group to the file at once.
+    fn update(&self, listen: &Listen, policy: Policy) {
+        if let Listen::Unix(socket) = listen {
+            if let Err(e) = crate::listen::apply_permissions(socket) {
+                tracing::error!(listen = %listen, error = %e, "cannot apply socket_mode / socket_group; the socket keeps its old permissions");
+            }
+        }
+        self.policy.store(Arc::new(policy));
+    }
+
     /// Stops accepting and closes the socket; open connections carry on until
     /// they finish or the drain ends them.
     async fn close(self) {
@@ -155,27 +172,37 @@ impl Proxy {
         };
         let mut bound = Vec::with_capacity(config.upstreams.len());
         for cfg in &config.upstreams {
-            bound.push(bind(&cfg.name, cfg.listen).await?);
+            bound.push(bind(&cfg.name, &cfg.listen).await?);
         }
         let forward_proxy = match &config.proxy {
-            Some(p) => Some((p.listen, bind(PROXY_LABEL, p.listen).await?)),
+            Some(p) => Some((p, bind(PROXY_LABEL, &p.listen).await?)),
             None => None,
         };
-        for (cfg, tcp) in config.upstreams.iter().zip(bound) {
-            let listener = proxy.start(cfg, tcp);
+        for (cfg, socket) in config.upstreams.iter().zip(bound) {
+            let listener = proxy.start(cfg, socket);
             proxy.listeners.push(listener);
         }
         proxy.update_routes();
-        if let Some((listen, tcp)) = forward_proxy {
-            let acceptor = proxy.accept(tcp, listen, Target::Routes(proxy.routes.clone()));
-            proxy.forward_proxy = Some((listen, acceptor));
+        if let Some((p, socket)) = forward_proxy {
+            let acceptor = proxy.accept(
+                socket,
+                &p.listen,
+                proxy_policy(&p.listen, &p.access),
+                Target::Routes(proxy.routes.clone()),
+            );
+            proxy.forward_proxy = Some((p.listen.clone(), acceptor));
         }
         Ok(proxy)
     }
 
-    /// Where the `[proxy]` listener is bound, if there is one.
+    /// Where the `[proxy]` listener is bound, if it is a TCP one.
     pub fn proxy_addr(&self) -> Option<SocketAddr> {
-        self.forward_proxy.as_ref().map(|(_, a)| a.local_addr)
+        self.forward_proxy.as_ref().and_then(|(_, a)| a.local.tcp())
+    }
+
+    /// Where the `[proxy]` listener is bound, if there is one.
+    pub fn proxy_listen(&self) -> Option<Listen> {
+        self.forward_proxy.as_ref().map(|(_, a)| a.local.clone())
     }
 
     fn update_routes(&self) {
@@ -193,11 +220,19 @@ impl Proxy {
         &self.metrics
     }
 
-    /// The bound address of each upstream's listener (useful with port 0).
+    /// The bound address of each upstream's TCP listener (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
         self.listeners
             .iter()
-            .map(|l| (l.config.name.as_str().into(), l.acceptor.local_addr))
+            .filter_map(|l| Some((l.config.name.as_str().into(), l.acceptor.local.tcp()?)))
+            .collect()
+    }
+
+    /// Where each upstream's listener is bound, TCP or Unix.
+    pub fn listens(&self) -> Vec<(Arc<str>, Listen)> {
+        self.listeners
+            .iter()
+            .map(|l| (l.config.name.as_str().into(), l.acceptor.local.clone()))
             .collect()
     }
 
@@ -210,34 +245,34 @@ impl Proxy {
     pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary, BindError> {
         enum Plan {
             Keep(usize, Option<Arc<Upstream>>),
-            Bind(TcpListener),
+            Bind(Socket),
         }
         let mut taken = vec![false; self.listeners.len()];
         let mut plans = Vec::with_capacity(config.upstreams.len());
         for cfg in &config.upstreams {
             let same_socket = self.listeners.iter().enumerate().position(|(i, l)| {
                 !taken[i]
-                    && l.config.listen == cfg.listen
-                    // Port 0 means "any port": only the same upstream keeps such a socket.
-                    && (cfg.listen.port() != 0 || l.config.name == cfg.name)
+                    && (l.config.listen.same_socket(&cfg.listen)
+                        // Port 0 means "any port": only the same upstream keeps such a socket.
+                        || (l.config.listen == cfg.listen && l.config.name == cfg.name))
             });
             plans.push(match same_socket {
                 Some(i) => {
                     taken[i] = true;
-                    let swap = (self.listeners[i].config != *cfg)
+                    let swap = (!self.listeners[i].config.same_upstream(cfg))
                         .then(|| Arc::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.
-                None => Plan::Bind(bind(&cfg.name, cfg.listen).await?),
+                None => Plan::Bind(bind(&cfg.name, &cfg.listen).await?),
             });
         }
         let keep_proxy = match (&self.forward_proxy, &config.proxy) {
-            (Some((old, _)), Some(new)) => *old == new.listen,
+            (Some((old, _)), Some(new)) => old.same_socket(&new.listen) || *old == new.listen,
             _ => false,
         };
         let new_proxy = match &config.proxy {
-            Some(p) if !keep_proxy => Some((p.listen, bind(PROXY_LABEL, p.listen).await?)),
+            Some(p) if !keep_proxy => Some((p, bind(PROXY_LABEL, &p.listen).await?)),
             _ => None,
         };
 
@@ -257,19 +292,27 @@ impl Proxy {
                     let Some(mut listener) = old[i].take() else {
                         unreachable!("each old listener is planned for at most once")
                     };
+                    let access_changed = listener.config.access != cfg.access
+                        || listener.config.listen != cfg.listen;
                     match swap {
                         Some(upstream) => {
                             listener.upstream.store(upstream);
                             summary.changed.push(cfg.name.clone());
                         }
+                        None if access_changed => summary.changed.push(cfg.name.clone()),
                         None => summary.unchanged.push(cfg.name.clone()),
+                    }
+                    if access_changed {
+                        listener
+                            .acceptor
+                            .update(&cfg.listen, Policy::new(&cfg.listen, &cfg.access, true));
                     }
                     listener.config = cfg.clone();
                     listener
                 }
-                Plan::Bind(tcp) => {
+                Plan::Bind(socket) => {
                     summary.added.push(cfg.name.clone());
-                    self.start(cfg, tcp)
+                    self.start(cfg, socket)
                 }
             };
             self.listeners.push(listener);
@@ -279,13 +322,23 @@ impl Proxy {
             listener.acceptor.close().await;
         }
         self.update_routes();
-        if !keep_proxy {
+        if keep_proxy {
+            if let (Some((listen, acceptor)), Some(p)) = (&mut self.forward_proxy, &config.proxy) {
+                acceptor.update(&p.listen, proxy_policy(&p.listen, &p.access));
+                *listen = p.listen.clone();
+            }
+        } else {
             if let Some((_, acceptor)) = self.forward_proxy.take() {
                 acceptor.close().await;
             }
-            if let Some((listen, tcp)) = new_proxy {
-                let acceptor = self.accept(tcp, listen, Target::Routes(self.routes.clone()));
-                self.forward_proxy = Some((listen, acceptor));
+            if let Some((p, socket)) = new_proxy {
+                let acceptor = self.accept(
+                    socket,
+                    &p.listen,
+                    proxy_policy(&p.listen, &p.access),
+                    Target::Routes(self.routes.clone()),
+                );
+                self.forward_proxy = Some((p.listen.clone(), acceptor));
             }
         }
         // Renamed or removed: their gauges would otherwise report stale values forever.
@@ -342,12 +395,18 @@ impl Proxy {
         }
     }
 
-    fn start(&self, cfg: &UpstreamConfig, tcp: TcpListener) -> Listener {
+    fn start(&self, cfg: &UpstreamConfig, socket: Socket) -> Listener {
         let upstream = Arc::new(ArcSwap::from_pointee(Upstream::new(
             cfg,
             self.metrics.upstream(&cfg.name),
         )));
-        let acceptor = self.accept(tcp, cfg.listen, Target::Upstream(upstream.clone()));
+        let policy = Policy::new(&cfg.listen, &cfg.access, true);
+        let acceptor = self.accept(
+            socket,
+            &cfg.listen,
+            policy,
+            Target::Upstream(upstream.clone()),
+        );
         Listener {
             config: cfg.clone(),
             upstream,
@@ -355,16 +414,24 @@ impl Proxy {
         }
     }
 
-    fn accept(&self, tcp: TcpListener, configured: SocketAddr, target: Target) -> Acceptor {
-        let local_addr = tcp.local_addr().unwrap_or(configured);
+    fn accept(
+        &self,
+        socket: Socket,
+        configured: &Listen,
+        policy: Policy,
+        target: Target,
+    ) -> Acceptor {
+        let local = socket.bound(configured);
+        let policy = Arc::new(ArcSwap::from_pointee(policy));
         let connections = match &target {
             Target::Upstream(up) => up.load().metrics().client_connections.clone(),
             Target::Routes(_) => self.metrics.upstream(PROXY_LABEL).client_connections,
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
-            tcp,
+            socket,
             target,
+            policy.clone(),
             connections,
             LoopContext {
                 graceful: self.graceful.clone(),
@@ -375,51 +442,66 @@ impl Proxy {
             stopped,
         ));
         Acceptor {
-            local_addr,
+            local,
+            policy,
             stop,
             task,
         }
     }
 }
 
+/// The `[proxy]` listener's rules: its Host names an upstream, so only the
+/// user and cross-site checks apply.
+fn proxy_policy(listen: &Listen, access: &Access) -> Policy {
+    Policy::new(listen, access, false)
+}
+
 /// Serves one client connection (on a worker) until it closes or, on shutdown,
 /// its in-flight requests end.
-async fn serve(
-    stream: TcpStream,
-    http: auto::Builder<TokioExecutor>,
-    target: Target,
-    tunnels: Tunnels,
-    limits: Arc<Limits>,
-    watcher: Watcher,
-) {
-    // Each request reads the current upstream (or routes), so a reload applies
-    // to the next request even on a kept-alive client connection.
+async fn serve<IO>(io: IO, uid: Option<u32>, context: ConnContext, watcher: Watcher)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ConnContext {
+        http,
+        target,
+        policy,
+        tunnels,
+        limits,
+    } = context;
+    // Each request reads the current upstream (or routes) and rules, so a
+    // reload applies to the next request even on a kept-alive client connection.
     let service = service_fn(move |req| {
         let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
+        let client = Client {
+            uid,
+            policy: policy.load_full(),
+        };
         async move {
             Ok::<_, Infallible>(match target {
                 Target::Upstream(up) => {
-                    forward::handle(&up.load_full(), req, &tunnels, &limits).await
+                    forward::handle(&up.load_full(), req, &tunnels, &limits, &client).await
                 }
                 Target::Routes(routes) => {
-                    proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits).await
+                    proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits, &client).await
                 }
             })
         }
     });
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 
-async fn bind(name: &str, listen: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(listen).await.map_err(|source| {
+async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
+    Socket::bind(listen).await.map_err(|source| {
+        let tcp = matches!(listen, Listen::Tcp(_));
         let hint = match source.kind() {
-            std::io::ErrorKind::AddrInUse => {
+            std::io::ErrorKind::AddrInUse if tcp => {
                 " (another program, or another pinproxy, already listens there: stop it or choose another `listen` port)"
             }
-            std::io::ErrorKind::PermissionDenied => {
+            std::io::ErrorKind::PermissionDenied if tcp => {
                 " (ports below 1024 need privileges: choose a port above 1024)"
             }
             std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address)",
@@ -427,7 +509,7 @@ async fn bind(name: &str, listen: SocketAddr) -> Result<TcpListener, BindError> 
         };
         BindError {
             upstream: name.to_string(),
-            addr: listen,
+            addr: listen.clone(),
             source,
             hint,
         }
@@ -442,9 +524,25 @@ struct LoopContext {
     workers: Arc<Workers>,
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
+/// What serving one client connection needs.
+struct ConnContext {
+    http: auto::Builder<TokioExecutor>,
     target: Target,
+    policy: Arc<ArcSwap<Policy>>,
+    tunnels: Tunnels,
+    limits: Arc<Limits>,
+}
+
+/// An accepted connection on its way to a worker's reactor (see `workers`).
+enum HandOver {
+    Tcp(std::net::TcpStream, SocketAddr),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+async fn accept_loop(
+    socket: Socket,
+    target: Target,
+    policy: Arc<ArcSwap<Policy>>,
     connections: Gauge,
     context: LoopContext,
     mut stop: oneshot::Receiver<()>,
@@ -479,39 +577,78 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut stop => return,
-            accepted = tcp.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: wait a little for descriptors to free up
                     // instead of spinning on an accept that keeps failing.
-                    tracing::warn!(listen = ?tcp.local_addr().ok(), error = %e, "accept failed; retrying in 100 ms");
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         // The socket moves to a worker's own reactor (see `workers`).
-        let stream = match stream.into_std() {
-            Ok(s) => s,
+        let handed = match accepted {
+            Accepted::Tcp(stream, peer) => {
+                let _ = stream.set_nodelay(true);
+                stream.into_std().map(|s| HandOver::Tcp(s, peer))
+            }
+            Accepted::Unix(stream) => stream.into_std().map(HandOver::Unix),
+        };
+        let handed = match handed {
+            Ok(h) => h,
             Err(e) => {
                 tracing::debug!(error = %e, "accepted connection could not be handed over");
                 continue;
             }
         };
-        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
+        let context = ConnContext {
+            http: http.clone(),
+            target: target.clone(),
+            policy: policy.clone(),
+            tunnels: tunnels.clone(),
+            limits: limits.clone(),
+        };
         // A watcher, not the GracefulShutdown: drain needs the only reference to it.
-        let (http, watcher, open) = (http.clone(), graceful.watcher(), connections.clone());
+        let (watcher, open) = (graceful.watcher(), connections.clone());
         open.inc();
         workers.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream, http, target, tunnels, limits, watcher).await,
-                Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
+            match handed {
+                HandOver::Tcp(stream, peer) => match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        let uid = tcp_client_uid(&stream, peer, &context.policy.load());
+                        serve(stream, uid, context, watcher).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
+                },
+                HandOver::Unix(stream) => match UnixStream::from_std(stream) {
+                    Ok(stream) => {
+                        let uid = peer::unix_peer(&stream);
+                        serve(stream, uid, context, watcher).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
+                },
             }
             open.dec();
             drop(permit);
         });
+    }
+}
+
+/// The uid behind a TCP client, looked up only where `allowed_users` needs it.
+fn tcp_client_uid(stream: &TcpStream, peer: SocketAddr, policy: &Policy) -> Option<u32> {
+    if !policy.needs_uid() {
+        return None;
+    }
+    let local = stream.local_addr().ok()?;
+    match peer::tcp_owner(peer, local) {
+        Ok(uid) => Some(uid),
+        Err(e) => {
+            tracing::debug!(peer = %peer, error = %e, "cannot tell who owns the client socket");
+            None
+        }
     }
 }

@@ -46,7 +46,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
     let mut proxy = Proxy::bind(&config).await.map_err(|e| e.to_string())?;
     let health = Health::new(proxy.metrics().clone());
     let mut admin = match &config.admin {
-        Some(a) => Some(Admin::bind(a.listen, health.clone()).await?),
+        Some(a) => Some(Admin::bind(a, health.clone()).await?),
         None => None,
     };
     // Ready before the log lines say so, so whoever reads them finds /readyz at 200.
@@ -54,7 +54,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
     log_listening(&proxy, &config, |_| true);
     log_proxy_listener(&proxy, &config);
     if let Some(a) = &admin {
-        tracing::info!(listen = %a.local_addr(), "admin endpoint: /healthz /readyz /metrics");
+        tracing::info!(listen = %a.local(), "admin endpoint: /healthz /readyz /metrics");
     }
     notifier.ready(&status(&config));
     let _watchdog = notifier.spawn_watchdog();
@@ -110,7 +110,7 @@ async fn apply_reload(
     }
     if new.admin != running.admin {
         tracing::warn!(
-            running = %admin.as_ref().map_or("none".into(), |a| a.local_addr().to_string()),
+            running = %admin.as_ref().map_or("none".into(), |a| a.local().to_string()),
             "[admin] changed: the admin endpoint moves only on restart; keeping the running one"
         );
     }
@@ -164,12 +164,12 @@ fn warn_if_writable_by_others(path: &std::path::Path) {
 }
 
 fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {
-    let addrs = proxy.local_addrs();
+    let addrs = proxy.listens();
     for up in config.upstreams.iter().filter(|u| which(&u.name)) {
         let bound = addrs
             .iter()
             .find(|(name, _)| **name == *up.name)
-            .map_or(up.listen, |(_, a)| *a);
+            .map_or(up.listen.clone(), |(_, a)| a.clone());
         tracing::info!(
             upstream = %up.name,
             listen = %bound,
@@ -189,7 +189,7 @@ fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {
 }
 
 fn log_proxy_listener(proxy: &Proxy, config: &Config) {
-    if let Some(addr) = proxy.proxy_addr() {
+    if let Some(addr) = proxy.proxy_listen() {
         let hosts: Vec<String> = config
             .upstreams
             .iter()
@@ -197,7 +197,12 @@ fn log_proxy_listener(proxy: &Proxy, config: &Config) {
                 std::iter::once(u.name.clone()).chain(u.hosts.iter().map(|h| h.to_string()))
             })
             .collect();
-        tracing::info!(listen = %addr, hosts = %hosts.join(","), "HTTP-proxy listener (http_proxy=http://{addr})");
+        match addr.tcp() {
+            Some(tcp) => {
+                tracing::info!(listen = %addr, hosts = %hosts.join(","), "HTTP-proxy listener (http_proxy=http://{tcp})")
+            }
+            None => tracing::info!(listen = %addr, hosts = %hosts.join(","), "HTTP-proxy listener"),
+        }
     }
 }
 

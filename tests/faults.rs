@@ -75,7 +75,7 @@ async fn a_client_leaving_mid_download_or_mid_upload_releases_the_upstream_conne
 
     // Download: read the head and a little of 1 GiB, then hang up.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: x\r\n\r\n")
+    tcp.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
@@ -88,7 +88,7 @@ async fn a_client_leaving_mid_download_or_mid_upload_releases_the_upstream_conne
 
     // Upload: promise 100 MB, send 1 MB, hang up.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n")
         .await
         .unwrap();
     tcp.write_all(&vec![0u8; 1 << 20]).await.unwrap();

@@ -48,13 +48,13 @@ async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_41
     let addr = proxy.local_addrs()[0].1;
 
     let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let req = format!("GET /x HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let req = format!("GET /x HTTP/1.1\r\nHost: localhost\r\n{many}\r\n");
     assert_eq!(
         status_of(addr, req.as_bytes()).await,
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
     let big = format!(
-        "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20 * 1024)
     );
     assert_eq!(
@@ -63,7 +63,7 @@ async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_41
     );
 
     // Announced too large: refused before any upstream connection.
-    let announced = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n";
+    let announced = "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n";
     assert_eq!(
         status_of(addr, announced.as_bytes()).await,
         "HTTP/1.1 413 Payload Too Large"
@@ -71,7 +71,7 @@ async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_41
     assert_eq!(up.tls_accepted(), 0);
     // Chunked past the limit: cut off, answered 413, never a complete upload.
     let chunk = format!("{:x}\r\n{}\r\n", 600, "b".repeat(600));
-    let chunked = format!("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
+    let chunked = format!("POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
     assert_eq!(
         status_of(addr, chunked.as_bytes()).await,
         "HTTP/1.1 413 Payload Too Large"
@@ -81,7 +81,7 @@ async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_41
         0
     );
     // Within the limits, all is well.
-    let fine = "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    let fine = "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello";
     assert_eq!(status_of(addr, fine.as_bytes()).await, "HTTP/1.1 200 OK");
     proxy.drain().await;
 }
@@ -118,7 +118,7 @@ async fn a_thousand_slowloris_and_a_thousand_idle_connections_do_not_keep_out_a_
     for _ in 0..1000 {
         // Half a request head, never finished.
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
             .await
             .unwrap();
         held.push(tcp);
@@ -126,7 +126,7 @@ async fn a_thousand_slowloris_and_a_thousand_idle_connections_do_not_keep_out_a_
     for _ in 0..1000 {
         // One request answered, then the connection sits idle, kept alive.
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        tcp.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
         let mut buf = [0u8; 1024];

@@ -169,7 +169,7 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_host_is_rewritten() {
     let (up, c) = Upstream::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let req = Request::get(proxy.url("/echo?q=1"))
-        .header("host", "attacker.example")
+        .header("host", "localhost:1")
         .header("connection", "x-private, keep-alive")
         .header("x-private", "1")
         .header("keep-alive", "timeout=5")
@@ -355,12 +355,12 @@ async fn malformed_client_http_gets_400_and_connect_gets_405() {
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     for (raw, want) in [
         (
-            &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
+            &b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n"[..],
             "HTTP/1.1 400",
         ),
         (&b"\x01\x02\x03 nonsense\r\n\r\n"[..], "HTTP/1.1 400"),
         (
-            &b"CONNECT mgmt:443 HTTP/1.1\r\nHost: mgmt:443\r\n\r\n"[..],
+            &b"CONNECT mgmt:443 HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
             "HTTP/1.1 405",
         ),
     ] {

@@ -110,7 +110,7 @@ async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and
     // A reload that cannot bind changes nothing.
     let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut d = named("d", a.clone());
-    d.listen = busy.local_addr().unwrap();
+    d.listen = busy.local_addr().unwrap().into();
     let err = proxy.reload(&config(vec![a.clone(), d])).await.unwrap_err();
     assert!(err.to_string().contains("already listens there"), "{err}");
     assert_eq!(get(&format!("http://{addr_c}/x")).await.status, 200);

@@ -39,30 +39,30 @@ async fn ambiguous_framing_is_refused_and_nothing_is_forwarded() {
     let cases: &[(&str, &[u8])] = &[
         (
             "two different Content-Length",
-            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         ),
         (
             "Transfer-Encoding not ending in chunked",
-            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
         (
             "Transfer-Encoding: xchunked",
-            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
         (
             "obs-fold continuation line",
-            b"GET /a HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n two\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-Folded: one\r\n two\r\n\r\n",
         ),
-        ("NUL in a header value", b"GET /a HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n"),
-        ("control byte in a header name", b"GET /a HTTP/1.1\r\nHost: x\r\nX-\x01: a\r\n\r\n"),
-        ("space before the colon", b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"),
+        ("NUL in a header value", b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-Nul: a\0b\r\n\r\n"),
+        ("control byte in a header name", b"GET /a HTTP/1.1\r\nHost: localhost\r\nX-\x01: a\r\n\r\n"),
+        ("space before the colon", b"GET /a HTTP/1.1\r\nHost: localhost\r\nContent-Length : 5\r\n\r\nhello"),
         (
             "request line over the limit",
-            &[b"GET /".as_slice(), &[b'a'; 200 * 1024], b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat(),
+            &[b"GET /".as_slice(), &[b'a'; 200 * 1024], b" HTTP/1.1\r\nHost: localhost\r\n\r\n"].concat(),
         ),
         (
             "a bad first request with a second one pipelined behind it",
-            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
         ),
     ];
     let (up, proxy) = setup().await;
@@ -94,8 +94,8 @@ async fn content_length_with_transfer_encoding_forwards_one_request_framed_by_ch
     let (up, proxy) = setup().await;
     let answer = raw(
         proxy.addr,
-        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
-          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&answer), [200], "{answer:?}");
@@ -116,11 +116,11 @@ async fn bare_lf_and_leading_space_te_are_parsed_one_way_and_forwarded_once() {
     for (what, bytes) in [
         (
             "bare LF line endings",
-            b"GET /lf HTTP/1.1\nHost: x\nConnection: close\n\n".as_slice(),
+            b"GET /lf HTTP/1.1\nHost: localhost\nConnection: close\n\n".as_slice(),
         ),
         (
             "Transfer-Encoding with leading space",
-            b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /te HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding:  chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
     ] {
         let before = up.requests();
@@ -140,7 +140,7 @@ async fn an_absurd_chunk_size_never_reaches_the_upstream_as_a_complete_request()
     let (up, proxy) = setup().await;
     let answer = raw(
         proxy.addr,
-        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&answer), [400], "{answer:?}");

@@ -44,7 +44,8 @@ fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
         admin: None,
         limits: Default::default(),
         proxy: Some(ProxyConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap().into(),
+            access: Default::default(),
         }),
         shutdown_timeout: shutdown,
         upstreams: vec![upstream_config(target, vec![c.sha1_pin()])],

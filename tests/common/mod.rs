@@ -527,7 +527,7 @@ pub fn upstream_config(target: SocketAddr, pins: Vec<Pin>) -> UpstreamConfig {
     let ip = target.ip().to_string();
     let mut cfg = UpstreamConfig::new(
         "test",
-        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         &ip,
         target.port(),
         pins,
@@ -612,7 +612,7 @@ impl KeptConnection {
     ) -> impl std::future::Future<Output = hyper::Result<Response<Incoming>>> {
         self.0.ready().await.unwrap();
         let req = Request::get(path)
-            .header("host", "client")
+            .header("host", "localhost")
             .body(empty())
             .unwrap();
         self.0.send_request(req)
