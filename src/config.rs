@@ -1389,6 +1389,100 @@ mod tests {
     }
 
     #[test]
+    fn listener_access_keys_are_read_and_checked() {
+        let with =
+            |keys: &str| parse(&good().replace("fingerprints", &format!("{keys}\nfingerprints")));
+        let c = with(
+            "allowed_hosts = [\"Gaia-Proxy.internal\", \"jump:8443\"]\n\
+             allowed_origins = [\"https://Dash.example.com:8080\"]\nallowed_users = [\"root\", 1001]",
+        )
+        .unwrap();
+        let a = &c.upstreams[0].access;
+        assert_eq!(a.allowed_hosts[0].to_string(), "gaia-proxy.internal");
+        assert_eq!(a.allowed_hosts[1].port, Some(8443));
+        assert_eq!(a.allowed_origins, ["https://dash.example.com:8080"]);
+        assert_eq!(a.allowed_users, Some(vec![0, 1001]));
+        assert_eq!(
+            parse(&good()).unwrap().upstreams[0].access,
+            Access::default()
+        );
+
+        for (keys, want) in [
+            ("allowed_origins = [\"*\"]", "every web page"),
+            ("allowed_origins = [\"null\"]", "sandboxed frames"),
+            (
+                "allowed_origins = [\"https://dash.example.com/app\"]",
+                "nothing after it",
+            ),
+            ("allowed_origins = [\"dash.example.com\"]", "not an origin"),
+            ("allowed_hosts = [\"*.example.com\"]", "allowed_hosts entry"),
+            (
+                "allowed_users = [\"no-such-user-pinproxy\"]",
+                "no such user",
+            ),
+            ("allowed_users = []", "refuse everyone"),
+            ("socket_mode = \"0600\"", "unix:/path listener only"),
+        ] {
+            let err = with(keys).unwrap_err();
+            assert!(err.location.starts_with("proxy.toml:7:"), "{keys}: {err}");
+            assert!(err.message.contains(want), "{keys}: {err}");
+        }
+    }
+
+    #[test]
+    fn unix_listeners_are_read_and_checked() {
+        let unix = |extra: &str| {
+            parse(&good().replace(
+                "\"127.0.0.1:8443\"",
+                &format!("\"unix:/run/pinproxy/gaia.sock\"\n{extra}"),
+            ))
+        };
+        let c = unix("socket_mode = \"0660\"\nsocket_group = \"root\"").unwrap();
+        let Listen::Unix(s) = &c.upstreams[0].listen else {
+            panic!("not a unix listener");
+        };
+        assert_eq!(
+            (s.path.to_str(), s.mode, s.group),
+            (Some("/run/pinproxy/gaia.sock"), 0o660, Some(0))
+        );
+        assert_eq!(
+            c.upstreams[0].listen.to_string(),
+            "unix:/run/pinproxy/gaia.sock"
+        );
+        let Listen::Unix(d) = &unix("").unwrap().upstreams[0].listen else {
+            panic!("not a unix listener");
+        };
+        assert_eq!((d.mode, d.group), (0o600, None));
+        for (extra, want) in [
+            ("socket_mode = \"rw\"", "not a file mode"),
+            ("socket_mode = \"4755\"", "not a file mode"),
+            ("socket_group = \"no-such-group-pinproxy\"", "no such group"),
+        ] {
+            let err = unix(extra).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let relative = parse(&good().replace("\"127.0.0.1:8443\"", "\"unix:gaia.sock\""));
+        assert!(relative.unwrap_err().message.contains("absolute file path"));
+        let twice = good()
+            + &good()
+                .replace("shutdown_timeout = \"5s\"", "")
+                .replace("\"gaia\"", "\"lab\"");
+        let twice = twice.replace("\"127.0.0.1:8443\"", "\"unix:/run/p.sock\"");
+        assert!(parse(&twice)
+            .unwrap_err()
+            .message
+            .contains("already used by upstream"));
+        let proxy = parse(&format!(
+            "[proxy]\nlisten = \"unix:/run/p.sock\"\nallowed_hosts = [\"x\"]\n{}",
+            good().replace("shutdown_timeout = \"5s\"", "")
+        ));
+        assert!(proxy
+            .unwrap_err()
+            .message
+            .contains("does not apply to [proxy]"));
+    }
+
+    #[test]
     fn proxy_mode_hosts_are_checked() {
         let with = |hosts: &str| {
             parse(&good().replace("fingerprints", &format!("hosts = [{hosts}]\nfingerprints")))

@@ -66,7 +66,7 @@ fn refused(name: &str, uid: Option<u32>, r: Refusal) -> Response<ResponseBody> {
         listener = %name,
         reason = r.tag,
         seen = %r.seen,
-        client_uid = ?uid,
+        client_uid = uid,
         "request refused; nothing was sent upstream"
     );
     let mut response = local_error(r.status, r.tag, r.text);

@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use common::*;
 
@@ -78,35 +77,9 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A Python that can `import requests`: the system's, or requests installed
-/// once into target/ for the tests.
+/// A Python that can `import requests`, with no proxy from the environment.
 fn python() -> Command {
-    static PYTHONPATH: OnceLock<Option<String>> = OnceLock::new();
-    let path = PYTHONPATH.get_or_init(|| {
-        let has = Command::new("python3")
-            .args(["-c", "import requests"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if has {
-            return None;
-        }
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-python");
-        let ok = Command::new("python3")
-            .args([
-                "-m", "pip", "install", "--quiet", "--target", dir, "requests",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "pip install requests (needed by the proxy-mode tests) failed"
-        );
-        Some(dir.to_string())
-    });
-    let mut cmd = Command::new("python3");
-    if let Some(p) = path {
-        cmd.env("PYTHONPATH", p);
-    }
+    let mut cmd = python_with(&["requests"]);
     // The tests choose the proxy explicitly; nothing from the environment.
     for var in [
         "http_proxy",

@@ -373,6 +373,15 @@ async fn respond(
         }
         "/hang" => std::future::pending().await,
         "/status/204" => text(StatusCode::NO_CONTENT, ""),
+        // An API that lets every web page read it (as some appliances do).
+        "/cors" => {
+            let mut r = text(StatusCode::OK, "readable by any page");
+            r.headers_mut()
+                .insert("access-control-allow-origin", "*".parse().unwrap());
+            r.headers_mut()
+                .insert("access-control-allow-credentials", "true".parse().unwrap());
+            r
+        }
         "/status/304" => {
             let mut r = text(StatusCode::NOT_MODIFIED, "");
             r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
@@ -687,12 +696,22 @@ impl Binary {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Binary {
-        let mut cmd = match nofile {
-            Some(n) => {
+        Binary::spawn_after(nofile.map(|n| format!("ulimit -n {n}")), args, env)
+    }
+
+    /// Like [`Binary::spawn`], with the file-creation mask set to `umask` (octal).
+    pub fn spawn_with_umask(umask: &str, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::spawn_after(Some(format!("umask {umask}")), args, env)
+    }
+
+    /// Runs the binary from a shell that runs `setup` first, if given.
+    fn spawn_after(setup: Option<String>, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = match setup {
+            Some(setup) => {
                 let mut sh = Command::new("sh");
                 sh.args([
                     "-c",
-                    &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                    &format!("{setup} && exec \"$0\" \"$@\""),
                     env!("CARGO_BIN_EXE_pinproxy"),
                 ]);
                 sh
@@ -737,6 +756,22 @@ impl Binary {
         );
     }
 
+    /// The first line so far that satisfies `pred`, or else the next one
+    /// (lines from different threads may come in either order).
+    pub fn seen_or_wait(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let seen = self
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(&pred);
+        seen.unwrap_or_else(|| self.wait_for(pred))
+    }
+
+    /// Waits for the next `listening` line and returns it.
+    pub fn listening_line(&mut self) -> serde_json::Value {
+        self.wait_for(|v| v["message"] == "listening")
+    }
+
     /// Waits for the `listening` line and returns the bound address.
     pub fn listening(&mut self) -> SocketAddr {
         let v = self.wait_for(|v| v["message"] == "listening");
@@ -745,7 +780,7 @@ impl Binary {
 
     /// Waits for the admin endpoint's line and returns its address.
     pub fn admin(&mut self) -> SocketAddr {
-        let v = self.wait_for(|v| {
+        let v = self.seen_or_wait(|v| {
             v["message"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("admin endpoint"))
@@ -786,6 +821,44 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `python3` that can import `packages` (PyPI names): the system's, or with
+/// the missing ones installed once into target/test-python.
+pub fn python_with(packages: &[&str]) -> Command {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-python");
+    let modules: Vec<String> = packages.iter().map(|p| p.replace('-', "_")).collect();
+    let imports = |pythonpath: Option<&str>| {
+        let mut check = Command::new("python3");
+        check.args(["-c", &format!("import {}", modules.join(", "))]);
+        if let Some(p) = pythonpath {
+            check.env("PYTHONPATH", p);
+        }
+        check
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let pythonpath = if imports(None) {
+        None
+    } else {
+        if !imports(Some(dir)) {
+            let ok = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--target", dir])
+                .args(packages)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install {packages:?} (needed by the tests) failed");
+        }
+        Some(dir)
+    };
+    let mut cmd = Command::new("python3");
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    cmd
 }
 
 /// Writes `text` to a fresh temporary file and returns it (kept alive by the caller).

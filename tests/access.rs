@@ -1,0 +1,589 @@
+//! Who may use a listener, tried through the built binary as an attacker and as
+//! the operator's own tools would: DNS-rebinding Hosts (HTTP/1.1 and h2),
+//! cross-site requests and preflights from web pages, Unix-socket listeners and
+//! their file permissions, and `allowed_users` with a client run as another uid.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What curl got: status, lower-cased head and body.
+struct Got {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Got {
+    /// The value of header `name` (any case), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Runs curl (`-s -i`, bounded) with `args`, optionally as another user first
+/// (`setpriv` arguments), and splits what it printed.
+async fn curl_as(user: &[&str], args: &[&str]) -> Got {
+    let mut cmd = if user.is_empty() {
+        tokio::process::Command::new("curl")
+    } else {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(user).arg("curl");
+        c
+    };
+    let out = cmd
+        .args(["-s", "-i", "--max-time", "10", "--noproxy", "*"])
+        .args(args)
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("curl {args:?} got no answer: {text:?} {:?}", out.stderr));
+    Got {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+async fn curl(args: &[&str]) -> Got {
+    curl_as(&[], args).await
+}
+
+/// Sends raw bytes and reads until the proxy closes the connection.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+        .await
+        .expect("the proxy answered and closed")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn refusal_logged(bin: &mut Binary, reason: &str) -> serde_json::Value {
+    bin.wait_for(|v| {
+        v["message"] == "request refused; nothing was sent upstream" && v["reason"] == reason
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_host_is_refused_and_the_listeners_own_names_pass() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "allowed_hosts = [\"gaia-proxy.internal\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    ));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    let port = addr.port();
+
+    // The browser of a page at http://evil.example:PORT whose name now
+    // resolves to 127.0.0.1 sends its own name as Host.
+    let evil = format!("evil.example:{port}");
+    let answer = raw(
+        addr,
+        format!("POST /web_api/login HTTP/1.1\r\nHost: {evil}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")
+            .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("x-pinproxy-error: host-not-allowed"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&evil) && answer.contains("allowed_hosts"),
+        "{answer}"
+    );
+    let line = refusal_logged(&mut bin, "host-not-allowed");
+    assert_eq!(line["seen"], evil.as_str());
+    assert_eq!(line["level"], "WARN");
+
+    // The same over h2 with prior knowledge: the name is in :authority.
+    let resolve = format!("evil.example:{port}:127.0.0.1");
+    let h2 = curl(&[
+        "--http2-prior-knowledge",
+        "--resolve",
+        &resolve,
+        &format!("http://{evil}/x"),
+    ])
+    .await;
+    assert_eq!(
+        (h2.status, h2.header("x-pinproxy-error")),
+        (403, Some("host-not-allowed")),
+        "{}",
+        h2.head
+    );
+    assert!(h2.head.starts_with("HTTP/2"), "{}", h2.head);
+    assert_eq!(up.requests(), 0, "nothing reached the upstream");
+
+    let url = format!("http://{addr}/x");
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "app.localhost".to_string(),
+        format!("gaia-proxy.internal:{port}"),
+    ] {
+        let got = curl(&["-H", &format!("Host: {host}"), &url]).await;
+        assert_eq!(got.status, 200, "Host {host}: {}{}", got.head, got.body);
+    }
+    let h2 = curl(&["--http2-prior-knowledge", &url]).await;
+    assert_eq!(h2.status, 200, "{}", h2.head);
+    // HTTP/1.0 without Host names nothing that could have been rebound.
+    let old = raw(addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    assert_eq!(up.requests(), 7);
+
+    // The admin endpoint is held to the same rule.
+    let admin = bin.admin();
+    let got = curl(&[
+        "-H",
+        "Host: evil.example",
+        &format!("http://{admin}/metrics"),
+    ])
+    .await;
+    assert_eq!(
+        (got.status, got.header("x-pinproxy-error")),
+        (403, Some("host-not-allowed"))
+    );
+    assert_eq!(
+        curl(&[&format!("http://{admin}/metrics")]).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_and_preflights_never_reach_the_upstream() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "allowed_origins = [\"https://dash.example.com\"]\n",
+    ));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    let url = format!("http://{addr}/web_api/show-hosts");
+
+    for (what, headers) in [
+        (
+            "a page on another site",
+            vec!["Origin: http://evil.example:8443"],
+        ),
+        ("a sandboxed frame", vec!["Origin: null"]),
+        (
+            "a cross-site navigation",
+            vec!["Sec-Fetch-Site: cross-site"],
+        ),
+        ("a same-site page", vec!["Sec-Fetch-Site: same-site"]),
+    ] {
+        let mut args = vec!["-X", "POST", "-d", "{}"];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        args.push(&url);
+        let got = curl(&args).await;
+        assert_eq!(got.status, 403, "{what}: {}", got.head);
+        assert_eq!(
+            got.header("x-pinproxy-error"),
+            Some("cross-site-refused"),
+            "{what}"
+        );
+        assert!(got.body.contains("allowed_origins"), "{what}: {}", got.body);
+    }
+    refusal_logged(&mut bin, "cross-site-refused");
+
+    let preflight = |origin: &'static str| {
+        let url = url.clone();
+        async move {
+            curl(&[
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("Origin: {origin}"),
+                "-H",
+                "Access-Control-Request-Method: POST",
+                "-H",
+                "Access-Control-Request-Headers: content-type, x-chkp-sid",
+                "-H",
+                "Access-Control-Request-Private-Network: true",
+                &url,
+            ])
+            .await
+        }
+    };
+    let allowed = preflight("https://dash.example.com").await;
+    assert_eq!(allowed.status, 204, "{}", allowed.head);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://dash.example.com")
+    );
+    assert_eq!(allowed.header("access-control-allow-methods"), Some("POST"));
+    assert_eq!(
+        allowed.header("access-control-allow-headers"),
+        Some("content-type, x-chkp-sid")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-private-network"),
+        Some("true")
+    );
+    let refused = preflight("https://evil.example").await;
+    assert_eq!(
+        (refused.status, refused.header("x-pinproxy-error")),
+        (403, Some("cross-site-refused"))
+    );
+    assert!(refused.header("access-control-allow-origin").is_none());
+    assert_eq!(
+        up.requests(),
+        0,
+        "no refused request and no preflight was forwarded"
+    );
+
+    // The upstream's "Access-Control-Allow-Origin: *" reaches no page but an allowed one.
+    let cors = format!("http://{addr}/cors");
+    let plain = curl(&[&cors]).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        plain.header("access-control-allow-origin"),
+        None,
+        "{}",
+        plain.head
+    );
+    assert_eq!(
+        plain.header("access-control-allow-credentials"),
+        None,
+        "{}",
+        plain.head
+    );
+    let dash = curl(&[
+        "-H",
+        "Origin: https://dash.example.com",
+        "-H",
+        "Sec-Fetch-Site: cross-site",
+        &cors,
+    ])
+    .await;
+    assert_eq!(dash.status, 200);
+    assert_eq!(dash.header("access-control-allow-origin"), Some("*"));
+    let same = curl(&[
+        "-H",
+        &format!("Origin: http://{addr}"),
+        "-H",
+        "Sec-Fetch-Site: same-origin",
+        &url,
+    ])
+    .await;
+    assert_eq!(same.status, 200, "the listener's own origin: {}", same.head);
+    assert_eq!(up.requests(), 3);
+}
+
+/// A fresh directory others may enter (the tests may run the client as
+/// another user), with a socket path inside.
+fn socket_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn unix_config(
+    target: std::net::SocketAddr,
+    pin: &pinproxy::pin::Pin,
+    path: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "shutdown_timeout = \"5s\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"unix:{}\"\naddress = \"{target}\"\n\
+         server_name = \"localhost\"\nfingerprints = [\"{pin}\"]\n{extra}",
+        path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_listener_has_its_mode_replaces_a_stale_file_and_goes_on_sigterm() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let dir = socket_dir();
+    let path = dir.path().join("gaia.sock");
+    // Left behind by a pinproxy that was killed: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let admin = dir.path().join("admin.sock");
+    let config = temp_file(&unix_config(
+        up.addr,
+        &c.sha1_pin(),
+        &path,
+        &format!(
+            "socket_mode = \"0660\"\n[admin]\nlisten = \"unix:{}\"\n",
+            admin.display()
+        ),
+    ));
+    // umask 000 would make a plainly bound socket 0777.
+    let mut bin = Binary::spawn_with_umask(
+        "000",
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[],
+    );
+    bin.wait_for(|v| v["message"] == "replacing a stale socket file (its process is gone)");
+    let line = bin.wait_for(|v| v["message"] == "listening");
+    assert_eq!(line["listen"], format!("unix:{}", path.display()));
+    let line = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("admin endpoint"))
+    });
+    assert_eq!(line["listen"], format!("unix:{}", admin.display()));
+    assert!(std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert_eq!(mode_of(&path), 0o660);
+    assert_eq!(mode_of(&admin), 0o600, "the default socket_mode");
+
+    let sock = path.to_str().unwrap();
+    let got = curl(&["--unix-socket", sock, "http://localhost/echo"]).await;
+    assert_eq!(got.status, 200, "{}{}", got.head, got.body);
+    let health = curl(&[
+        "--unix-socket",
+        admin.to_str().unwrap(),
+        "http://localhost/healthz",
+    ])
+    .await;
+    assert_eq!(health.status, 200);
+    // A name that is not the listener's is refused on a socket too.
+    let evil = curl(&["--unix-socket", sock, "http://evil.example/echo"]).await;
+    assert_eq!(evil.header("x-pinproxy-error"), Some("host-not-allowed"));
+
+    // Python requests through requests-unixsocket: it sends the socket's path,
+    // percent-encoded, as the Host.
+    let script = format!(
+        "import requests_unixsocket, urllib.parse\n\
+         s = requests_unixsocket.Session()\n\
+         r = s.get('http+unix://' + urllib.parse.quote('{sock}', safe='') + '/echo')\n\
+         print(r.status_code, r.json()['path'])\n"
+    );
+    let out = python_with(&["requests", "requests-unixsocket"])
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 /echo",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(up.requests(), 2);
+
+    bin.signal("TERM");
+    let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(!path.exists(), "socket file removed on shutdown");
+    assert!(!admin.exists(), "admin socket file removed on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anything_but_a_stale_socket_at_the_path_is_a_startup_error() {
+    let dir = socket_dir();
+    let path = dir.path().join("gaia.sock");
+    std::fs::write(&path, "precious").unwrap();
+    let pin = "7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D";
+    let listen = format!("unix:{}", path.display());
+    let run = |listen: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+            .args([
+                "run",
+                "--listen",
+                &listen,
+                "--upstream",
+                "127.0.0.1:9",
+                "--fingerprint",
+                pin,
+            ])
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = run(listen.clone()).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a socket") && err.contains(&listen),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+
+    // A live socket: another process is serving there.
+    let live = dir.path().join("live.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let out = run(format!("unix:{}", live.display())).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listens"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_removes_and_re_permissions_unix_listeners() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let dir = socket_dir();
+    let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let second = |path: &Path| {
+        format!(
+            "[[upstream]]\nname = \"second\"\nlisten = \"unix:{}\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n",
+            path.display(),
+            up.addr,
+            c.sha1_pin()
+        )
+    };
+    let file = temp_file(&unix_config(up.addr, &c.sha1_pin(), &a, ""));
+    let mut bin = Binary::spawn(&["run", "--config", file.path().to_str().unwrap()], &[]);
+    bin.listening_line();
+    assert_eq!(mode_of(&a), 0o600);
+
+    let reload = |bin: &mut Binary, text: String| {
+        std::fs::write(file.path(), text).unwrap();
+        bin.signal("HUP");
+        bin.wait_for(|v| v["message"] == "config reloaded")
+    };
+    let line = reload(
+        &mut bin,
+        unix_config(
+            up.addr,
+            &c.sha1_pin(),
+            &a,
+            &format!("socket_mode = \"0666\"\n{}", second(&b)),
+        ),
+    );
+    assert_eq!(
+        line["summary"],
+        "added second; removed -; changed gaia; unchanged -"
+    );
+    assert_eq!(
+        mode_of(&a),
+        0o666,
+        "the kept socket's mode changed in place"
+    );
+    assert_eq!(mode_of(&b), 0o600);
+    assert_eq!(
+        curl(&["--unix-socket", b.to_str().unwrap(), "http://localhost/x"])
+            .await
+            .status,
+        200
+    );
+
+    reload(&mut bin, unix_config(up.addr, &c.sha1_pin(), &a, ""));
+    assert!(!b.exists(), "a removed listener's socket file is gone");
+    assert_eq!(mode_of(&a), 0o600);
+    assert_eq!(
+        curl(&["--unix-socket", a.to_str().unwrap(), "http://localhost/x"])
+            .await
+            .status,
+        200
+    );
+}
+
+/// `setpriv` arguments that run a command as `nobody`, if this process may.
+fn as_nobody() -> Option<[&'static str; 3]> {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        println!(
+            "skipped: running a client as another uid needs root (these tests run as uid {})",
+            nix::unistd::geteuid()
+        );
+        return None;
+    }
+    Some(["--reuid=65534", "--regid=65534", "--clear-groups"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_users_refuse_another_uid_on_unix_and_tcp_listeners() {
+    let Some(nobody) = as_nobody() else { return };
+    let (up, c) = Upstream::start_self_signed().await;
+    let dir = socket_dir();
+    let sock = dir.path().join("gaia.sock");
+    let me = nix::unistd::getuid().as_raw();
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"tcp\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n\
+         allowed_users = [\"root\"]\n",
+        // 0666: the file lets anyone connect; allowed_users decides.
+        unix_config(up.addr, &c.sha1_pin(), &sock, &format!("socket_mode = \"0666\"\nallowed_users = [{me}]\n")),
+        up.addr,
+        c.sha1_pin()
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    bin.listening_line();
+    let tcp: std::net::SocketAddr = bin.listening_line()["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let unix = [
+        "--unix-socket",
+        sock.to_str().unwrap(),
+        "http://localhost/x",
+    ];
+    let tcp_url = format!("http://{tcp}/x");
+
+    for (what, args) in [("unix", unix.to_vec()), ("tcp", vec![tcp_url.as_str()])] {
+        let mine = curl(&args).await;
+        assert_eq!(
+            mine.status, 200,
+            "{what}: own uid {me}: {}{}",
+            mine.head, mine.body
+        );
+        let theirs = curl_as(&nobody, &args).await;
+        assert_eq!(theirs.status, 403, "{what}: {}{}", theirs.head, theirs.body);
+        assert_eq!(
+            theirs.header("x-pinproxy-error"),
+            Some("user-not-allowed"),
+            "{what}"
+        );
+        assert_eq!(theirs.header("connection"), Some("close"), "{what}");
+        assert!(theirs.body.contains("uid 65534"), "{what}: {}", theirs.body);
+        let line = refusal_logged(&mut bin, "user-not-allowed");
+        assert_eq!(line["client_uid"], 65534, "{what}");
+    }
+    assert_eq!(
+        up.requests(),
+        2,
+        "only the allowed user's requests were forwarded"
+    );
+    let access = bin.seen_or_wait(|v| v["message"] == "request" && v["status"] == 200);
+    assert_eq!(access["client_uid"], me, "the access log names the user");
+}
+
+#[test]
+fn the_demo_listens_on_loopback_only() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["demo", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loopback only") && err.contains("127.0.0.1:0"),
+        "{err}"
+    );
+}
