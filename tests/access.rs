@@ -413,7 +413,7 @@ async fn anything_but_a_stale_socket_at_the_path_is_a_startup_error() {
     let pin = "7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D";
     let listen = format!("unix:{}", path.display());
     let run = |listen: String| async move {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
             .args([
                 "run",
                 "--listen",
@@ -423,8 +423,11 @@ async fn anything_but_a_stale_socket_at_the_path_is_a_startup_error() {
                 "--fingerprint",
                 pin,
             ])
-            .output()
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(10), run)
             .await
+            .expect("pinproxy refused to start instead of serving")
             .unwrap()
     };
     let out = run(listen.clone()).await;
@@ -574,11 +577,15 @@ async fn allowed_users_refuse_another_uid_on_unix_and_tcp_listeners() {
     assert_eq!(access["client_uid"], me, "the access log names the user");
 }
 
-#[test]
-fn the_demo_listens_on_loopback_only() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+#[tokio::test]
+async fn the_demo_listens_on_loopback_only() {
+    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
         .args(["demo", "--listen", "0.0.0.0:0"])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), demo)
+        .await
+        .expect("the demo refused 0.0.0.0 instead of serving on it")
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
