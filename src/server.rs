@@ -564,6 +564,9 @@ async fn accept_loop(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
+        // A script that writes its request and then closes its sending side
+        // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
+        .half_close(true)
         .keep_alive(true);
     http.http2()
         .timer(TokioTimer::new())

@@ -394,7 +394,28 @@ async fn a_unix_socket_listener_has_its_mode_replaces_a_stale_file_and_goes_on_s
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(up.requests(), 2);
+    // socat, as a shell script would use it.
+    let out = tokio::process::Command::new("socat")
+        .args(["-t", "10", "-", &format!("UNIX-CONNECT:{sock}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(|mut child| {
+            let mut stdin = child.stdin.take().unwrap();
+            async move {
+                stdin
+                    .write_all(b"GET /x HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .unwrap();
+                drop(stdin);
+                child.wait_with_output().await.unwrap()
+            }
+        })
+        .expect("socat is installed (.ci/run installs it)")
+        .await;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert_eq!(up.requests(), 3);
 
     bin.signal("TERM");
     let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
