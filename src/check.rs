@@ -46,9 +46,12 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     for up in &config.upstreams {
         let _ = writeln!(
             text,
-            "  {:width$}  http://{} -> https://{} (server name {}, {} pin{})",
+            "  {:width$}  {} -> https://{} (server name {}, {} pin{})",
             up.name,
-            up.listen,
+            match &up.listen {
+                crate::config::Listen::Tcp(addr) => format!("http://{addr}"),
+                unix => unix.to_string(),
+            },
             up.address(),
             up.effective_server_name(),
             up.pins.len(),
