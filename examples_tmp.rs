@@ -1,1 +1,0 @@
-fn main(){ for s in ["%2Frun%2Fpinproxy%2Fgaia.sock","localhost:80","[::1]:80"] { let a = http::uri::Authority::try_from(s.as_bytes()); println!("{s} {:?} {:?}", a.as_ref().map(|a| a.host()), a.as_ref().map(|a|a.port_u16()).ok()); } }
