@@ -43,7 +43,10 @@ fn main() {
             assert_eq!(lookup(peer, local).expect("lookup"), uid);
         }
         let each = start.elapsed() / lookups as u32;
-        println!("{name:>14}: {:>8.1} µs per lookup", each.as_secs_f64() * 1e6);
+        println!(
+            "{name:>14}: {:>8.1} µs per lookup",
+            each.as_secs_f64() * 1e6
+        );
     }
 }
 

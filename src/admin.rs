@@ -113,10 +113,10 @@ async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
         tokio::spawn(async move {
             match accepted {
                 Accepted::Tcp(stream, peer) => {
-                    let uid = match (policy.needs_uid(), stream.local_addr()) {
-                        (true, Ok(local)) => peer::tcp_owner(peer, local).ok(),
-                        _ => None,
-                    };
+                    let uid = policy
+                        .needs_uid()
+                        .then(|| peer::tcp_client(&stream, peer))
+                        .flatten();
                     serve(stream, uid, &http, policy, health).await
                 }
                 Accepted::Unix(stream) => {

@@ -22,6 +22,19 @@ pub fn unix_peer(stream: &tokio::net::UnixStream) -> Option<u32> {
     stream.peer_cred().ok().map(|cred| cred.uid())
 }
 
+/// The uid behind an accepted TCP connection from `peer`, where the kernel
+/// can tell (it costs a query: call it only where `allowed_users` needs it).
+pub fn tcp_client(stream: &tokio::net::TcpStream, peer: SocketAddr) -> Option<u32> {
+    let local = stream.local_addr().ok()?;
+    match tcp_owner(peer, local) {
+        Ok(uid) => Some(uid),
+        Err(e) => {
+            tracing::debug!(peer = %peer, error = %e, "cannot tell who owns the client socket");
+            None
+        }
+    }
+}
+
 /// The uid that owns the client socket of the TCP connection from `peer` to
 /// `local`, when that client is on this machine. An error when the kernel
 /// knows no such socket (the client is remote, or already gone).

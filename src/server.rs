@@ -622,7 +622,8 @@ async fn accept_loop(
             match handed {
                 HandOver::Tcp(stream, peer) => match TcpStream::from_std(stream) {
                     Ok(stream) => {
-                        let uid = tcp_client_uid(&stream, peer, &context.policy.load());
+                        let needed = context.policy.load().needs_uid();
+                        let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
                         serve(stream, uid, context, watcher).await
                     }
                     Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
@@ -638,20 +639,5 @@ async fn accept_loop(
             open.dec();
             drop(permit);
         });
-    }
-}
-
-/// The uid behind a TCP client, looked up only where `allowed_users` needs it.
-fn tcp_client_uid(stream: &TcpStream, peer: SocketAddr, policy: &Policy) -> Option<u32> {
-    if !policy.needs_uid() {
-        return None;
-    }
-    let local = stream.local_addr().ok()?;
-    match peer::tcp_owner(peer, local) {
-        Ok(uid) => Some(uid),
-        Err(e) => {
-            tracing::debug!(peer = %peer, error = %e, "cannot tell who owns the client socket");
-            None
-        }
     }
 }
