@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,8 +40,12 @@ async fn curl_as(user: &[&str], args: &[&str]) -> Got {
         c.args(user).arg("curl");
         c
     };
+    // Only a proxy a test names with -x: none from the environment.
+    for var in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+        cmd.env_remove(var);
+    }
     let out = cmd
-        .args(["-s", "-i", "--max-time", "10", "--noproxy", "*"])
+        .args(["-s", "-i", "--max-time", "10"])
         .args(args)
         .output()
         .await
@@ -331,12 +335,18 @@ async fn a_unix_socket_listener_has_its_mode_replaces_a_stale_file_and_goes_on_s
     // Left behind by a pinproxy that was killed: a socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let admin = dir.path().join("admin.sock");
+    // A group this process may give files to: any, as root; else its own.
+    let group = if nix::unistd::geteuid().is_root() {
+        65534
+    } else {
+        nix::unistd::getegid().as_raw()
+    };
     let config = temp_file(&unix_config(
         up.addr,
         &c.sha1_pin(),
         &path,
         &format!(
-            "socket_mode = \"0660\"\n[admin]\nlisten = \"unix:{}\"\n",
+            "socket_mode = \"0660\"\nsocket_group = {group}\n[admin]\nlisten = \"unix:{}\"\n",
             admin.display()
         ),
     ));
@@ -360,6 +370,7 @@ async fn a_unix_socket_listener_has_its_mode_replaces_a_stale_file_and_goes_on_s
         .file_type()
         .is_socket());
     assert_eq!(mode_of(&path), 0o660);
+    assert_eq!(std::fs::symlink_metadata(&path).unwrap().gid(), group);
     assert_eq!(mode_of(&admin), 0o600, "the default socket_mode");
 
     let sock = path.to_str().unwrap();
@@ -614,4 +625,46 @@ async fn the_demo_listens_on_loopback_only() {
         err.contains("loopback only") && err.contains("127.0.0.1:0"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_listener_refuses_web_pages_too() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let text = config_text(up.addr, &c.sha1_pin(), "").replacen(
+        "[[upstream]]",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[[upstream]]",
+        1,
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let line = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("HTTP-proxy listener"))
+    });
+    let proxy = format!("http://{}", line["listen"].as_str().unwrap());
+    let via = ["-x", proxy.as_str()];
+    let page = curl(
+        &[
+            &via[..],
+            &["-H", "Origin: http://evil.example", "http://gaia/x"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.head);
+    assert_eq!(page.header("x-pinproxy-error"), Some("cross-site-refused"));
+    let nav = curl(
+        &[
+            &via[..],
+            &["-H", "Sec-Fetch-Site: cross-site", "http://gaia/x"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(nav.header("x-pinproxy-error"), Some("cross-site-refused"));
+    assert_eq!(up.requests(), 0);
+    let tool = curl(&[&via[..], &["http://gaia/x"]].concat()).await;
+    assert_eq!(tool.status, 200, "{}{}", tool.head, tool.body);
+    assert_eq!(up.requests(), 1);
 }
