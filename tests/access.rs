@@ -668,3 +668,114 @@ async fn the_proxy_listener_refuses_web_pages_too() {
     assert_eq!(tool.status, 200, "{}{}", tool.head, tool.body);
     assert_eq!(up.requests(), 1);
 }
+
+/// Headless Chromium (Debian's package), or `None` with the reason printed.
+fn chromium() -> Option<&'static str> {
+    let found = std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("skipped: no chromium on this machine (.ci/run installs Debian's)");
+    }
+    found.then_some("chromium")
+}
+
+/// What Chromium shows for `url` once its scripts ran, with `evil.example`
+/// resolving to 127.0.0.1 (what a rebinding attacker's DNS answers).
+async fn browser_dom(browser: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--host-resolver-rules=MAP evil.example 127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("chromium finished")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Serves `html` to every request on a loopback port (the attacker's site).
+async fn serve_page(html: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let _ = read_head(&mut tcp).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_page_cannot_use_the_listener() {
+    let Some(browser) = chromium() else { return };
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let port = bin.listening().port();
+
+    // The attacker's page: a cross-site fetch to the listener by IP, and one
+    // by the page's own (rebound) name.
+    let page = format!(
+        "<pre id=out>start</pre><script>\
+         const out = document.getElementById('out');\
+         (async () => {{\
+           for (const url of ['http://127.0.0.1:{port}/echo', 'http://evil.example:{port}/echo']) {{\
+             try {{ const r = await fetch(url, {{method: 'POST', body: '{{}}', headers: {{'Content-Type': 'text/plain'}}}});\
+                   out.textContent += ' read:' + r.status; }}\
+             catch (e) {{ out.textContent += ' blocked'; }}\
+           }}\
+           out.textContent += ' done';\
+         }})();</script>"
+    );
+    let site = serve_page(page).await;
+    let dom = browser_dom(browser, &format!("http://evil.example:{}/", site.port())).await;
+    assert!(dom.contains("start blocked blocked done"), "{dom}");
+
+    // After rebinding, the page's own origin is the listener's port: the
+    // browser sends its name as Host.
+    let dom = browser_dom(browser, &format!("http://evil.example:{port}/echo")).await;
+    assert!(dom.contains("does not name this listener"), "{dom}");
+    assert_eq!(up.requests(), 0, "no browser request reached the upstream");
+
+    // Opening the listener by its own name works as ever.
+    let dom = browser_dom(browser, &format!("http://localhost:{port}/echo")).await;
+    assert!(dom.contains("\"path\":\"/echo\""), "{dom}");
+    // The page, and perhaps the browser's own /favicon.ico.
+    assert!(up.requests() >= 1);
+
+    bin.signal("TERM");
+    let (_, lines) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    for reason in ["cross-site-refused", "host-not-allowed"] {
+        let tag = format!("\"reason\":\"{reason}\"");
+        assert!(
+            lines.iter().any(|l| l.contains(&tag)),
+            "no {reason} line: {lines:?}"
+        );
+    }
+}
