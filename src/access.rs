@@ -207,18 +207,19 @@ impl Policy {
 
     /// A host name or IP literal (IPv6 in brackets), with the port it came with.
     fn name_allowed(&self, host: &str, port: Option<u16>, any_ip: bool) -> bool {
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        // Compared without lower-casing a copy: this runs on every request.
+        let host = host.strip_suffix('.').unwrap_or(host);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             if any_ip || ip.to_canonical().is_loopback() {
                 return true;
             }
-        } else if host == "localhost" || host.ends_with(".localhost") {
+        } else if is_localhost(host) {
             return true;
         }
         self.hosts
             .iter()
-            .any(|a| a.host == bare && (a.port.is_none() || a.port == port))
+            .any(|a| a.host.eq_ignore_ascii_case(bare) && (a.port.is_none() || a.port == port))
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> Option<Allowed> {
@@ -265,6 +266,17 @@ impl Cors {
             Some(_) => {}
         }
     }
+}
+
+/// `localhost` or a name under `.localhost`, which browsers resolve to
+/// loopback themselves (RFC 6761), so no attacker's DNS can answer for them.
+fn is_localhost(host: &str) -> bool {
+    const NAME: &str = "localhost";
+    let n = host.len();
+    n >= NAME.len()
+        && host.is_char_boundary(n - NAME.len())
+        && host[n - NAME.len()..].eq_ignore_ascii_case(NAME)
+        && (n == NAME.len() || host.as_bytes()[n - NAME.len() - 1] == b'.')
 }
 
 fn cross_site_refusal(seen: String) -> Refusal {
@@ -384,6 +396,7 @@ mod tests {
         for host in [
             "evil.example:8443",
             "localhost.evil.example",
+            "evillocalhost",
             "127.0.0.1.nip.io",
             "192.0.2.1:8443",
             "[::2]",
