@@ -79,6 +79,9 @@ pub struct Refusal {
     pub text: String,
     /// What was refused (the Host, Origin or uid seen), for the WARN line.
     pub seen: String,
+    /// The client itself may not use the listener: close its connection after
+    /// the answer instead of waiting for more of its requests.
+    pub close: bool,
 }
 
 /// The request's origin, if it is allowed, for the response's CORS headers.
@@ -130,6 +133,7 @@ impl Policy {
                         self.users.as_deref().unwrap_or_default()
                     ),
                     seen: uid.map_or("unknown".into(), |u| u.to_string()),
+                    close: true,
                 });
             }
         }
@@ -157,6 +161,7 @@ impl Policy {
                              reaches pinproxy by this name, add it to allowed_hosts = [\"NAME\"] for this listener.\n"
                         ),
                         seen,
+                        close: false,
                     });
                 }
             }
@@ -289,6 +294,7 @@ fn cross_site_refusal(seen: String) -> Refusal {
              allowed_origins for this listener.\n"
         ),
         seen,
+        close: false,
     }
 }
 

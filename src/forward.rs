@@ -70,7 +70,7 @@ fn refused(name: &str, uid: Option<u32>, r: Refusal) -> Response<ResponseBody> {
         "request refused; nothing was sent upstream"
     );
     let mut response = local_error(r.status, r.tag, r.text);
-    if r.tag == "user-not-allowed" {
+    if r.close {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

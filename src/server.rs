@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::access::{Client, Policy};
-use crate::config::{Access, Config, Limits, Listen, UpstreamConfig};
+use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::forward::{self, Tunnels};
 use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::Metrics;
@@ -184,13 +184,7 @@ impl Proxy {
         }
         proxy.update_routes();
         if let Some((p, socket)) = forward_proxy {
-            let acceptor = proxy.accept(
-                socket,
-                &p.listen,
-                proxy_policy(&p.listen, &p.access),
-                Target::Routes(proxy.routes.clone()),
-            );
-            proxy.forward_proxy = Some((p.listen.clone(), acceptor));
+            proxy.start_proxy(p, socket);
         }
         Ok(proxy)
     }
@@ -324,7 +318,7 @@ impl Proxy {
         self.update_routes();
         if keep_proxy {
             if let (Some((listen, acceptor)), Some(p)) = (&mut self.forward_proxy, &config.proxy) {
-                acceptor.update(&p.listen, proxy_policy(&p.listen, &p.access));
+                acceptor.update(&p.listen, Policy::new(&p.listen, &p.access, false));
                 *listen = p.listen.clone();
             }
         } else {
@@ -332,13 +326,7 @@ impl Proxy {
                 acceptor.close().await;
             }
             if let Some((p, socket)) = new_proxy {
-                let acceptor = self.accept(
-                    socket,
-                    &p.listen,
-                    proxy_policy(&p.listen, &p.access),
-                    Target::Routes(self.routes.clone()),
-                );
-                self.forward_proxy = Some((p.listen.clone(), acceptor));
+                self.start_proxy(p, socket);
             }
         }
         // Renamed or removed: their gauges would otherwise report stale values forever.
@@ -414,6 +402,19 @@ impl Proxy {
         }
     }
 
+    /// Serves the `[proxy]` listener on `socket`: routed by host, so only the
+    /// user and cross-site checks apply.
+    fn start_proxy(&mut self, p: &ProxyConfig, socket: Socket) {
+        let policy = Policy::new(&p.listen, &p.access, false);
+        let acceptor = self.accept(
+            socket,
+            &p.listen,
+            policy,
+            Target::Routes(self.routes.clone()),
+        );
+        self.forward_proxy = Some((p.listen.clone(), acceptor));
+    }
+
     fn accept(
         &self,
         socket: Socket,
@@ -448,12 +449,6 @@ impl Proxy {
             task,
         }
     }
-}
-
-/// The `[proxy]` listener's rules: its Host names an upstream, so only the
-/// user and cross-site checks apply.
-fn proxy_policy(listen: &Listen, access: &Access) -> Policy {
-    Policy::new(listen, access, false)
 }
 
 /// Serves one client connection (on a worker) until it closes or, on shutdown,
