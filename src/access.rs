@@ -54,6 +54,8 @@ pub struct Client {
     pub uid: Option<u32>,
     /// The listener's rules, as they were when the request arrived.
     pub policy: Arc<Policy>,
+    /// Its connection's busy/idle state; an upgraded tunnel keeps it busy.
+    pub(crate) activity: crate::idle::Activity,
 }
 
 /// What to do with a request.

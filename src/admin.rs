@@ -22,12 +22,19 @@ use tokio::task::JoinHandle;
 use crate::access::{Decision, Policy};
 use crate::config::{AdminConfig, Listen};
 use crate::forward::ERROR_HEADER;
+use crate::idle::{Activity, Guarded};
 use crate::listen::{Accepted, Listener};
 use crate::metrics::Metrics;
 use crate::peer;
 
-/// Admin connections served at once; probes and scrapes need few.
-const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Admin connections served at once. Probes and scrapes need few, but a
+/// local process holding connections open must not crowd them out: each one
+/// costs a few KiB, and is closed after [`ADMIN_IDLE`] without a request.
+const MAX_ADMIN_CONNECTIONS: usize = 1024;
+
+/// How long an admin connection may go without a request (from the first
+/// byte on): probes and scrapes send theirs at once.
+const ADMIN_IDLE: Duration = Duration::from_secs(5);
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -96,7 +103,7 @@ async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
     let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(ADMIN_IDLE);
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -138,7 +145,10 @@ async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let io = Guarded::new(io, activity.clone(), ADMIN_IDLE);
     let service = service_fn(move |req| {
+        let _busy = activity.begin();
         let answer = match policy.check(&req, uid) {
             Decision::Refuse(r) => {
                 tracing::warn!(listener = "[admin]", reason = r.tag, seen = %r.seen, client_uid = uid, "admin request refused");

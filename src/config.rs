@@ -59,6 +59,12 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body in bytes; larger gets 413. `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// HTTP/2 streams one client connection may have open at once (announced in
+    /// SETTINGS; more are refused with REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// Requests in progress at once per listener, over all its connections;
+    /// more get 503 `too-busy` at once.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +75,8 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_request_body: None,
+            max_concurrent_streams: 64,
+            max_requests_in_flight: 256,
         }
     }
 }
@@ -555,6 +563,8 @@ struct RawLimits {
     max_header_bytes: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
     max_request_body: Option<Spanned<i64>>,
+    max_concurrent_streams: Option<Spanned<i64>>,
+    max_requests_in_flight: Option<Spanned<i64>>,
 }
 
 /// A whole number in `range`, or where it is and what would do.
@@ -597,6 +607,14 @@ fn check_limits(raw: &RawLimits) -> Located<Limits> {
         max_request_body: match &raw.max_request_body {
             Some(v) => Some(count(v, "max_request_body", 0..=i64::MAX)? as u64),
             None => d.max_request_body,
+        },
+        max_concurrent_streams: match &raw.max_concurrent_streams {
+            Some(v) => count(v, "max_concurrent_streams", 1..=10_000)? as u32,
+            None => d.max_concurrent_streams,
+        },
+        max_requests_in_flight: match &raw.max_requests_in_flight {
+            Some(v) => count(v, "max_requests_in_flight", 1..=1_000_000)?,
+            None => d.max_requests_in_flight,
         },
     })
 }
@@ -1007,6 +1025,12 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
             None => max_connections,
         },
     })
+}
+
+/// Where a client (such as `pinproxy health`) finds a listener: `IP:PORT` or
+/// `unix:/absolute/path`.
+pub fn parse_client_target(text: &str) -> Result<Listen, String> {
+    parse_listen(text, true, "")
 }
 
 /// `IP:PORT` (loopback unless allowed) or `unix:/absolute/path`; a Unix

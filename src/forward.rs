@@ -16,12 +16,13 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::access::{Client, Decision, Refusal};
 use crate::access_log;
 use crate::config::Limits;
 use crate::headers::remove_hop_by_hop;
+use crate::idle::{Activity, Busy};
 use crate::metrics::UpstreamMetrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -44,7 +45,7 @@ pub async fn handle(
     let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client.uid);
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
-            let mut response = forward(upstream, req, tunnels, limits).await;
+            let mut response = forward(upstream, req, tunnels, limits, &client.activity).await;
             cors.apply(response.headers_mut());
             response
         }
@@ -98,6 +99,7 @@ async fn forward(
     mut req: Request<Incoming>,
     tunnels: &Tunnels,
     limits: &Limits,
+    activity: &Activity,
 ) -> Response<ResponseBody> {
     if req.method() == Method::CONNECT {
         return local_error(
@@ -139,18 +141,11 @@ async fn forward(
             )
         }
     };
-    // A request without a body that the client may repeat (RFC 9110 §9.2.2) can be sent
-    // again if a pooled connection turns out to have been closed by the server.
-    let replay = if is_idempotent(&parts.method) && body.is_end_stream() && upgrade.is_none() {
-        Some((
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        ))
-    } else {
-        None
-    };
-    let body = if replay.is_some() {
+    // No copy of the request is kept for a retry: when a pooled connection turns
+    // out to have been closed by the server before the request went out, hyper
+    // hands the unsent request back and the pool sends it on another (pinned)
+    // connection. One that was sent is never sent twice.
+    let body = if body.is_end_stream() {
         Either::Right(Empty::new())
     } else {
         let max = limits
@@ -158,17 +153,7 @@ async fn forward(
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         Either::Left(Limited::new(body, max))
     };
-    let mut result = upstream.send(Request::from_parts(parts, body)).await;
-    if let (Err(e), Some((method, uri, headers))) = (&result, replay) {
-        if e.is_retryable() {
-            tracing::debug!(upstream = %upstream.name, error = %e, "the connection closed before answering; sending the idempotent request once more");
-            let mut again = Request::new(Either::Right(Empty::new()));
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.headers_mut() = headers;
-            result = upstream.resend(again).await;
-        }
-    }
+    let result = upstream.send(Request::from_parts(parts, body)).await;
     match result {
         Ok(mut resp) => {
             let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -184,7 +169,7 @@ async fn forward(
                     .headers
                     .insert(CONNECTION, HeaderValue::from_static("upgrade"));
                 parts.headers.insert(UPGRADE, protocol);
-                tunnels.spawn(upstream.name.clone(), client, server);
+                tunnels.spawn(upstream.name.clone(), client, server, activity.begin());
             }
             Response::from_parts(parts, Either::Left(body))
         }
@@ -248,9 +233,12 @@ impl Default for Tunnels {
 }
 
 impl Tunnels {
-    fn spawn(&self, upstream: Arc<str>, client: OnUpgrade, server: OnUpgrade) {
+    /// Joins `client` and `server` once both upgrades complete; `busy` keeps the
+    /// client connection from counting as idle while the tunnel is open.
+    fn spawn(&self, upstream: Arc<str>, client: OnUpgrade, server: OnUpgrade, busy: Busy) {
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
+            let _busy = busy;
             let (client, server) = match tokio::try_join!(client, server) {
                 Ok(both) => both,
                 Err(e) => {
@@ -290,13 +278,6 @@ impl Tunnels {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 /// The response body: the upstream's, or pinproxy's own short text.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
@@ -329,7 +310,16 @@ fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Response<Response
         }
         other => {
             tracing::warn!(upstream = %upstream.name, error = %other, "upstream request failed");
-            format!("pinproxy: upstream {:?}: {other}\n", upstream.name)
+            let repeat = match other {
+                UpstreamError::Protocol {
+                    closed_early: true, ..
+                } => {
+                    " (the connection closed after the request was sent and before an answer; it was not sent \
+                     again, since the server may have acted on it)"
+                }
+                _ => "",
+            };
+            format!("pinproxy: upstream {:?}: {other}{repeat}\n", upstream.name)
         }
     };
     local_error(status, tag, text)
@@ -391,6 +381,9 @@ pub struct LoggedBody {
     record: Option<AccessRecord>,
     bytes: u64,
     complete: bool,
+    /// The connection stays busy, and the request holds its listener's
+    /// in-flight slot, until the response is finished.
+    held: Option<(Busy, Option<OwnedSemaphorePermit>)>,
 }
 
 impl LoggedBody {
@@ -402,7 +395,13 @@ impl LoggedBody {
             record: Some(record),
             bytes: 0,
             complete: false,
+            held: None,
         })
+    }
+
+    /// Keeps `busy` and `slot` until this body is finished or dropped.
+    pub(crate) fn hold(&mut self, busy: Busy, slot: Option<OwnedSemaphorePermit>) {
+        self.held = Some((busy, slot));
     }
 }
 

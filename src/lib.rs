@@ -25,6 +25,8 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod headers;
+pub mod health;
+mod idle;
 pub mod listen;
 pub mod metrics;
 pub mod mock_api;

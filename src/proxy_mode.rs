@@ -62,6 +62,16 @@ impl Routes {
         }
     }
 
+    /// The name its refusals are logged under.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Where its refusals are counted.
+    pub fn metrics(&self) -> &Arc<UpstreamMetrics> {
+        &self.metrics
+    }
+
     /// The upstream for `host` (as written in the URL) and `port` (if given).
     /// An alias with a port matches only that port; one without matches any.
     pub fn find(&self, host: &str, port: Option<u16>) -> Option<&Arc<Upstream>> {

@@ -11,18 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::access::{Client, Policy};
 use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
-use crate::forward::{self, Tunnels};
+use crate::forward::{self, LoggedBody, Tunnels};
+use crate::idle::{Activity, Guarded};
 use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::Metrics;
 use crate::peer;
@@ -62,7 +64,7 @@ pub struct Proxy {
     forward_proxy: Option<(Listen, Acceptor)>,
     routes: Arc<ArcSwap<Routes>>,
     metrics: Arc<Metrics>,
-    graceful: Arc<GracefulShutdown>,
+    drain: Arc<Drain>,
     tunnels: Tunnels,
     /// Client-side limits, fixed when a listener is bound.
     limits: Arc<Limits>,
@@ -164,7 +166,7 @@ impl Proxy {
             forward_proxy: None,
             routes: Arc::new(ArcSwap::from_pointee(Routes::new([], &metrics))),
             metrics,
-            graceful: Arc::new(GracefulShutdown::new()),
+            drain: Arc::new(Drain::default()),
             tunnels: Tunnels::default(),
             limits: Arc::new(config.limits.clone()),
             shutdown_timeout: config.shutdown_timeout,
@@ -360,11 +362,7 @@ impl Proxy {
             acceptor.close().await;
         }
         drop(self.routes);
-        // The accept loops held the only other references.
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
-            return;
-        };
-        let open = graceful.count();
+        let open = self.drain.open();
         let tunnels = self.tunnels.count();
         tracing::info!(
             open_connections = open,
@@ -372,7 +370,7 @@ impl Proxy {
             timeout = ?self.shutdown_timeout,
             "listeners closed; waiting for in-flight requests"
         );
-        let requests = tokio::time::timeout(self.shutdown_timeout, graceful.shutdown());
+        let requests = tokio::time::timeout(self.shutdown_timeout, self.drain.finish());
         let (requests, ()) = tokio::join!(requests, self.tunnels.drain(self.shutdown_timeout));
         match requests {
             Ok(()) => tracing::info!("all connections finished"),
@@ -435,7 +433,7 @@ impl Proxy {
             policy.clone(),
             connections,
             LoopContext {
-                graceful: self.graceful.clone(),
+                drain: self.drain.clone(),
                 tunnels: self.tunnels.clone(),
                 limits: self.limits.clone(),
                 workers: self.workers.clone(),
@@ -453,7 +451,7 @@ impl Proxy {
 
 /// Serves one client connection (on a worker) until it closes or, on shutdown,
 /// its in-flight requests end.
-async fn serve<IO>(io: IO, uid: Option<u32>, context: ConnContext, watcher: Watcher)
+async fn serve<IO>(io: IO, uid: Option<u32>, context: ConnContext, mut drain: Draining)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -463,30 +461,170 @@ where
         policy,
         tunnels,
         limits,
+        in_flight,
     } = context;
+    let activity = Activity::new();
+    let idle_limit = limits.header_read_timeout;
+    // The graceful close comes first; the hard one is for clients that ignore it.
+    let io = Guarded::new(io, activity.clone(), idle_limit * 2);
+    let idle = activity.clone();
     // Each request reads the current upstream (or routes) and rules, so a
     // reload applies to the next request even on a kept-alive client connection.
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let busy = activity.begin();
         let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
         let client = Client {
             uid,
             policy: policy.load_full(),
+            activity: activity.clone(),
         };
+        // Taken now, not awaited: a listener at its cap answers at once.
+        let slot = in_flight.clone().try_acquire_owned();
         async move {
-            Ok::<_, Infallible>(match target {
-                Target::Upstream(up) => {
-                    forward::handle(&up.load_full(), req, &tunnels, &limits, &client).await
-                }
-                Target::Routes(routes) => {
-                    proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits, &client).await
-                }
-            })
+            let mut response = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
+                (_, Some(refusal)) => local_refusal(&target, &req, &client, refusal),
+                (false, None) => local_refusal(&target, &req, &client, too_busy(&limits)),
+                (true, None) => match target {
+                    Target::Upstream(up) => {
+                        forward::handle(&up.load_full(), req, &tunnels, &limits, &client).await
+                    }
+                    Target::Routes(routes) => {
+                        proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits, &client)
+                            .await
+                    }
+                },
+            };
+            response.body_mut().hold(busy, slot.ok());
+            Ok::<_, Infallible>(response)
         }
     });
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let (mut draining, mut idled) = (false, false);
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            // HTTP/2 gets a GOAWAY; an idle HTTP/1.1 connection closes at once,
+            // a busy one after its response.
+            _ = drain.signalled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle.idle_for(idle_limit), if !idled => {
+                idled = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
+}
+
+/// Tells every open client connection to finish (after its in-flight request)
+/// and waits until all have.
+#[derive(Default)]
+struct Drain {
+    signal: watch::Sender<bool>,
+}
+
+/// One open connection's end of [`Drain`]; dropping it says the connection is done.
+struct Draining(watch::Receiver<bool>);
+
+impl Drain {
+    fn track(&self) -> Draining {
+        Draining(self.signal.subscribe())
+    }
+
+    fn open(&self) -> usize {
+        self.signal.receiver_count()
+    }
+
+    async fn finish(&self) {
+        self.signal.send_replace(true);
+        self.signal.closed().await;
+    }
+}
+
+impl Draining {
+    /// Resolves once the drain has begun.
+    async fn signalled(&mut self) {
+        if self.0.wait_for(|&drain| drain).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A refusal made here, before a request is routed.
+struct LocalRefusal {
+    status: StatusCode,
+    tag: &'static str,
+    text: String,
+}
+
+fn local_refusal(
+    target: &Target,
+    req: &Request<Incoming>,
+    client: &Client,
+    r: LocalRefusal,
+) -> Response<LoggedBody> {
+    let (name, metrics) = match target {
+        Target::Upstream(up) => {
+            let up = up.load();
+            (up.name.clone(), up.metrics().clone())
+        }
+        Target::Routes(routes) => {
+            let routes = routes.load();
+            (routes.name().clone(), routes.metrics().clone())
+        }
+    };
+    // Counted and in the access log; a flood of these must not become a flood of WARN lines.
+    forward::refuse(&name, &metrics, req, client, r.status, r.tag, r.text)
+}
+
+fn too_busy(limits: &Limits) -> LocalRefusal {
+    LocalRefusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        tag: "too-busy",
+        text: format!(
+            "pinproxy: this listener already has {} requests in progress (max_requests_in_flight); try again \
+             shortly\n",
+            limits.max_requests_in_flight
+        ),
+    }
+}
+
+/// HTTP/1 head limits are hyper's parser's; an HTTP/2 request arrives already
+/// decoded, so the same limits are applied to it here.
+fn h2_headers_over(req: &Request<Incoming>, limits: &Limits) -> Option<LocalRefusal> {
+    if req.version() != Version::HTTP_2 {
+        return None;
+    }
+    let headers = req.headers();
+    let count = headers.len();
+    // As HTTP/2 counts a header list (RFC 9113 §6.5.2): name, value and 32 per field.
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    let what = if count > limits.max_headers {
+        format!(
+            "{count} header fields, more than max_headers ({})",
+            limits.max_headers
+        )
+    } else if bytes > limits.max_header_bytes {
+        format!(
+            "{bytes} bytes of headers, more than max_header_bytes ({})",
+            limits.max_header_bytes
+        )
+    } else {
+        return None;
+    };
+    Some(LocalRefusal {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        tag: "headers-too-large",
+        text: format!("pinproxy: the request has {what}\n"),
+    })
 }
 
 async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
@@ -513,7 +651,7 @@ async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
 
 /// What the accept loops of one proxy share.
 struct LoopContext {
-    graceful: Arc<GracefulShutdown>,
+    drain: Arc<Drain>,
     tunnels: Tunnels,
     limits: Arc<Limits>,
     workers: Arc<Workers>,
@@ -526,6 +664,8 @@ struct ConnContext {
     policy: Arc<ArcSwap<Policy>>,
     tunnels: Tunnels,
     limits: Arc<Limits>,
+    /// `max_requests_in_flight` of the connection's listener.
+    in_flight: Arc<Semaphore>,
 }
 
 /// An accepted connection on its way to a worker's reactor (see `workers`).
@@ -543,12 +683,13 @@ async fn accept_loop(
     mut stop: oneshot::Receiver<()>,
 ) {
     let LoopContext {
-        graceful,
+        drain,
         tunnels,
         limits,
         workers,
     } = context;
     let limit = Arc::new(Semaphore::new(limits.max_client_connections));
+    let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight));
     // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
     // HTTP/2 with prior knowledge on the same port.
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -565,7 +706,10 @@ async fn accept_loop(
         .keep_alive(true);
     http.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // The idle limit (see `idle`) closes a connection with no stream open;
+        // these pings find a dead peer while a long request is in progress.
         .keep_alive_interval(limits.header_read_timeout);
     loop {
         let permit = tokio::select! {
@@ -609,9 +753,9 @@ async fn accept_loop(
             policy: policy.clone(),
             tunnels: tunnels.clone(),
             limits: limits.clone(),
+            in_flight: in_flight.clone(),
         };
-        // A watcher, not the GracefulShutdown: drain needs the only reference to it.
-        let (watcher, open) = (graceful.watcher(), connections.clone());
+        let (draining, open) = (drain.track(), connections.clone());
         open.inc();
         workers.spawn(async move {
             match handed {
@@ -619,14 +763,14 @@ async fn accept_loop(
                     Ok(stream) => {
                         let needed = context.policy.load().needs_uid();
                         let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
-                        serve(stream, uid, context, watcher).await
+                        serve(stream, uid, context, draining).await
                     }
                     Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
                 },
                 HandOver::Unix(stream) => match UnixStream::from_std(stream) {
                     Ok(stream) => {
                         let uid = peer::unix_peer(&stream);
-                        serve(stream, uid, context, watcher).await
+                        serve(stream, uid, context, draining).await
                     }
                     Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
                 },

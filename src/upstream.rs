@@ -93,8 +93,8 @@ pub enum UpstreamError {
         address: String,
         /// hyper's explanation.
         reason: String,
-        /// The connection closed or reset before a response arrived, as a pooled
-        /// connection does when the server dropped it while it sat idle.
+        /// The connection closed or reset after the request went out and before a
+        /// response arrived.
         closed_early: bool,
     },
 }
@@ -131,8 +131,6 @@ pub struct Upstream {
     pool_open: Arc<[AtomicUsize]>,
     /// `max_connections` (shared with the connectors).
     slots: Arc<Semaphore>,
-    /// For [`Upstream::resend`]: a client that keeps no idle connections.
-    fresh: Client<Connector, RequestBody>,
     /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the first of
     /// `clients` when `http2 = "never"`.
     upgrades: Client<Connector, RequestBody>,
@@ -195,8 +193,6 @@ impl Upstream {
             Http2::Never => clients[0].clone(),
             _ => pool(Http2::Never, 1, cfg.max_idle_connections, false).remove(0),
         };
-        // Keeps nothing idle, so every request it sends opens a connection.
-        let fresh = pool(cfg.http2, 1, 0, false).remove(0);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(host)
@@ -218,7 +214,6 @@ impl Upstream {
             pool_open: shared.pool_open.clone(),
             slots: shared.slots.clone(),
             upgrades,
-            fresh,
             metrics: Arc::new(metrics),
         }
     }
@@ -270,16 +265,6 @@ impl Upstream {
             &self.clients[pool]
         };
         self.send_with(client, req).await
-    }
-
-    /// Sends again a request that failed because its pooled connection had been
-    /// closed by the server: always on a new (pin-checked) connection, since the
-    /// pool's other idle connections may have been closed at the same moment.
-    pub async fn resend(
-        &self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_with(&self.fresh, req).await
     }
 
     async fn send_with(
@@ -336,18 +321,6 @@ impl UpstreamError {
                     stage: "connect" | "TLS handshake",
                     ..
                 }
-        )
-    }
-
-    /// True when an idempotent request may be sent again on a fresh connection:
-    /// the connection closed or reset before any response came back.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Protocol {
-                closed_early: true,
-                ..
-            }
         )
     }
 }
@@ -509,8 +482,7 @@ struct Shared {
 }
 
 const NO_H2: usize = usize::MAX;
-/// The pool index of the clients that are not per-worker pools: the one that keeps
-/// no connections (see [`Upstream::resend`]) and the one for upgrades.
+/// The pool index of the client that is not a per-worker pool: the one for upgrades.
 const NOT_POOLED: usize = usize::MAX - 1;
 
 impl Shared {

@@ -180,3 +180,112 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() {
     assert_eq!(a.status, 200);
     drop(bin);
 }
+
+/// Speaks just enough HTTP/2 to look alive without ever opening a stream:
+/// the preface, SETTINGS, and PINGs both ways (its own every 200 ms, and an
+/// answer to each of the server's). Returns once the server closes.
+async fn h2_pinger(addr: std::net::SocketAddr) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let frame = tokio::select! {
+                _ = tick.tick() => [&[0, 0, 8, 6, 0, 0, 0, 0, 0][..], &[7; 8]].concat(),
+                frame = ack_rx.recv() => match frame { Some(f) => f, None => return },
+            };
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let mut head = [0u8; 9];
+        if rd.read_exact(&mut head).await.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if rd.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let (kind, flags) = (head[3], head[4]);
+        let answer = match (kind, flags & 1) {
+            (4, 0) => Some(vec![0, 0, 0, 4, 1, 0, 0, 0, 0]),
+            (6, 0) => Some([&[0, 0, 8, 6, 1, 0, 0, 0, 0][..], &payload].concat()),
+            _ => None,
+        };
+        if let Some(frame) = answer {
+            let _ = ack_tx.send(frame);
+        }
+    }
+    writer.abort();
+}
+
+/// Waits until the server closes `tcp` (EOF or reset), reading whatever it sends.
+async fn closed_by_server(mut tcp: TcpStream) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = tcp.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_a_request_are_closed_and_cannot_lock_out_clients() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(1500),
+        max_client_connections: 5,
+        ..Limits::default()
+    };
+    let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
+    let addr = proxy.local_addrs()[0].1;
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let mut half_preface = TcpStream::connect(addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut half_head = TcpStream::connect(addr).await.unwrap();
+    half_head.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // HTTP/2 that served a request and then keeps nothing open.
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let req = http::Request::get(format!("http://localhost:{}/x", addr.port()))
+        .body(empty())
+        .unwrap();
+    assert_eq!(h2.send_request(req).await.unwrap().status(), 200);
+
+    // Every slot is taken; each is given back within the limit plus slack.
+    let all_closed = async {
+        tokio::join!(
+            closed_by_server(silent),
+            closed_by_server(half_preface),
+            closed_by_server(half_head),
+            h2_pinger(addr),
+            h2_conn,
+        )
+    };
+    let (.., h2_ended) = tokio::time::timeout(Duration::from_secs(15), all_closed)
+        .await
+        .expect("every connection without a request in progress is closed");
+    assert!(
+        h2_ended.unwrap().is_ok(),
+        "the idle HTTP/2 connection ended cleanly"
+    );
+    let a = tokio::time::timeout(Duration::from_secs(5), get(&format!("http://{addr}/real")))
+        .await
+        .expect("a real client gets in");
+    assert_eq!(a.status, 200);
+    proxy.drain().await;
+}

@@ -681,7 +681,8 @@ pub async fn get(url: &str) -> Answer {
 /// The built `pinproxy` binary, logging JSON lines to stdout.
 pub struct Binary {
     pub child: Child,
-    lines: std::io::Lines<BufReader<ChildStdout>>,
+    /// `None` once [`Binary::discard_output`] took it.
+    lines: Option<std::io::Lines<BufReader<ChildStdout>>>,
     pub seen: Vec<String>,
 }
 
@@ -730,14 +731,15 @@ impl Binary {
         let stdout = child.stdout.take().unwrap();
         Binary {
             child,
-            lines: BufReader::new(stdout).lines(),
+            lines: Some(BufReader::new(stdout).lines()),
             seen: Vec::new(),
         }
     }
 
     /// Reads log lines until one satisfies `pred`; panics if the process ends first.
     pub fn wait_for(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        for line in self.lines.by_ref() {
+        let lines = self.lines.as_mut().expect("output not discarded");
+        for line in lines.by_ref() {
             let line = line.expect("read stdout");
             self.seen.push(line.clone());
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -780,12 +782,20 @@ impl Binary {
 
     /// Waits for the admin endpoint's line and returns its address.
     pub fn admin(&mut self) -> SocketAddr {
-        let v = self.seen_or_wait(|v| {
+        self.admin_line()["listen"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits for the admin endpoint's line (it is serving then) and returns it.
+    pub fn admin_line(&mut self) -> serde_json::Value {
+        self.seen_or_wait(|v| {
             v["message"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("admin endpoint"))
-        });
-        v["listen"].as_str().unwrap().parse().unwrap()
+        })
     }
 
     pub fn signal(&self, name: &str) {
@@ -798,11 +808,19 @@ impl Binary {
 
     /// Reads the rest of stdout (the process must be ending) and returns every line.
     pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        for line in self.lines.by_ref() {
+        for line in self.lines.iter_mut().flatten() {
             self.seen.push(line.unwrap_or_default());
         }
         let status = self.child.wait().unwrap();
         (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Reads and drops the rest of stdout on a thread of its own, so a test that
+    /// makes the process log a lot never blocks it on a full pipe.
+    pub fn discard_output(&mut self) {
+        if let Some(lines) = self.lines.take() {
+            std::thread::spawn(move || lines.for_each(drop));
+        }
     }
 
     /// Peak resident memory so far, in KiB (Linux).
