@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use pinproxy::config::{self, Config, Flags};
 use pinproxy::service::{self, Source};
-use pinproxy::{check, demo, probe, shutdown};
+use pinproxy::{check, demo, health, probe, shutdown};
 
 /// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
 ///
@@ -63,6 +63,12 @@ enum Command {
     /// English words, SHA-256, curl's SPKI pin, subject, issuer, validity, and a config
     /// snippet. This is trust on first use: compare with the server console before using it.
     Fingerprint(FingerprintArgs),
+
+    /// Ask a running pinproxy's admin endpoint whether it is ready: exit 0 when it is,
+    /// 1 with the reason when not. For exec probes and container HEALTHCHECKs.
+    ///
+    /// The endpoint is --admin, or else the [admin] listen of the config file.
+    Health(HealthArgs),
 
     /// Run a self-contained demo: a mock management API with a fresh self-signed
     /// certificate, a pinned listener in front of it, and an impostor it refuses.
@@ -138,6 +144,27 @@ struct FingerprintArgs {
 }
 
 #[derive(clap::Args)]
+struct HealthArgs {
+    /// The admin endpoint, IP:PORT or unix:/path [default: [admin] listen of --config].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+
+    /// Config file whose [admin] listen to ask [default: $PINPROXY_CONFIG, else
+    /// /etc/pinproxy/proxy.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
+    config: Option<PathBuf>,
+
+    /// Ask whether the process is alive (/healthz) rather than ready (/readyz):
+    /// for liveness probes, which must not fail while it drains.
+    #[arg(long)]
+    live: bool,
+
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(clap::Args)]
 struct DemoArgs {
     /// Where the demo's pinned listener binds (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
@@ -162,6 +189,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Check(args) => check(args).await,
             Command::Fingerprint(args) => fingerprint(args).await,
+            Command::Health(args) => health(args).await,
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         }
     });
@@ -209,6 +237,30 @@ async fn check(args: CheckArgs) -> Result<(), String> {
     } else {
         Err("at least one upstream does not check out (see above)".into())
     }
+}
+
+async fn health(args: HealthArgs) -> Result<(), String> {
+    let admin = match args.admin {
+        Some(text) => config::parse_client_target(&text).map_err(|e| format!("--admin: {e}"))?,
+        None => {
+            let path = args.config.unwrap_or_else(config::default_path);
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            config.admin.map(|a| a.listen).ok_or_else(|| {
+                format!(
+                    "{} has no [admin] table, so there is no endpoint to ask; add one (listen = \"127.0.0.1:9901\") or pass --admin",
+                    path.display()
+                )
+            })?
+        }
+    };
+    let probe = if args.live {
+        health::Probe::Live
+    } else {
+        health::Probe::Ready
+    };
+    let line = health::check(&admin, probe, args.timeout).await?;
+    println!("{line}");
+    Ok(())
 }
 
 async fn logged_signal() {

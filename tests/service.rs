@@ -110,6 +110,81 @@ async fn admin_endpoint_reports_health_and_metrics_move_after_a_mismatch() {
     assert_eq!(get(&format!("http://{admin}/x")).await.status, 404);
 }
 
+/// `pinproxy health` as an exec probe runs it: exit status and one line.
+async fn health(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .arg("health")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), out)
+        .await
+        .expect("pinproxy health ends on its own")
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_string();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_admin_connections_cannot_fail_probes_and_are_closed() {
+    let (up, c) = Upstream::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    bin.listening();
+    let admin = bin.admin();
+    let mut held = Vec::new();
+    for _ in 0..70 {
+        held.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    // As a kubelet exec probe would run it, with a 1 s timeout.
+    let admin_arg = admin.to_string();
+    for _ in 0..14 {
+        let answer = health(&["--admin", &admin_arg, "--timeout", "1s"]).await;
+        assert_eq!(answer, (Some(0), "ready".into(), String::new()));
+    }
+    // The address comes from the config file just as well (here a Unix socket);
+    // --live asks /healthz.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let unix_config = temp_file(&config_text(
+        up.addr,
+        &c.sha1_pin(),
+        &format!("[admin]\nlisten = \"unix:{}\"\n", sock.display()),
+    ));
+    let file = path_str(unix_config.path());
+    let mut unix_bin = Binary::spawn(&["run", "--config", file], &[]);
+    unix_bin.listening();
+    unix_bin.admin_line();
+    assert_eq!(
+        health(&["--config", file]).await,
+        (Some(0), "ready".into(), String::new())
+    );
+    assert_eq!(
+        health(&["--config", file, "--live"]).await,
+        (Some(0), "ok".into(), String::new())
+    );
+    // Connections that never send a request are closed (first-byte timeout).
+    let closed = futures_util::future::join_all(held.into_iter().map(|mut tcp| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        tcp.read(&mut buf).await.map_or(0, |n| n)
+    }));
+    let reads = tokio::time::timeout(Duration::from_secs(20), closed)
+        .await
+        .expect("held admin connections are closed");
+    assert!(reads.iter().all(|&n| n == 0), "{reads:?}");
+    drop(bin);
+    let (code, out, err) = health(&["--admin", &admin_arg]).await;
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert!(
+        err.starts_with(&format!(
+            "pinproxy: error: cannot reach the admin endpoint at {admin}"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[tokio::test]
 async fn readiness_turns_503_while_draining_and_health_stays_200() {
     let (up, c) = Upstream::start_self_signed().await;
@@ -138,6 +213,14 @@ async fn readiness_turns_503_while_draining_and_health_stays_200() {
     assert_eq!(ready.status, 503);
     assert!(ready.text().starts_with("draining"), "{}", ready.text());
     assert_eq!(get(&format!("http://{admin}/healthz")).await.status, 200);
+    let admin_arg = admin.to_string();
+    let (code, _, err) = health(&["--admin", &admin_arg]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "pinproxy: error: /readyz answered 503: draining: shutting down, finishing in-flight requests"
+    );
+    assert_eq!(health(&["--admin", &admin_arg, "--live"]).await.0, Some(0));
 
     up.release.notify_one();
     assert_eq!(slow.await.unwrap().status, 200);
