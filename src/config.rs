@@ -319,6 +319,16 @@ impl UpstreamConfig {
         *self == other
     }
 
+    /// Whether a connection made under `self` would be trusted under `other`
+    /// too: same addresses, pins, server name and TLS settings. A reload that
+    /// changes any of these closes the upstream's open tunnels.
+    pub fn same_trust(&self, other: &UpstreamConfig) -> bool {
+        self.targets() == other.targets()
+            && self.server_name == other.server_name
+            && self.legacy_crypto == other.legacy_crypto
+            && self.tls_resumption == other.tls_resumption
+    }
+
     /// Every address in failover order, the first one included.
     pub fn targets(&self) -> Vec<Target> {
         std::iter::once(Target {

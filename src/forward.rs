@@ -169,7 +169,7 @@ async fn forward(
                     .headers
                     .insert(CONNECTION, HeaderValue::from_static("upgrade"));
                 parts.headers.insert(UPGRADE, protocol);
-                tunnels.spawn(upstream.name.clone(), client, server, activity.begin());
+                tunnels.spawn(upstream, client, server, activity.begin());
             }
             Response::from_parts(parts, Either::Left(body))
         }
@@ -235,8 +235,11 @@ impl Default for Tunnels {
 impl Tunnels {
     /// Joins `client` and `server` once both upgrades complete; `busy` keeps the
     /// client connection from counting as idle while the tunnel is open.
-    fn spawn(&self, upstream: Arc<str>, client: OnUpgrade, server: OnUpgrade, busy: Busy) {
+    /// The tunnel also ends when a reload revokes `upstream`'s trust.
+    fn spawn(&self, upstream: &Upstream, client: OnUpgrade, server: OnUpgrade, busy: Busy) {
         let mut stop = self.stop.subscribe();
+        let mut revoked = upstream.revocation();
+        let upstream = upstream.name.clone();
         tokio::spawn(async move {
             let _busy = busy;
             let (client, server) = match tokio::try_join!(client, server) {
@@ -256,6 +259,10 @@ impl Tunnels {
                 _ = stopped(&mut stop) => {
                     let _ = tokio::join!(client.shutdown(), server.shutdown());
                     tracing::info!(upstream = %upstream, "tunnel closed for shutdown");
+                }
+                _ = stopped(&mut revoked) => {
+                    let _ = tokio::join!(client.shutdown(), server.shutdown());
+                    tracing::debug!(upstream = %upstream, "tunnel closed: its upstream's pins, address or TLS settings changed");
                 }
             }
         });

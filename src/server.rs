@@ -240,7 +240,7 @@ impl Proxy {
     /// bound, nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary, BindError> {
         enum Plan {
-            Keep(usize, Option<Arc<Upstream>>),
+            Keep(usize, Option<Upstream>),
             Bind(Socket),
         }
         let mut taken = vec![false; self.listeners.len()];
@@ -256,7 +256,7 @@ impl Proxy {
                 Some(i) => {
                     taken[i] = true;
                     let swap = (!self.listeners[i].config.same_upstream(cfg))
-                        .then(|| Arc::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
+                        .then(|| Upstream::new(cfg, self.metrics.upstream(&cfg.name)));
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.
@@ -291,8 +291,16 @@ impl Proxy {
                     let access_changed = listener.config.access != cfg.access
                         || listener.config.listen != cfg.listen;
                     match swap {
-                        Some(upstream) => {
-                            listener.upstream.store(upstream);
+                        Some(mut upstream) => {
+                            let old = listener.upstream.load_full();
+                            let same_trust = listener.config.same_trust(cfg);
+                            if same_trust {
+                                upstream.keep_tunnels_of(&old);
+                            }
+                            listener.upstream.store(Arc::new(upstream));
+                            if !same_trust {
+                                revoke(&old, "its pins, address or TLS settings changed");
+                            }
                             summary.changed.push(cfg.name.clone());
                         }
                         None if access_changed => summary.changed.push(cfg.name.clone()),
@@ -316,6 +324,7 @@ impl Proxy {
         for listener in old.into_iter().flatten() {
             summary.removed.push(listener.config.name.clone());
             listener.acceptor.close().await;
+            revoke(&listener.upstream.load(), "it was removed from the config");
         }
         self.update_routes();
         if keep_proxy {
@@ -625,6 +634,19 @@ fn h2_headers_over(req: &Request<Incoming>, limits: &Limits) -> Option<LocalRefu
         tag: "headers-too-large",
         text: format!("pinproxy: the request has {what}\n"),
     })
+}
+
+/// Closes the tunnels opened through `upstream`, whose trust a reload took back
+/// (a revoked pin must not keep carrying data); in-flight plain requests finish.
+fn revoke(upstream: &Upstream, why: &str) {
+    let closed = upstream.revoke();
+    if closed > 0 {
+        tracing::warn!(
+            upstream = %upstream.name,
+            tunnels = closed,
+            "closed the upstream's open tunnels: {why}"
+        );
+    }
 }
 
 async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {

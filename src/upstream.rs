@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -131,6 +131,10 @@ pub struct Upstream {
     pool_open: Arc<[AtomicUsize]>,
     /// `max_connections` (shared with the connectors).
     slots: Arc<Semaphore>,
+    /// Set once this upstream's pins, address or TLS settings are revoked by a
+    /// reload; the tunnels opened through it watch it. Shared with the
+    /// `Upstream` that replaces this one when a reload keeps those settings.
+    revoked: Arc<watch::Sender<bool>>,
     /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the first of
     /// `clients` when `http2 = "never"`.
     upgrades: Client<Connector, RequestBody>,
@@ -214,8 +218,28 @@ impl Upstream {
             pool_open: shared.pool_open.clone(),
             slots: shared.slots.clone(),
             upgrades,
+            revoked: Arc::new(watch::channel(false).0),
             metrics: Arc::new(metrics),
         }
+    }
+
+    /// Makes the tunnels opened through `previous` this upstream's too: a reload
+    /// changed something (timeouts, pool sizes) that does not touch trust.
+    pub(crate) fn keep_tunnels_of(&mut self, previous: &Upstream) {
+        self.revoked = previous.revoked.clone();
+    }
+
+    /// Closes every tunnel opened through this upstream (its pins, address or TLS
+    /// settings were changed or removed) and returns how many there were.
+    pub(crate) fn revoke(&self) -> usize {
+        let open = self.revoked.receiver_count();
+        self.revoked.send_replace(true);
+        open
+    }
+
+    /// What a tunnel opened through this upstream watches for revocation.
+    pub(crate) fn revocation(&self) -> watch::Receiver<bool> {
+        self.revoked.subscribe()
     }
 
     /// This upstream's metric handles.

@@ -176,3 +176,66 @@ async fn shutdown_closes_an_open_websocket_after_shutdown_timeout() {
         .await
         .expect("drain finished");
 }
+
+/// Whether `ws` still carries a message both ways.
+async fn still_open<S>(ws: &mut WebSocketStream<S>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if ws.send(Message::text("ping")).await.is_err() {
+        return false;
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the tunnel answers or closes, never hangs");
+    matches!(answer, Some(Ok(Message::Text(t))) if t == "ping")
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_pins_closes_open_tunnels_and_one_that_does_not_keeps_them() {
+    let (target, c) = echo_server().await;
+    let mut cfg = config(target, &c, Duration::from_secs(5));
+    let mut proxy = Proxy::bind(&cfg).await.unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let (mut direct, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    let mut tcp = TcpStream::connect(proxy.proxy_addr().unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET http://test/ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_head(&mut tcp).await.unwrap();
+    let mut routed = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    assert!(still_open(&mut direct).await && still_open(&mut routed).await);
+
+    // Timeouts only: the upstream is rebuilt, but nothing about trust changed.
+    cfg.upstreams[0].response_timeout = Duration::from_secs(7);
+    let summary = proxy.reload(&cfg).await.unwrap();
+    assert_eq!(summary.changed, vec!["test".to_string()]);
+    assert!(
+        still_open(&mut direct).await,
+        "kept across a timeout change"
+    );
+    assert!(
+        still_open(&mut routed).await,
+        "kept across a timeout change"
+    );
+
+    // The pins change (here the genuine one is replaced): both tunnels close.
+    cfg.upstreams[0].pins = vec![cert().sha1_pin()];
+    proxy.reload(&cfg).await.unwrap();
+    assert!(
+        !still_open(&mut direct).await,
+        "closed when the pins changed"
+    );
+    assert!(
+        !still_open(&mut routed).await,
+        "closed when the pins changed"
+    );
+    proxy.drain().await;
+}
