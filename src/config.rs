@@ -1192,7 +1192,14 @@ impl fmt::Display for UpstreamConfig {
 }
 
 /// Reads a config file as text (following symlinks), with an error that says what to do.
+///
+/// Refused, before reading, when someone other than root and pinproxy's own user
+/// could have changed it (see [`crate::permissions`]).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
+    crate::permissions::check(path).map_err(|message| ConfigError {
+        location: path.display().to_string(),
+        message,
+    })?;
     std::fs::read_to_string(path).map_err(|e| ConfigError {
         location: path.display().to_string(),
         message: format!(

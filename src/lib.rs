@@ -31,6 +31,7 @@ pub mod listen;
 pub mod metrics;
 pub mod mock_api;
 pub mod peer;
+pub mod permissions;
 pub mod pin;
 pub mod probe;
 pub mod proxy_mode;

@@ -240,7 +240,7 @@ impl Proxy {
     /// bound, nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary, BindError> {
         enum Plan {
-            Keep(usize, Option<Upstream>),
+            Keep(usize, Option<Box<Upstream>>),
             Bind(Socket),
         }
         let mut taken = vec![false; self.listeners.len()];
@@ -256,7 +256,7 @@ impl Proxy {
                 Some(i) => {
                     taken[i] = true;
                     let swap = (!self.listeners[i].config.same_upstream(cfg))
-                        .then(|| Upstream::new(cfg, self.metrics.upstream(&cfg.name)));
+                        .then(|| Box::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.
@@ -297,7 +297,7 @@ impl Proxy {
                             if same_trust {
                                 upstream.keep_tunnels_of(&old);
                             }
-                            listener.upstream.store(Arc::new(upstream));
+                            listener.upstream.store(Arc::new(*upstream));
                             if !same_trust {
                                 revoke(&old, "its pins, address or TLS settings changed");
                             }

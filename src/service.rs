@@ -37,9 +37,6 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         }
         Source::Flags(config) => (Config::clone(config), None),
     };
-    if let Source::File { path, .. } = &source {
-        warn_if_writable_by_others(path);
-    }
     let mut triggers = reload::triggers(watch);
     let notifier = Notifier;
 
@@ -134,33 +131,6 @@ async fn apply_reload(
     tracing::info!(trigger = %trigger, summary = %summary, "config reloaded");
     *running = new;
     Ok(())
-}
-
-/// The pins are the whole trust decision: anyone who can rewrite the file can
-/// make pinproxy trust their own server. Say so if that is everyone.
-fn warn_if_writable_by_others(path: &std::path::Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let writable = |p: &std::path::Path, allow_sticky: bool| {
-            std::fs::metadata(p).is_ok_and(|m| {
-                let mode = m.permissions().mode();
-                mode & 0o002 != 0 && !(allow_sticky && mode & 0o1000 != 0)
-            })
-        };
-        if writable(path, false) {
-            tracing::warn!(path = %path.display(), "the config file is world-writable: anyone on this machine can change the pins and make pinproxy trust their server; run chmod o-w on it");
-        }
-        let dir = std::fs::canonicalize(path)
-            .ok()
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
-        if let Some(dir) = dir {
-            // A sticky directory such as /tmp only lets owners replace their files.
-            if writable(&dir, true) {
-                tracing::warn!(path = %dir.display(), "the config file's directory is world-writable: anyone on this machine can replace the file; move it or run chmod o-w on the directory");
-            }
-        }
-    }
 }
 
 fn log_listening(proxy: &Proxy, config: &Config, which: impl Fn(&str) -> bool) {

@@ -452,30 +452,19 @@ async fn check_validates_and_connect_reports_match_or_mismatch() {
 }
 
 #[test]
-fn a_world_writable_config_file_is_warned_about() {
+fn a_world_writable_config_file_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;
     let pin = cert().sha1_pin();
-    let text = config_text("127.0.0.1:9".parse().unwrap(), &pin, "");
-
-    let private = temp_file(&text);
-    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut bin = Binary::spawn(&["run", "--config", path_str(private.path())], &[]);
-    bin.listening();
-    assert!(
-        !bin.seen.iter().any(|l| l.contains("world-writable")),
-        "{:?}",
-        bin.seen
-    );
-    drop(bin);
-
-    let open = temp_file(&text);
+    let open = temp_file(&config_text("127.0.0.1:9".parse().unwrap(), &pin, ""));
     std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut bin = Binary::spawn(&["run", "--config", path_str(open.path())], &[]);
-    let line = bin.wait_for(|v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("the config file is world-writable"))
-    });
-    assert_eq!(line["level"], "WARN");
-    assert_eq!(line["path"], path_str(open.path()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["run", "--config", path_str(open.path())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod o-w {}", open.path().display())),
+        "{err}"
+    );
 }
