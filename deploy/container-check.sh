@@ -3,7 +3,7 @@
 # builds a static binary on this machine, builds the Dockerfile's final stage
 # from it with buildah (scratch base, so nothing is pulled), runs it with podman
 # read-only as a non-root user with the example config pointed at a local
-# self-signed HTTPS server, and checks /readyz, a pinned request (by IP and by
+# self-signed HTTPS server, and checks /readyz, the image's HEALTHCHECK, a pinned request (by IP and by
 # a host name, which the static binary must resolve inside scratch), the user,
 # and a clean exit on SIGTERM.
 #
@@ -57,7 +57,7 @@ grep -q '^FROM scratch' "$work/final.stage" || { echo "container-check: the fina
     || { echo "container-check: expected exactly one 'COPY --from=build /pinproxy /pinproxy' in the final stage" >&2; exit 1; }
 sed 's|^COPY --from=build /pinproxy /pinproxy$|COPY pinproxy /pinproxy|' "$work/final.stage" > "$work/Containerfile"
 cat "$work/Containerfile"
-buildah "${storage[@]}" build --isolation chroot "${ulimits[@]}" -f "$work/Containerfile" -t "$image" "$work/context"
+buildah "${storage[@]}" build --format docker --isolation chroot "${ulimits[@]}" -f "$work/Containerfile" -t "$image" "$work/context"
 "${podman[@]}" images "$image"
 
 step "a self-signed HTTPS upstream and the example config pointed at it"
@@ -105,6 +105,10 @@ if [ -z "$ready" ]; then
     exit 1
 fi
 echo "/readyz: $(curl -fsS "http://127.0.0.1:$admin_port/readyz")"
+# The image's HEALTHCHECK (pinproxy health, inside scratch) says healthy; podman
+# refuses to run it if the image has none.
+"${podman[@]}" healthcheck run "$name" || { "${podman[@]}" logs "$name" >&2; echo "container-check: the HEALTHCHECK failed" >&2; exit 1; }
+echo "HEALTHCHECK: $("${podman[@]}" exec "$name" /pinproxy health --config /etc/pinproxy/proxy.toml)"
 
 fail() { "${podman[@]}" logs "$name" >&2 || true; echo "container-check: $*" >&2; exit 1; }
 status=$(curl -sS -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$listen_port/")
