@@ -144,7 +144,8 @@ impl Metrics {
         })
     }
 
-    /// The handles for one upstream; every series exists (at zero) from here on.
+    /// The handles for one upstream; every series but the certificate's notAfter
+    /// exists (at zero) from here on.
     pub fn upstream(&self, name: &str) -> UpstreamMetrics {
         let label = UpstreamLabel {
             upstream: name.to_string(),
@@ -169,7 +170,10 @@ impl Metrics {
             connect_failures: self.connect_failures.get_or_create_owned(&label),
             client_connections: self.client_connections.get_or_create_owned(&label),
             upstream_connections: self.upstream_connections.get_or_create_owned(&label),
-            certificate_not_after: self.certificate_not_after.get_or_create_owned(&label),
+            certificate_not_after: NotAfter {
+                family: Some(self.certificate_not_after.clone()),
+                label,
+            },
         }
     }
 
@@ -212,8 +216,33 @@ pub struct UpstreamMetrics {
     pub client_connections: Gauge,
     /// Open pinned TLS connections to the upstream.
     pub upstream_connections: Gauge,
-    /// notAfter of the last certificate the upstream presented, unix seconds.
-    pub certificate_not_after: Gauge,
+    /// notAfter of the last certificate the upstream presented that matched a pin.
+    pub certificate_not_after: NotAfter,
+}
+
+/// The `..._certificate_not_after_timestamp_seconds` series of one upstream:
+/// absent until a certificate that matched a pin sets it, so an alert on it
+/// never fires from a made-up 0.
+#[derive(Clone, Debug)]
+pub struct NotAfter {
+    family: Option<Family<UpstreamLabel, Gauge>>,
+    label: UpstreamLabel,
+}
+
+impl NotAfter {
+    /// Records the notAfter (unix seconds) of a pinned certificate.
+    pub fn set(&self, unix_seconds: i64) {
+        if let Some(family) = &self.family {
+            family.get_or_create(&self.label).set(unix_seconds);
+        }
+    }
+
+    /// Removes the series: the pins it was learned under are gone.
+    pub fn clear(&self) {
+        if let Some(family) = &self.family {
+            family.remove(&self.label);
+        }
+    }
 }
 
 /// How one upstream TLS handshake ended.
@@ -239,7 +268,12 @@ impl UpstreamMetrics {
             connect_failures: Counter::default(),
             client_connections: Gauge::default(),
             upstream_connections: Gauge::default(),
-            certificate_not_after: Gauge::default(),
+            certificate_not_after: NotAfter {
+                family: None,
+                label: UpstreamLabel {
+                    upstream: String::new(),
+                },
+            },
         }
     }
 
@@ -297,6 +331,18 @@ mod tests {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_certificate_expiry_series_exists_only_once_it_has_a_value() {
+        let metrics = Metrics::new();
+        let gaia = metrics.upstream("gaia");
+        let series = "pinproxy_upstream_certificate_not_after_timestamp_seconds{";
+        assert!(!metrics.encode().contains(series));
+        gaia.certificate_not_after.set(1_900_000_000);
+        assert!(metrics.encode().contains(series));
+        gaia.certificate_not_after.clear();
+        assert!(!metrics.encode().contains(series));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::access::Client;
 use crate::config::{HostAlias, Limits, UpstreamConfig};
 use crate::forward::{self, LoggedBody, Tunnels};
-use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 
 /// The name under which proxy-mode refusals are logged and counted; it cannot
@@ -30,10 +30,11 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Routes to `upstreams` by each one's name and `hosts`.
+    /// Routes to `upstreams` by each one's name and `hosts`, counting refusals
+    /// into `metrics` (the `(proxy)` series).
     pub fn new<'a>(
         upstreams: impl IntoIterator<Item = (&'a UpstreamConfig, Arc<Upstream>)>,
-        metrics: &Metrics,
+        metrics: Arc<UpstreamMetrics>,
     ) -> Routes {
         let mut entries = Vec::new();
         let mut known = Vec::new();
@@ -58,7 +59,7 @@ impl Routes {
             entries,
             known: known.join("\n"),
             name: PROXY_LABEL.into(),
-            metrics: Arc::new(metrics.upstream(PROXY_LABEL)),
+            metrics,
         }
     }
 

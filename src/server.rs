@@ -26,7 +26,7 @@ use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::forward::{self, LoggedBody, Tunnels};
 use crate::idle::{Activity, Guarded};
 use crate::listen::{Accepted, Listener as Socket};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;
 use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
@@ -64,6 +64,8 @@ pub struct Proxy {
     forward_proxy: Option<(Listen, Acceptor)>,
     routes: Arc<ArcSwap<Routes>>,
     metrics: Arc<Metrics>,
+    /// The `(proxy)` series, which exist only while `[proxy]` is configured.
+    proxy_metrics: Option<Arc<UpstreamMetrics>>,
     drain: Arc<Drain>,
     tunnels: Tunnels,
     /// Client-side limits, fixed when a listener is bound.
@@ -164,8 +166,12 @@ impl Proxy {
         let mut proxy = Proxy {
             listeners: Vec::with_capacity(config.upstreams.len()),
             forward_proxy: None,
-            routes: Arc::new(ArcSwap::from_pointee(Routes::new([], &metrics))),
+            routes: Arc::new(ArcSwap::from_pointee(Routes::new(
+                [],
+                Arc::new(UpstreamMetrics::detached()),
+            ))),
             metrics,
+            proxy_metrics: None,
             drain: Arc::new(Drain::default()),
             tunnels: Tunnels::default(),
             limits: Arc::new(config.limits.clone()),
@@ -184,6 +190,7 @@ impl Proxy {
             let listener = proxy.start(cfg, socket);
             proxy.listeners.push(listener);
         }
+        proxy.set_proxy_metrics(config.proxy.is_some());
         proxy.update_routes();
         if let Some((p, socket)) = forward_proxy {
             proxy.start_proxy(p, socket);
@@ -207,8 +214,26 @@ impl Proxy {
             .iter()
             .map(|l| (&l.config, l.upstream.load_full()))
             .collect();
-        self.routes
-            .store(Arc::new(Routes::new(current, &self.metrics)));
+        let metrics = self
+            .proxy_metrics
+            .clone()
+            .unwrap_or_else(|| Arc::new(UpstreamMetrics::detached()));
+        self.routes.store(Arc::new(Routes::new(current, metrics)));
+    }
+
+    /// Creates the `(proxy)` series when `[proxy]` is configured, and drops its
+    /// gauges when it no longer is.
+    fn set_proxy_metrics(&mut self, configured: bool) {
+        match (configured, &self.proxy_metrics) {
+            (true, None) => {
+                self.proxy_metrics = Some(Arc::new(self.metrics.upstream(PROXY_LABEL)));
+            }
+            (false, Some(_)) => {
+                self.proxy_metrics = None;
+                self.metrics.forget_upstream(PROXY_LABEL);
+            }
+            _ => {}
+        }
     }
 
     /// The metrics every listener and upstream of this proxy count into.
@@ -300,6 +325,8 @@ impl Proxy {
                             listener.upstream.store(Arc::new(*upstream));
                             if !same_trust {
                                 revoke(&old, "its pins, address or TLS settings changed");
+                                // Learned under pins that may be gone: wait for a handshake under the new ones.
+                                old.metrics().certificate_not_after.clear();
                             }
                             summary.changed.push(cfg.name.clone());
                         }
@@ -326,6 +353,7 @@ impl Proxy {
             listener.acceptor.close().await;
             revoke(&listener.upstream.load(), "it was removed from the config");
         }
+        self.set_proxy_metrics(config.proxy.is_some());
         self.update_routes();
         if keep_proxy {
             if let (Some((listen, acceptor)), Some(p)) = (&mut self.forward_proxy, &config.proxy) {
@@ -433,7 +461,10 @@ impl Proxy {
         let policy = Arc::new(ArcSwap::from_pointee(policy));
         let connections = match &target {
             Target::Upstream(up) => up.load().metrics().client_connections.clone(),
-            Target::Routes(_) => self.metrics.upstream(PROXY_LABEL).client_connections,
+            Target::Routes(_) => self
+                .proxy_metrics
+                .as_ref()
+                .map_or_else(Gauge::default, |m| m.client_connections.clone()),
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(

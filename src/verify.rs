@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use prometheus_client::metrics::gauge::Gauge;
+use crate::metrics::NotAfter;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -49,15 +49,17 @@ pub struct PinVerifier {
     upstream: String,
     pins: Vec<Pin>,
     legacy: bool,
-    not_after: Gauge,
+    not_after: NotAfter,
     algorithms: WebPkiSupportedAlgorithms,
     warned_expired: AtomicBool,
 }
 
 impl PinVerifier {
     /// A verifier for the upstream called `upstream` (used in log lines) that
-    /// records the notAfter of every presented certificate in `not_after`.
-    pub fn new(upstream: &str, pins: Vec<Pin>, not_after: Gauge) -> PinVerifier {
+    /// records in `not_after` the notAfter of each presented certificate that
+    /// matches a pin (one that does not could say anything, such as a far-future
+    /// date that silences the renewal alert).
+    pub fn new(upstream: &str, pins: Vec<Pin>, not_after: NotAfter) -> PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
             pins,
@@ -75,18 +77,15 @@ impl PinVerifier {
         self
     }
 
-    /// Records the certificate's notAfter for `/metrics`; warns (once) if a pinned
-    /// certificate has expired.
-    fn note_validity(&self, der: &[u8], pinned: bool, now: UnixTime) {
+    /// Records a pinned certificate's notAfter for `/metrics`; warns (once) if
+    /// it has expired.
+    fn note_validity(&self, der: &[u8], now: UnixTime) {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
             return;
         };
         let not_after = cert.validity().not_after.timestamp();
         self.not_after.set(not_after);
-        if pinned
-            && not_after < now.as_secs() as i64
-            && !self.warned_expired.swap(true, Ordering::Relaxed)
-        {
+        if not_after < now.as_secs() as i64 && !self.warned_expired.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 upstream = %self.upstream,
                 not_after = %cert.validity().not_after,
@@ -109,8 +108,8 @@ impl ServerCertVerifier for PinVerifier {
         // "intermediate" by a server holding another leaf proves nothing.
         let presented = Fingerprints::of(end_entity.as_ref());
         let pinned = self.pins.iter().any(|pin| pin.matches(&presented));
-        self.note_validity(end_entity.as_ref(), pinned, now);
         if pinned {
+            self.note_validity(end_entity.as_ref(), now);
             return Ok(ServerCertVerified::assertion());
         }
         let mismatch = PinMismatch {

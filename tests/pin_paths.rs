@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,31 +16,7 @@ use common::*;
 use pinproxy::config::Target;
 use pinproxy::server::Proxy;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-
-/// Forwards each new TCP connection to the genuine server, or to the impostor
-/// while `to_impostor` is set: DNS or ARP spoofing, in miniature.
-async fn redirector(genuine: SocketAddr, impostor: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let to_impostor = Arc::new(AtomicBool::new(false));
-    let switch = to_impostor.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let target = if switch.load(Ordering::SeqCst) {
-                impostor
-            } else {
-                genuine
-            };
-            tokio::spawn(async move {
-                if let Ok(mut server) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (addr, to_impostor)
-}
+use tokio::net::TcpListener;
 
 /// A genuine server that answers one request per connection, keeps the
 /// connection alive in its answer, and then closes it at once: the pooled

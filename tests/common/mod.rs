@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::pin::Pin as StdPin;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify};
 
 // ---------------------------------------------------------------- certificates
@@ -58,20 +58,35 @@ pub fn cert() -> TestCert {
     make_cert(false)
 }
 
+/// A certificate valid from yesterday for `days` more days.
+pub fn cert_valid_for(days: i64) -> TestCert {
+    let now = time::OffsetDateTime::now_utc();
+    make_cert_with(|params| {
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(days);
+    })
+}
+
 /// A certificate whose validity ended in 2001.
 pub fn expired_cert() -> TestCert {
     make_cert(true)
 }
 
 fn make_cert(expired: bool) -> TestCert {
+    make_cert_with(|params| {
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+    })
+}
+
+fn make_cert_with(validity: impl FnOnce(&mut rcgen::CertificateParams)) -> TestCert {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "pinproxy test upstream");
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    }
+    validity(&mut params);
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     TestCert {
@@ -175,6 +190,33 @@ pub struct Stats {
     pub resumed: AtomicUsize,
     /// `/slow` requests waiting for `release`.
     pub slow_waiting: watch::Sender<usize>,
+}
+
+/// Forwards each new TCP connection to the genuine server, or to the impostor
+/// while `to_impostor` is set: DNS or ARP spoofing, in miniature.
+pub async fn redirector(
+    genuine: SocketAddr,
+    impostor: SocketAddr,
+) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let to_impostor = Arc::new(AtomicBool::new(false));
+    let switch = to_impostor.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = if switch.load(Ordering::SeqCst) {
+                impostor
+            } else {
+                genuine
+            };
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, to_impostor)
 }
 
 /// A real HTTPS server on loopback.

@@ -1,0 +1,159 @@
+//! The shipped alert rules (deploy/prometheus/alerts.yml, shown in the README)
+//! against what a running pinproxy exports, with `promtool test rules`: the
+//! renewal alert stays quiet before the first handshake, is not silenced by an
+//! impostor's far-future certificate, and fires for the pinned certificate that
+//! expires within 14 days.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const RULES: &str = include_str!("../deploy/prometheus/alerts.yml");
+const NOT_AFTER: &str = "pinproxy_upstream_certificate_not_after_timestamp_seconds";
+
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    let a = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(a.status, 200);
+    a.text()
+}
+
+/// `(labels, value)` of each sample of `name` in a scrape.
+fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| {
+            let (labels, value) = l.split_once("} ")?;
+            Some((format!("{{{labels}}}"), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs `promtool test rules` on the shipped rules with one test case: the
+/// not-after samples as scraped, moved onto promtool's clock (which starts at
+/// 0), evaluated five minutes in; `firing` lists the upstreams expected to alert.
+fn promtool_expects(scraped: &[(String, f64)], firing: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alerts.yml"), RULES).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let eval = 300.0;
+    let series: String = scraped
+        .iter()
+        .map(|(labels, value)| {
+            format!(
+                "      - series: '{NOT_AFTER}{labels}'\n        values: '{}x10'\n",
+                (value - now + eval).round()
+            )
+        })
+        .collect();
+    let alerts: String = firing
+        .iter()
+        .map(|up| {
+            format!(
+                "          - exp_labels: {{severity: warning, upstream: {up}}}\n            exp_annotations:\n              \
+                 summary: \"the pinned certificate of {up} expires within 14 days: prepare the new pin\"\n"
+            )
+        })
+        .collect();
+    let test = format!(
+        "rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:{}\n{series}    \
+         alert_rule_test:\n      - eval_time: 5m\n        alertname: PinproxyCertificateExpiresSoon\n        exp_alerts:{}\n{alerts}",
+        if series.is_empty() { " []" } else { "" },
+        if alerts.is_empty() { " []" } else { "" },
+    );
+    std::fs::write(dir.path().join("test.yml"), &test).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool (Debian package prometheus) runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_renewal_alert_follows_only_pinned_certificates() {
+    let soon_cert = cert_valid_for(10);
+    let soon = Upstream::start(server_config(
+        vec![soon_cert.der.clone()],
+        soon_cert.key(),
+        false,
+    ))
+    .await;
+    let far_cert = cert_valid_for(20 * 365);
+    let impostor = Upstream::start(server_config(
+        vec![far_cert.der.clone()],
+        far_cert.key(),
+        false,
+    ))
+    .await;
+    let (front, to_impostor) = redirector(soon.addr, impostor.addr).await;
+    let later_cert = cert_valid_for(100);
+    let later = Upstream::start(server_config(
+        vec![later_cert.der.clone()],
+        later_cert.key(),
+        false,
+    ))
+    .await;
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"later\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        config_text(front, &soon_cert.sha1_pin(), "").replace("name = \"gaia\"", "name = \"soon\""),
+        later.addr,
+        later_cert.sha1_pin(),
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let soon_url = format!("http://{}/x", bin.listening());
+    let later_url = format!("http://{}/x", bin.listening());
+    let admin = bin.admin();
+    bin.discard_output();
+
+    // Before any handshake: no series, no alert; and no (proxy) series without [proxy].
+    let first = scrape(admin).await;
+    assert!(samples(&first, NOT_AFTER).is_empty(), "{first}");
+    assert!(!first.contains("(proxy)"), "{first}");
+    promtool_expects(&samples(&first, NOT_AFTER), &[]);
+
+    // An impostor with a certificate valid for 20 years: refused, and recorded nowhere.
+    to_impostor.store(true, Ordering::SeqCst);
+    assert_eq!(
+        get(&soon_url).await.error_tag(),
+        Some("fingerprint-mismatch")
+    );
+    assert!(samples(&scrape(admin).await, NOT_AFTER).is_empty());
+
+    // The genuine servers: their pinned certificates' notAfter, to the second.
+    to_impostor.store(false, Ordering::SeqCst);
+    assert_eq!(get(&soon_url).await.status, 200);
+    assert_eq!(get(&later_url).await.status, 200);
+    // A second impostor handshake after the genuine one changes nothing either.
+    soon.close_idle_connections().await;
+    to_impostor.store(true, Ordering::SeqCst);
+    assert_eq!(
+        get(&soon_url).await.error_tag(),
+        Some("fingerprint-mismatch")
+    );
+    let mut scraped = samples(&scrape(admin).await, NOT_AFTER);
+    scraped.sort_by(|a, b| a.0.cmp(&b.0));
+    let not_after = |c: &TestCert| {
+        let (_, parsed) = x509_parser::parse_x509_certificate(c.der.as_ref()).unwrap();
+        parsed.validity().not_after.timestamp() as f64
+    };
+    assert_eq!(
+        scraped,
+        vec![
+            ("{upstream=\"later\"}".to_string(), not_after(&later_cert)),
+            ("{upstream=\"soon\"}".to_string(), not_after(&soon_cert)),
+        ]
+    );
+    promtool_expects(&scraped, &["soon"]);
+}
