@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -235,7 +236,7 @@ pub struct UpstreamConfig {
     /// Port of `address`.
     pub port: u16,
     /// SNI and Host name; `None` means "use `host`".
-    pub server_name: Option<String>,
+    pub server_name: Option<ServerName<'static>>,
     /// Any one matching pin accepts the server.
     pub pins: Vec<Pin>,
     /// More addresses, tried in order when the ones before cannot be reached.
@@ -300,8 +301,11 @@ impl UpstreamConfig {
     }
 
     /// The name used for SNI and the Host header.
-    pub fn effective_server_name(&self) -> &str {
-        self.server_name.as_deref().unwrap_or(&self.host)
+    pub fn effective_server_name(&self) -> std::borrow::Cow<'_, str> {
+        match &self.server_name {
+            Some(name) => name.to_str(),
+            None => std::borrow::Cow::Borrowed(&self.host),
+        }
     }
 
     /// `host:port` for connecting, with brackets around an IPv6 host.
@@ -510,9 +514,10 @@ impl Config {
             tcp => tcp,
         };
         let (host, port) = parse_address(&flags.upstream).map_err(|m| flag("--upstream", m))?;
-        if let Some(name) = &flags.server_name {
-            check_server_name(name).map_err(|m| flag("--server-name", m))?;
-        }
+        let server_name = match &flags.server_name {
+            Some(name) => Some(parse_server_name(name).map_err(|m| flag("--server-name", m))?),
+            None => None,
+        };
         if flags.fingerprints.is_empty() {
             return Err(flag(
                 "--fingerprint",
@@ -526,7 +531,7 @@ impl Config {
             pins.push(pin);
         }
         let mut upstream = UpstreamConfig::new("default", listen, &host, port, pins);
-        upstream.server_name = flags.server_name.clone();
+        upstream.server_name = server_name;
         Ok(Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: None,
@@ -990,9 +995,10 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
     let Some(primary) = targets.next() else {
         return Err((u.name.span(), "no address".into()));
     };
-    if let Some(sn) = &u.server_name {
-        check_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?;
-    }
+    let server_name = match &u.server_name {
+        Some(sn) => Some(parse_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?),
+        None => None,
+    };
     let timeout = |v: &Option<Spanned<String>>, default: Duration| -> Located<Duration> {
         match v {
             Some(s) => duration(s.get_ref()).map_err(|m| (s.span(), m)),
@@ -1013,7 +1019,7 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         access,
         host: primary.host,
         port: primary.port,
-        server_name: u.server_name.as_ref().map(|s| s.get_ref().clone()),
+        server_name,
         pins: primary.pins,
         fallbacks: targets.collect(),
         failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
@@ -1082,6 +1088,27 @@ fn parse_listen(text: &str, allow_non_loopback: bool, allow_how: &str) -> Result
 /// Splits `host:port` (or `[v6]:port`); the port is required.
 pub fn parse_address(text: &str) -> Result<(String, u16), String> {
     let fix = "write HOST:PORT, for example \"mgmt.example.com:443\", \"192.0.2.10:443\" or \"[2001:db8::1]:443\"";
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !p.is_empty() && (!h.contains(':') || h.ends_with(']')));
+        let default = if scheme.eq_ignore_ascii_case("http") {
+            80
+        } else {
+            443
+        };
+        let suggestion = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:{default}")
+        };
+        return Err(format!(
+            "address {text:?} is a URL, but pinproxy wants the server's HOST:PORT (it always speaks TLS to it and \
+             forwards each request's own path): write {suggestion:?}"
+        ));
+    }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, p) = rest
             .split_once("]:")
@@ -1119,6 +1146,18 @@ pub fn parse_address(text: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// `text` with `:port` added when it names only a host (`mgmt.example.com`,
+/// `192.0.2.10`, `[2001:db8::1]`); anything else is left for
+/// [`parse_address`] to judge.
+pub fn with_default_port(text: &str, port: u16) -> String {
+    let bracketed = text.starts_with('[') && text.ends_with(']');
+    if !text.contains("://") && (bracketed || !text.contains(':')) {
+        format!("{text}:{port}")
+    } else {
+        text.to_string()
+    }
+}
+
 /// `host` or `host:port` (IPv6 in brackets when a port follows), lower-cased.
 fn parse_alias(text: &str) -> Result<HostAlias, String> {
     let fix = "write a host name or IP as a client puts it in its URL, optionally with :PORT, for example \"mgmt.example.com\" or \"192.0.2.10:443\"";
@@ -1141,9 +1180,18 @@ fn parse_alias(text: &str) -> Result<HostAlias, String> {
 }
 
 fn check_server_name(name: &str) -> Result<(), String> {
-    rustls::pki_types::ServerName::try_from(name)
-        .map(|_| ())
-        .map_err(|_| format!("server_name {name:?} is not a valid DNS name or IP address"))
+    parse_server_name(name).map(|_| ())
+}
+
+/// A name for SNI and the Host header, as rustls will use it: a DNS name
+/// (letters, digits, `-`, `_`, dots) or an IP address.
+pub fn parse_server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_string()).map_err(|_| {
+        format!(
+            "server_name {name:?} is not a valid DNS name or IP address: write the name the server's certificate \
+             or virtual host answers to, such as \"mgmt.example.com\" (letters, digits, '-' and '.' only)"
+        )
+    })
 }
 
 /// `host:port`, bracketing IPv6 hosts.
@@ -1220,6 +1268,30 @@ mod tests {
     use super::*;
 
     const PIN: &str = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
+
+    #[test]
+    fn a_bare_host_gets_the_default_port_and_a_url_is_explained() {
+        assert_eq!(
+            with_default_port("mgmt.example.com", 443),
+            "mgmt.example.com:443"
+        );
+        assert_eq!(with_default_port("[2001:db8::1]", 443), "[2001:db8::1]:443");
+        assert_eq!(with_default_port("192.0.2.10:8443", 443), "192.0.2.10:8443");
+        for (url, fix) in [
+            ("https://mgmt.example.com", "\"mgmt.example.com:443\""),
+            ("http://user:pw@[2001:db8::1]/x", "\"[2001:db8::1]:80\""),
+            (
+                "HTTPS://[2001:db8::1]:8443/web_api?x",
+                "\"[2001:db8::1]:8443\"",
+            ),
+        ] {
+            let err = parse_address(url).unwrap_err();
+            assert!(
+                err.contains("is a URL") && err.contains(fix),
+                "{url}: {err}"
+            );
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("proxy.toml"))

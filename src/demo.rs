@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{self, Config, UpstreamConfig};
 use crate::mock_api;
 use crate::pin::{Fingerprints, Pin};
 use crate::server::Proxy;
@@ -36,10 +36,11 @@ pub async fn run(
 
     let fp = Fingerprints::of(genuine.cert.as_ref());
     let pin = Pin::Sha1(fp.sha1);
+    let server_name = config::parse_server_name("mgmt.demo.pinproxy")?;
     let upstream = |name: &str, listen: SocketAddr, target: SocketAddr| {
         let ip = target.ip().to_string();
         let mut cfg = UpstreamConfig::new(name, listen, &ip, target.port(), vec![pin.clone()]);
-        cfg.server_name = Some("mgmt.demo.pinproxy".into());
+        cfg.server_name = Some(server_name.clone());
         cfg
     };
     let impostor_listen = SocketAddr::new(listen.ip(), 0);

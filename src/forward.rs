@@ -129,7 +129,16 @@ async fn forward(
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol.clone());
     }
-    parts.headers.insert(HOST, upstream.host_header().clone());
+    match upstream.host_header() {
+        Ok(host) => parts.headers.insert(HOST, host.clone()),
+        Err(why) => {
+            return local_error(
+                StatusCode::BAD_GATEWAY,
+                "bad-server-name",
+                format!("pinproxy: upstream {:?}: {why}\n", upstream.name),
+            )
+        }
+    };
     parts.version = Version::HTTP_11;
     parts.uri = match upstream.uri_for(&parts.uri) {
         Ok(uri) => uri,

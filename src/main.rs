@@ -126,7 +126,7 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct FingerprintArgs {
-    /// The TLS server, HOST:PORT (e.g. mgmt.example.com:443).
+    /// The TLS server, HOST[:PORT] (e.g. mgmt.example.com:443; the port is 443 if left out).
     address: String,
 
     /// Name to send as SNI [default: the host, none for an IP].
@@ -269,8 +269,9 @@ async fn logged_signal() {
 }
 
 async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
+    let address = config::with_default_port(&args.address, 443);
     let presented = probe::probe(
-        &args.address,
+        &address,
         args.server_name.as_deref(),
         args.timeout,
         args.legacy_crypto,
@@ -278,7 +279,7 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
     .await?;
     print!(
         "{}",
-        probe::report(&args.address, args.server_name.as_deref(), &presented)
+        probe::report(&address, args.server_name.as_deref(), &presented)
     );
     Ok(())
 }

@@ -105,11 +105,16 @@ impl Pin {
                 return parse_hex(rest, offset, Some(*kind));
             }
         }
+        // Several purely alphabetic tokens are English words, however many
+        // (so 11 of them say "11 words, 12 needed"), unless every one is a pair
+        // of hex letters: "AB CD EF …" is hex with spaces.
         let tokens: Vec<&str> = text.split_whitespace().collect();
-        if tokens.len() == 12
+        let hex_pair = |t: &&str| t.len() == 2 && t.chars().all(|c| c.is_ascii_hexdigit());
+        if tokens.len() >= 2
             && tokens
                 .iter()
                 .all(|t| t.chars().all(|c| c.is_ascii_alphabetic()))
+            && !tokens.iter().all(hex_pair)
         {
             return parse_words(text);
         }
@@ -416,6 +421,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("word 12") && err.contains("GAULL"), "{err}");
+        // Eleven words (the last one lost in copying) is a count, not a bad hex digit.
+        let eleven = "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE";
+        let err = Pin::parse(eleven).unwrap_err().to_string();
+        assert!(err.contains("11 words, 12 needed"), "{err}");
+        let err = Pin::parse(&format!("Using English words: {eleven}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("11 words, 12 needed"), "{err}");
         let err = Pin::parse(&format!(
             "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE {}",
             "GAUR"

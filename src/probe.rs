@@ -84,14 +84,21 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
-/// Connects to `address` (`host:port`) once and returns what the server presented.
+/// Connects to `address` (`host:port`, the port 443 if left out) once and
+/// returns what the server presented.
 pub async fn probe(
     address: &str,
     server_name: Option<&str>,
     timeout: Duration,
     legacy_crypto: bool,
 ) -> Result<Presented, String> {
-    let (host, port) = config::parse_address(address)?;
+    let (host, port) = config::parse_address(&config::with_default_port(address, 443))?;
+    let server_name = match server_name {
+        Some(name) => {
+            Some(config::parse_server_name(name).map_err(|e| format!("--server-name: {e}"))?)
+        }
+        None => None,
+    };
     let mut cfg = UpstreamConfig::new(
         "probe",
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -99,7 +106,7 @@ pub async fn probe(
         port,
         Vec::new(),
     );
-    cfg.server_name = server_name.map(str::to_string);
+    cfg.server_name = server_name;
     cfg.connect_timeout = timeout;
     cfg.handshake_timeout = timeout;
     cfg.response_timeout = timeout;

@@ -20,7 +20,11 @@ pub enum WordsError {
 impl fmt::Display for WordsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WordsError::Count(n) => write!(f, "expected 12 English words, found {n}"),
+            WordsError::Count(n) => write!(
+                f,
+                "{n} word{}, 12 needed: copy the whole \"Using English words\" line of `api fingerprint`",
+                if *n == 1 { "" } else { "s" }
+            ),
             WordsError::Unknown(pos, w) => write!(
                 f,
                 "word {pos} {w:?} is not in the RFC 1751 dictionary (check its spelling)"

@@ -121,8 +121,8 @@ pub struct Upstream {
     /// The upstream's name from the config.
     pub name: Arc<str>,
     address: String,
-    authority: Authority,
-    host_header: HeaderValue,
+    /// The `:authority` and `Host` every forwarded request carries.
+    origin: Result<(Authority, HeaderValue), String>,
     response_timeout: Duration,
     /// One pool per connection worker, so a request uses connections that run on
     /// its own thread (see [`crate::workers`]).
@@ -199,19 +199,23 @@ impl Upstream {
         };
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
-            bracket_v6(host)
+            bracket_v6(&host)
         } else {
-            crate::config::join_host_port(host, cfg.port)
+            crate::config::join_host_port(&host, cfg.port)
         };
+        // Also HTTP/2's :authority, so it names the server as Host does. A config
+        // loaded from a file or flags always has a valid one (server names are
+        // rustls' ServerName, hosts checked names or IPs); only a hand-built
+        // UpstreamConfig can lack it, and its requests then get a 502 saying so.
+        let origin = host_value
+            .parse::<Authority>()
+            .ok()
+            .zip(HeaderValue::from_str(&host_value).ok())
+            .ok_or_else(|| format!("{host_value:?} is not a valid host for the Host header"));
         Upstream {
             name: cfg.name.as_str().into(),
             address: cfg.address(),
-            // Also HTTP/2's :authority, so it names the server as Host does.
-            authority: host_value
-                .parse()
-                .expect("a checked server name and port are a valid authority"),
-            host_header: HeaderValue::from_str(&host_value)
-                .expect("a checked server name is a valid header value"),
+            origin,
             response_timeout: cfg.response_timeout,
             clients,
             h2_pool: shared.h2_pool.clone(),
@@ -247,9 +251,12 @@ impl Upstream {
         &self.metrics
     }
 
-    /// The Host header every forwarded request carries.
-    pub fn host_header(&self) -> &HeaderValue {
-        &self.host_header
+    /// The Host header every forwarded request carries, or why there is none.
+    pub fn host_header(&self) -> Result<&HeaderValue, &str> {
+        self.origin
+            .as_ref()
+            .map(|(_, host)| host)
+            .map_err(String::as_str)
     }
 
     /// `https://address` plus the path and query of `uri`.
@@ -258,11 +265,11 @@ impl Upstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        Uri::builder()
-            .scheme(Scheme::HTTPS)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
+        let mut builder = Uri::builder().scheme(Scheme::HTTPS);
+        if let Ok((authority, _)) = &self.origin {
+            builder = builder.authority(authority.clone());
+        }
+        builder.path_and_query(path).build()
     }
 
     /// Sends a prepared request and waits (up to `response_timeout`) for the response head.
@@ -446,7 +453,8 @@ struct ConnectorInner {
 /// One address of an upstream with the TLS config that pins its certificate.
 struct TargetConn {
     address: String,
-    server_name: ServerName<'static>,
+    /// For SNI; an error only for a hand-built config (see `Upstream::new`).
+    server_name: Result<ServerName<'static>, String>,
     tls: TlsConnector,
 }
 
@@ -550,11 +558,18 @@ impl Connector {
             .into_iter()
             .zip(verifiers)
             .map(|(target, verifier)| {
-                let name = cfg.server_name.as_deref().unwrap_or(&target.host);
+                // The configured name, else the host (an IP: no SNI is sent).
+                let server_name = cfg
+                    .server_name
+                    .clone()
+                    .ok_or(())
+                    .or_else(|()| ServerName::try_from(target.host.clone()))
+                    .map_err(|_| {
+                        format!("{:?} is not a valid DNS name or IP address", target.host)
+                    });
                 TargetConn {
                     address: target.address(),
-                    server_name: ServerName::try_from(name.to_string())
-                        .expect("server names are checked when the config is loaded"),
+                    server_name,
                     tls: TlsConnector::from(Arc::new(verify::client_config(
                         verifier,
                         alpn.clone(),
@@ -652,6 +667,13 @@ impl Connector {
     /// Resolves, connects and runs the pinned handshake with one address.
     async fn connect_to(&self, target: &TargetConn) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let inner = &*self.inner;
+        let server_name = target
+            .server_name
+            .clone()
+            .map_err(|reason| UpstreamError::Connect {
+                address: target.address.clone(),
+                reason,
+            })?;
         let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&target.address))
             .await
             .map_err(|_| UpstreamError::Timeout {
@@ -663,7 +685,7 @@ impl Connector {
             .inspect_err(|_| inner.metrics.connect_failed())?;
         let handshake = tokio::time::timeout(
             inner.handshake_timeout,
-            target.tls.connect(target.server_name.clone(), tcp),
+            target.tls.connect(server_name, tcp),
         )
         .await
         .map_err(|_| UpstreamError::Timeout {

@@ -413,3 +413,66 @@ async fn an_expired_pinned_certificate_warns_once_and_keeps_working() {
     let warnings = lines.iter().filter(|l| l.contains("has expired")).count();
     assert_eq!(warnings, 1, "{lines:#?}");
 }
+
+/// Bad input at every entry point (flags, file, `fingerprint`, `check`) gets a
+/// clear one-line error naming what to write instead; never a panic.
+#[test]
+fn bad_server_names_urls_and_word_counts_are_explained_everywhere() {
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let refused = |out: &std::process::Output, needle: &str| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let pin = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
+
+    let out = pinproxy(&["fingerprint", "127.0.0.1:9", "--server-name", "bad name!"]);
+    refused(
+        &out,
+        "--server-name: server_name \"bad name!\" is not a valid DNS name",
+    );
+    let out = pinproxy(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "127.0.0.1:9",
+        "--fingerprint",
+        pin,
+        "--server-name",
+        "bad name!",
+    ]);
+    refused(&out, "--server-name");
+    let text = format!(
+        "[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"192.0.2.10:443\"\nserver_name = \"bad name!\"\nfingerprints = [\"{pin}\"]\n"
+    );
+    let file = temp_file(&text);
+    let path = file.path().to_str().unwrap();
+    refused(
+        &pinproxy(&["check", "--config", path]),
+        &format!("{path}:5:15"),
+    );
+
+    // A URL where HOST:PORT belongs: say so, and what to write.
+    let out = pinproxy(&["fingerprint", "https://mgmt.example.com/web_api"]);
+    refused(&out, "is a URL");
+    refused(&out, "write \"mgmt.example.com:443\"");
+    let file = temp_file(&text.replace("192.0.2.10:443", "https://mgmt.example.com:8443/"));
+    let out = pinproxy(&["check", "--config", file.path().to_str().unwrap()]);
+    refused(&out, "write \"mgmt.example.com:8443\"");
+
+    // A bare host means port 443 (nothing listens there on loopback in CI).
+    let out = pinproxy(&["fingerprint", "127.0.0.1", "--timeout", "2s"]);
+    refused(&out, "127.0.0.1:443");
+
+    // Eleven of the twelve English words.
+    let words = "Using English words: FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE";
+    let file = temp_file(
+        &text
+            .replace("server_name = \"bad name!\"\n", "")
+            .replace(pin, words),
+    );
+    let out = pinproxy(&["check", "--config", file.path().to_str().unwrap()]);
+    refused(&out, "11 words, 12 needed");
+}

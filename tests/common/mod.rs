@@ -583,7 +583,7 @@ pub fn upstream_config(target: SocketAddr, pins: Vec<Pin>) -> UpstreamConfig {
         target.port(),
         pins,
     );
-    cfg.server_name = Some("localhost".into());
+    cfg.server_name = Some(pinproxy::config::parse_server_name("localhost").unwrap());
     cfg.connect_timeout = Duration::from_secs(5);
     cfg.handshake_timeout = Duration::from_secs(5);
     cfg.response_timeout = Duration::from_secs(30);
