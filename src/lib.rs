@@ -10,9 +10,11 @@
 //! (pools, failover and connector) → [`verify`] (the pin check inside the TLS
 //! handshake). [`proxy_mode`] routes `http_proxy` clients to an upstream by host.
 //!
+//! Every client connection runs under an idle timer (`idle`).
+//!
 //! Around that path: [`service`] runs it as a long-lived process (reloads from
-//! [`reload`], readiness and [`metrics`] on the [`admin`] endpoint, [`systemd`]
-//! notifications).
+//! [`reload`] of a file [`permissions`] trusts, readiness and [`metrics`] on the
+//! [`admin`] endpoint, which [`health`] asks, [`systemd`] notifications).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
