@@ -32,7 +32,7 @@ pub type RequestBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// The name of the header that says which failure a pinproxy error response reports.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error");
 
-/// Checks `req` against the listener's rules ([`access`]), then forwards it to
+/// Checks `req` against the listener's rules ([`crate::access`]), then forwards it to
 /// `upstream` and answers the client; an upgrade (WebSocket) that the upstream
 /// accepts becomes a tunnel in `tunnels`.
 pub async fn handle(
