@@ -607,7 +607,21 @@ fn check_limits(raw: &RawLimits) -> Located<Limits> {
             None => d.max_client_connections,
         },
         header_read_timeout: match &raw.header_read_timeout {
-            Some(v) => duration(v.get_ref()).map_err(|m| (v.span(), m))?,
+            Some(v) => {
+                let limit = duration(v.get_ref()).map_err(|m| (v.span(), m))?;
+                // Timers are armed from it on every connection; a day is already generous.
+                if limit > Duration::from_secs(86_400) {
+                    return Err((
+                        v.span(),
+                        format!(
+                            "header_read_timeout = {:?} is too long: use at most \"24h\" (it is how long an idle \
+                             or silent client connection may hold a slot)",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                limit
+            }
             None => d.header_read_timeout,
         },
         // hyper needs room for at least 8 KiB of head.
@@ -1495,6 +1509,17 @@ mod tests {
         assert_eq!(err.location, "proxy.toml:2:20");
         assert!(err.message.contains("from 8192"), "{err}");
         assert!(with("max_client_connections = 0").is_err());
+        let c = with("max_concurrent_streams = 8\nmax_requests_in_flight = 20").unwrap();
+        assert_eq!(
+            (
+                c.limits.max_concurrent_streams,
+                c.limits.max_requests_in_flight
+            ),
+            (8, 20)
+        );
+        assert!(with("max_requests_in_flight = 0").is_err());
+        let err = with("header_read_timeout = \"1000years\"").unwrap_err();
+        assert!(err.message.contains("at most \"24h\""), "{err}");
         assert!(with("max_clients = 5")
             .unwrap_err()
             .message

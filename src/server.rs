@@ -506,7 +506,7 @@ where
     let activity = Activity::new();
     let idle_limit = limits.header_read_timeout;
     // The graceful close comes first; the hard one is for clients that ignore it.
-    let io = Guarded::new(io, activity.clone(), idle_limit * 2);
+    let io = Guarded::new(io, activity.clone(), idle_limit.saturating_mul(2));
     let idle = activity.clone();
     // Each request reads the current upstream (or routes) and rules, so a
     // reload applies to the next request even on a kept-alive client connection.
