@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::access::{Decision, Policy};
 use crate::config::{AdminConfig, Listen};
 use crate::forward::ERROR_HEADER;
-use crate::idle::{Activity, Guarded};
+use crate::idle::{self, Activity};
 use crate::listen::{Accepted, Listener};
 use crate::metrics::Metrics;
 use crate::peer;
@@ -146,9 +146,9 @@ async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
-    let io = Guarded::new(io, activity.clone(), ADMIN_IDLE);
+    let busy = activity.clone();
     let service = service_fn(move |req| {
-        let _busy = activity.begin();
+        let _busy = busy.begin();
         let answer = match policy.check(&req, uid) {
             Decision::Refuse(r) => {
                 tracing::warn!(listener = "[admin]", reason = r.tag, seen = %r.seen, client_uid = uid, "admin request refused");
@@ -168,7 +168,8 @@ async fn serve<IO>(
         };
         async move { Ok::<_, Infallible>(answer) }
     });
-    let _ = http.serve_connection(TokioIo::new(io), service).await;
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    let _ = idle::drive(conn, &activity, ADMIN_IDLE, std::future::pending()).await;
 }
 
 fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -7,25 +7,22 @@
 //! partial HTTP/1 head or HTTP/2 preface (before hyper's own timer starts), only
 //! PINGs on HTTP/2, or an idle keep-alive of either version.
 //!
-//! Two steps: once idle for the limit ([`Activity::idle_for`]) the server asks
-//! the connection to close gracefully (HTTP/2 GOAWAY); a client that holds on
-//! anyway finds, after the hard limit, that reads on its byte stream fail
-//! ([`Guarded`]), which no protocol state can escape.
+//! Two steps ([`drive`]): once idle for the limit the connection is asked to
+//! close gracefully (HTTP/2 GOAWAY, HTTP/1 closes at once); a client that holds
+//! on anyway is dropped the same limit later.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper::body::{Body, Incoming};
 use tokio::sync::Notify;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-/// The busy/idle state of one client connection, shared between its byte
-/// stream ([`Guarded`]) and the requests on it ([`Busy`]).
+/// The busy/idle state of one client connection, shared between what drives
+/// it ([`drive`]) and the requests on it ([`Busy`]).
 #[derive(Clone)]
 pub(crate) struct Activity {
     inner: Arc<Inner>,
@@ -37,8 +34,6 @@ struct Inner {
     /// When it last became idle, in nanoseconds after `epoch`.
     idle_since: AtomicU64,
     epoch: Instant,
-    /// The connection's task, woken when it becomes idle so its timer starts.
-    waker: Mutex<Option<Waker>>,
     /// Wakes [`Activity::idle_for`] when the connection becomes idle.
     became_idle: Notify,
 }
@@ -51,7 +46,6 @@ impl Activity {
                 busy: AtomicUsize::new(0),
                 idle_since: AtomicU64::new(0),
                 epoch: Instant::now(),
-                waker: Mutex::new(None),
                 became_idle: Notify::new(),
             }),
         }
@@ -97,10 +91,6 @@ impl Drop for Busy {
         inner.idle_since.store(now, Ordering::Release);
         if inner.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             inner.became_idle.notify_one();
-            let waker = inner.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
         }
     }
 }
@@ -109,139 +99,140 @@ fn nanos_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A client byte stream whose reads fail once the connection has been idle for
-/// `limit` (the hard limit). Writes pass through untouched.
-pub(crate) struct Guarded<IO> {
-    io: IO,
-    activity: Activity,
+/// A served connection that can be asked to finish its in-flight work and close.
+pub(crate) trait GracefulClose: Future {
+    /// Stop taking new requests; end once the in-flight ones are answered.
+    fn graceful_close(self: Pin<&mut Self>);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, E, B> GracefulClose
+    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulClose for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn graceful_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `conn` to its end. Idle (see [`Activity`]) for `limit`, or once `drain`
+/// resolves, it is asked to close gracefully; still there `limit` after an idle
+/// close, it is dropped (which closes the socket). `None` when it was dropped.
+pub(crate) async fn drive<C: GracefulClose>(
+    conn: C,
+    activity: &Activity,
     limit: Duration,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl<IO> Guarded<IO> {
-    pub(crate) fn new(io: IO, activity: Activity, limit: Duration) -> Guarded<IO> {
-        let timer = Box::pin(tokio::time::sleep(limit));
-        Guarded {
-            io,
-            activity,
-            limit,
-            timer,
-        }
-    }
-
-    /// Ready with an error once the idle limit has passed; otherwise arranges
-    /// to be woken when it would (or when the connection becomes idle).
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let inner = &self.activity.inner;
-        if inner.busy.load(Ordering::Acquire) > 0 {
-            let mut waker = inner.waker.lock().unwrap_or_else(|p| p.into_inner());
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
+    drain: impl Future<Output = ()>,
+) -> Option<C::Output> {
+    tokio::pin!(conn, drain);
+    let (mut draining, mut idle_since) = (false, None::<Instant>);
+    loop {
+        let hard = idle_since.map(|at| at + limit);
+        tokio::select! {
+            // The connection first, and no random branch order: this runs on every wake-up.
+            biased;
+            ended = conn.as_mut() => return Some(ended),
+            () = drain.as_mut(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_close();
             }
-            drop(waker);
-            // It may have become idle between the load and storing the waker.
-            if inner.busy.load(Ordering::Acquire) > 0 {
-                return Poll::Pending;
+            () = activity.idle_for(limit), if idle_since.is_none() => {
+                idle_since = Some(Instant::now());
+                conn.as_mut().graceful_close();
+            }
+            () = tokio::time::sleep_until(hard.unwrap_or_else(Instant::now)), if hard.is_some() => {
+                return None;
             }
         }
-        let idle_since = Duration::from_nanos(inner.idle_since.load(Ordering::Acquire));
-        let deadline = inner.epoch + idle_since + self.limit;
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no request on this connection for {:?}", self.limit),
-            )),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if let Poll::Ready(e) = self.poll_expired(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_connection_is_cut_after_the_limit_and_not_before() {
-        let (client, server) = tokio::io::duplex(64);
-        let mut guarded = Guarded::new(server, Activity::new(), Duration::from_secs(2));
-        let started = Instant::now();
-        let mut buf = [0u8; 8];
-        let err = guarded.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
-        drop(client);
+    /// A connection that never ends by itself and records graceful-close requests.
+    struct Stubborn {
+        asked: Arc<AtomicUsize>,
+    }
+
+    impl Future for Stubborn {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl GracefulClose for Stubborn {
+        fn graceful_close(self: Pin<&mut Self>) {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_busy_connection_is_never_cut_and_its_idle_time_starts_when_it_ends() {
-        let (mut client, server) = tokio::io::duplex(64);
+    async fn an_idle_connection_is_asked_to_close_then_dropped_a_limit_later() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let conn = Stubborn {
+            asked: asked.clone(),
+        };
+        let start = Instant::now();
+        let ended = drive(
+            conn,
+            &Activity::new(),
+            Duration::from_secs(2),
+            std::future::pending(),
+        )
+        .await;
+        assert!(ended.is_none(), "dropped, not ended by itself");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_left_alone_until_it_has_been_idle_for_the_limit() {
+        let asked = Arc::new(AtomicUsize::new(0));
         let activity = Activity::new();
-        let mut guarded = Guarded::new(server, activity.clone(), Duration::from_secs(2));
         let busy = activity.begin();
-        let reader = tokio::spawn(async move {
-            let mut buf = [0u8; 8];
-            let n = guarded.read(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"hi");
-            let err = guarded.read(&mut buf).await.unwrap_err();
-            (err.kind(), Instant::now())
+        let driven = tokio::spawn({
+            let (asked, activity) = (asked.clone(), activity.clone());
+            async move {
+                drive(
+                    Stubborn { asked },
+                    &activity,
+                    Duration::from_secs(2),
+                    std::future::pending(),
+                )
+                .await;
+                Instant::now()
+            }
         });
-        // Far past the limit while busy: still open.
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        client.write_all(b"hi").await.unwrap();
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "never while busy");
         let idle_from = Instant::now();
         drop(busy);
-        let (kind, cut_at) = reader.await.unwrap();
-        assert_eq!(kind, io::ErrorKind::TimedOut);
-        assert_eq!(cut_at - idle_from, Duration::from_secs(2));
+        assert_eq!(driven.await.unwrap() - idle_from, Duration::from_secs(4));
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::access::{Client, Policy};
 use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::forward::{self, LoggedBody, Tunnels};
-use crate::idle::{Activity, Guarded};
+use crate::idle::{self, Activity};
 use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;
@@ -505,8 +505,6 @@ where
     } = context;
     let activity = Activity::new();
     let idle_limit = limits.header_read_timeout;
-    // The graceful close comes first; the hard one is for clients that ignore it.
-    let io = Guarded::new(io, activity.clone(), idle_limit.saturating_mul(2));
     let idle = activity.clone();
     // Each request reads the current upstream (or routes) and rules, so a
     // reload applies to the next request even on a kept-alive client connection.
@@ -539,25 +537,12 @@ where
         }
     });
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let (mut draining, mut idled) = (false, false);
-    let ended = loop {
-        tokio::select! {
-            ended = conn.as_mut() => break ended,
-            // HTTP/2 gets a GOAWAY; an idle HTTP/1.1 connection closes at once,
-            // a busy one after its response.
-            _ = drain.signalled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = idle.idle_for(idle_limit), if !idled => {
-                idled = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "client connection ended with an error");
+    // On drain an idle HTTP/1.1 connection closes at once, a busy one after its
+    // response; HTTP/2 gets a GOAWAY.
+    match idle::drive(conn, &idle, idle_limit, drain.signalled()).await {
+        Some(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!("client connection closed: idle, and it did not close when asked"),
     }
 }
 
