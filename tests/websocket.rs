@@ -118,16 +118,11 @@ async fn a_websocket_to_a_server_with_the_wrong_certificate_is_refused() {
     proxy.drain().await;
 }
 
-#[tokio::test]
-async fn websocket_in_proxy_mode_with_an_absolute_form_upgrade() {
-    let (target, c) = echo_server().await;
-    let proxy = Proxy::bind(&config(target, &c, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let mut tcp = TcpStream::connect(proxy.proxy_addr().unwrap())
-        .await
-        .unwrap();
-    // What a proxy-aware client sends for ws:// (RFC 6455 §4.1's sample key).
+/// Opens a WebSocket to upstream "test" through the `[proxy]` listener at
+/// `proxy`, as a proxy-aware client does for ws://, checking the 101.
+async fn through_proxy_mode(proxy: SocketAddr) -> WebSocketStream<TcpStream> {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    // RFC 6455 §4.1's sample key.
     tcp.write_all(
         b"GET http://test/ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -141,7 +136,16 @@ async fn websocket_in_proxy_mode_with_an_absolute_form_upgrade() {
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
-    let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    WebSocketStream::from_raw_socket(tcp, Role::Client, None).await
+}
+
+#[tokio::test]
+async fn websocket_in_proxy_mode_with_an_absolute_form_upgrade() {
+    let (target, c) = echo_server().await;
+    let proxy = Proxy::bind(&config(target, &c, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut ws = through_proxy_mode(proxy.proxy_addr().unwrap()).await;
     exchange(&mut ws).await;
     proxy.drain().await;
 }
@@ -200,17 +204,7 @@ async fn a_reload_that_changes_the_pins_closes_open_tunnels_and_one_that_does_no
     let (mut direct, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
-    let mut tcp = TcpStream::connect(proxy.proxy_addr().unwrap())
-        .await
-        .unwrap();
-    tcp.write_all(
-        b"GET http://test/ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    read_head(&mut tcp).await.unwrap();
-    let mut routed = WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let mut routed = through_proxy_mode(proxy.proxy_addr().unwrap()).await;
     assert!(still_open(&mut direct).await && still_open(&mut routed).await);
 
     // Timeouts only: the upstream is rebuilt, but nothing about trust changed.
