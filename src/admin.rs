@@ -19,10 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::access::{Decision, Policy};
 use crate::config::{AdminConfig, Listen};
-use crate::forward::ERROR_HEADER;
-use crate::idle::{self, Activity};
+use crate::http::access::{Decision, Policy};
+use crate::http::forward::ERROR_HEADER;
+use crate::http::idle::{self, Activity};
 use crate::listen::{Accepted, Listener};
 use crate::metrics::Metrics;
 use crate::peer;

@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::pin::Pin;
+use crate::tls::pin::Pin;
 
 /// Default for `connect_timeout`: TCP connect to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pinproxy::cmd::{check, demo, fingerprint, health};
 use pinproxy::config::{self, Config, Flags};
 use pinproxy::service::{self, Source};
-use pinproxy::{check, demo, health, probe, shutdown};
+use pinproxy::shutdown;
 
 /// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
 ///
@@ -270,7 +271,7 @@ async fn logged_signal() {
 
 async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
     let address = config::with_default_port(&args.address, 443);
-    let presented = probe::probe(
+    let presented = fingerprint::probe(
         &address,
         args.server_name.as_deref(),
         args.timeout,
@@ -279,7 +280,7 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
     .await?;
     print!(
         "{}",
-        probe::report(&address, args.server_name.as_deref(), &presented)
+        fingerprint::report(&address, args.server_name.as_deref(), &presented)
     );
     Ok(())
 }

@@ -21,14 +21,14 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::access::{Client, Policy};
 use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
-use crate::forward::{self, LoggedBody, Tunnels};
-use crate::idle::{self, Activity};
+use crate::http::access::{Client, Policy};
+use crate::http::forward::{self, LoggedBody, Tunnels};
+use crate::http::idle::{self, Activity};
+use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;
-use crate::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::upstream::Upstream;
 use crate::workers::{self, Workers};
 use prometheus_client::metrics::gauge::Gauge;

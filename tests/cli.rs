@@ -130,7 +130,8 @@ async fn fingerprint_prints_what_openssl_computes() {
         .lines()
         .find(|l| l.starts_with("Using English words: "))
         .unwrap();
-    let words = pinproxy::rfc1751::decode(&words_line["Using English words: ".len()..]).unwrap();
+    let words =
+        pinproxy::tls::rfc1751::decode(&words_line["Using English words: ".len()..]).unwrap();
     let hex: String = words.iter().map(|b| format!("{b:02X}")).collect();
     assert_eq!(hex, sha1.replace(':', "")[..32]);
     assert!(report.contains("trust on first use"), "{report}");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use pinproxy::config::{Config, Target, UpstreamConfig};
-use pinproxy::pin::Pin;
 use pinproxy::server::Proxy;
+use pinproxy::tls::pin::Pin;
 
 /// A loopback address where nothing listens (yet).
 async fn vacant() -> SocketAddr {

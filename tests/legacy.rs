@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use pinproxy::config::Config;
-use pinproxy::pin::Pin;
 use pinproxy::server::Proxy;
-use pinproxy::verify::legacy_signature_valid;
+use pinproxy::tls::pin::Pin;
+use pinproxy::tls::verify::legacy_signature_valid;
 use rustls::SignatureScheme;
 
 fn openssl(args: &[&str]) {
@@ -132,7 +132,7 @@ fn config(target: std::net::SocketAddr, pin: Pin, legacy: bool) -> Config {
 async fn an_rsa_1024_v1_appliance_fails_by_default_and_works_with_legacy_crypto() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = old_appliance_cert(dir.path());
-    let pin = Pin::Sha1(pinproxy::pin::Fingerprints::of(&der_of(&cert)).sha1);
+    let pin = Pin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der_of(&cert)).sha1);
     let server = tokio::task::spawn_blocking(move || OldServer::start(&key, &cert))
         .await
         .unwrap();
@@ -158,7 +158,7 @@ async fn legacy_crypto_still_refuses_a_server_without_the_private_key() {
     let dir = tempfile::tempdir().unwrap();
     let (_, pem) = old_appliance_cert(dir.path());
     let der = der_of(&pem);
-    let pin = Pin::Sha1(pinproxy::pin::Fingerprints::of(&der).sha1);
+    let pin = Pin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der).sha1);
     // The pinned certificate, but the handshake signed with some other key.
     let up = Upstream::start(server_config(vec![der.into()], cert().key(), true)).await;
     let proxy = Proxy::bind(&config(up.addr, pin, true)).await.unwrap();
@@ -216,7 +216,7 @@ fn legacy_signatures_are_verified_not_assumed() {
 async fn fingerprint_and_check_read_an_old_appliance_with_legacy_crypto() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = old_appliance_cert(dir.path());
-    let sha1 = pinproxy::pin::Fingerprints::of(&der_of(&cert)).sha1_line();
+    let sha1 = pinproxy::tls::pin::Fingerprints::of(&der_of(&cert)).sha1_line();
     let server = tokio::task::spawn_blocking(move || OldServer::start(&key, &cert))
         .await
         .unwrap();

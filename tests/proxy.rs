@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::Request;
-use pinproxy::pin::Pin;
+use pinproxy::tls::pin::Pin;
 
 fn words_line(c: &TestCert) -> String {
     c.fingerprints().words_line()

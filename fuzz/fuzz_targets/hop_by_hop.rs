@@ -5,7 +5,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use pinproxy::headers::remove_hop_by_hop;
+use pinproxy::http::headers::remove_hop_by_hop;
 
 const FIXED: [&str; 9] = [
     "connection",

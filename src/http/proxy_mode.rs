@@ -10,9 +10,9 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::access::Client;
 use crate::config::{HostAlias, Limits, UpstreamConfig};
-use crate::forward::{self, LoggedBody, Tunnels};
+use crate::http::access::Client;
+use crate::http::forward::{self, LoggedBody, Tunnels};
 use crate::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 

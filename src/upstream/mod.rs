@@ -30,9 +30,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::Http2;
 use crate::config::UpstreamConfig;
-use crate::forward::RequestBody;
+use crate::http::forward::RequestBody;
 use crate::metrics::{Handshake, UpstreamMetrics};
-use crate::verify::{self, PinMismatch, PinVerifier};
+use crate::tls::verify::{self, PinMismatch, PinVerifier};
 use crate::workers;
 
 /// Why a request could not be answered by the upstream.

@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::cmd::fingerprint;
 use crate::config::Config;
-use crate::pin::Fingerprints;
-use crate::probe;
+use crate::tls::pin::Fingerprints;
 
 /// The printed report, and whether everything checked out.
 pub struct Report {
@@ -84,7 +84,7 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     for up in targets {
         let up = &up;
         let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
-        match probe::probe_upstream(up).await {
+        match fingerprint::probe_upstream(up).await {
             Ok(presented) => {
                 let fp = Fingerprints::of(presented.chain[0].as_ref());
                 match up.pins.iter().position(|p| p.matches(&fp)) {

@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::cmd::mock_api;
 use crate::config::{self, Config, UpstreamConfig};
-use crate::mock_api;
-use crate::pin::{Fingerprints, Pin};
 use crate::server::Proxy;
+use crate::tls::pin::{Fingerprints, Pin};
 
 /// Runs the demo until `shutdown` completes.
 pub async fn run(

@@ -18,11 +18,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::access::{Client, Decision, Refusal};
 use crate::access_log;
 use crate::config::Limits;
-use crate::headers::remove_hop_by_hop;
-use crate::idle::{Activity, Busy};
+use crate::http::access::{Client, Decision, Refusal};
+use crate::http::headers::remove_hop_by_hop;
+use crate::http::idle::{Activity, Busy};
 use crate::metrics::UpstreamMetrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -32,7 +32,7 @@ pub type RequestBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// The name of the header that says which failure a pinproxy error response reports.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-pinproxy-error");
 
-/// Checks `req` against the listener's rules ([`crate::access`]), then forwards it to
+/// Checks `req` against the listener's rules ([`crate::http::access`]), then forwards it to
 /// `upstream` and answers the client; an upgrade (WebSocket) that the upstream
 /// accepts becomes a tunnel in `tunnels`.
 pub async fn handle(

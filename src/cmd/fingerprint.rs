@@ -13,9 +13,9 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{self, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
-use crate::pin::Fingerprints;
+use crate::tls::pin::Fingerprints;
+use crate::tls::verify;
 use crate::upstream::Connector;
-use crate::verify;
 
 /// What one handshake showed.
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ pub struct Client {
     /// The listener's rules, as they were when the request arrived.
     pub policy: Arc<Policy>,
     /// Its connection's busy/idle state; an upgraded tunnel keeps it busy.
-    pub(crate) activity: crate::idle::Activity,
+    pub(crate) activity: crate::http::idle::Activity,
 }
 
 /// What to do with a request.

@@ -18,7 +18,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
-use crate::pin::{Fingerprints, Pin};
+use crate::tls::pin::{Fingerprints, Pin};
 
 /// The presented leaf certificate matched none of the pins.
 #[derive(Debug, Clone)]

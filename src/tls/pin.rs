@@ -14,7 +14,7 @@ use std::fmt;
 use base64::Engine;
 use sha1::Digest;
 
-use crate::rfc1751;
+use crate::tls::rfc1751;
 
 /// One configured pin. Any one matching pin accepts the certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,8 @@
+//! The subcommands other than `run`: `check`, `fingerprint`, `health` and
+//! `demo` (with the mock management API it serves).
+
+pub mod check;
+pub mod demo;
+pub mod fingerprint;
+pub mod health;
+pub mod mock_api;

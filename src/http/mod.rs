@@ -1,0 +1,10 @@
+//! The request path on the client side: who may use a listener ([`access`]),
+//! one request forwarded ([`forward`]) or routed by host first ([`proxy_mode`]),
+//! hop-by-hop headers ([`headers`]), and the idle timer every client
+//! connection runs under (`idle`).
+
+pub mod access;
+pub mod forward;
+pub mod headers;
+pub(crate) mod idle;
+pub mod proxy_mode;

@@ -1,0 +1,6 @@
+//! The trust decision: pins and how they are written ([`pin`], [`rfc1751`]), and
+//! the one verifier that checks them inside the TLS handshake ([`verify`]).
+
+pub mod pin;
+pub mod rfc1751;
+pub mod verify;
