@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AdminConfig, Listen};
 use crate::http::access::{Decision, Policy};
-use crate::http::forward::ERROR_HEADER;
 use crate::http::idle::{self, Activity};
+use crate::http::respond::ERROR_HEADER;
 use crate::listen::{Accepted, Listener};
 use crate::metrics::Metrics;
 use crate::peer;

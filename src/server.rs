@@ -23,9 +23,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::http::access::{Client, Policy};
-use crate::http::forward::{self, LoggedBody, Tunnels};
+use crate::http::forward;
 use crate::http::idle::{self, Activity};
+use crate::http::logged_body::LoggedBody;
 use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
+use crate::http::tunnel::Tunnels;
 use crate::listen::{Accepted, Listener as Socket};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;

@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 
 use crate::config::{HostAlias, Limits, UpstreamConfig};
 use crate::http::access::Client;
-use crate::http::forward::{self, LoggedBody, Tunnels};
+use crate::http::forward;
+use crate::http::logged_body::LoggedBody;
+use crate::http::tunnel::Tunnels;
 use crate::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 

@@ -30,10 +30,13 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::Http2;
 use crate::config::UpstreamConfig;
-use crate::http::forward::RequestBody;
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::verify::{self, PinMismatch, PinVerifier};
 use crate::workers;
+
+/// The body sent upstream: the client's own (within `max_request_body`), or none.
+pub type RequestBody =
+    http_body_util::Either<http_body_util::Limited<Incoming>, http_body_util::Empty<bytes::Bytes>>;
 
 /// Why a request could not be answered by the upstream.
 #[derive(Debug, Clone, thiserror::Error)]

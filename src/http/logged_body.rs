@@ -1,0 +1,143 @@
+//! The response body every answer goes out in: it counts the bytes it passes
+//! and, when finished or dropped, writes the access-log line and the request
+//! metrics, and lets go of what the request held.
+
+use std::convert::Infallible;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Method, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Either;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::access_log;
+use crate::http::idle::Busy;
+use crate::http::respond::{ResponseBody, ERROR_HEADER};
+use crate::metrics::UpstreamMetrics;
+
+pub(crate) struct AccessRecord {
+    upstream: Arc<str>,
+    client_uid: Option<u32>,
+    metrics: Arc<UpstreamMetrics>,
+    method: Method,
+    path: String,
+    start: Instant,
+    status: u16,
+    error: Option<HeaderValue>,
+}
+
+impl AccessRecord {
+    pub(crate) fn new<B>(
+        upstream: &Arc<str>,
+        metrics: &Arc<UpstreamMetrics>,
+        req: &Request<B>,
+        client_uid: Option<u32>,
+    ) -> AccessRecord {
+        AccessRecord {
+            upstream: upstream.clone(),
+            client_uid,
+            metrics: metrics.clone(),
+            method: req.method().clone(),
+            // The query string is left out: it may carry tokens.
+            path: req.uri().path().to_string(),
+            start: Instant::now(),
+            status: 0,
+            error: None,
+        }
+    }
+}
+
+/// A response body that counts what it passes and, when it is finished or dropped
+/// (a client that went away still counts), writes the access-log line and the
+/// request metrics.
+pub struct LoggedBody {
+    inner: ResponseBody,
+    record: Option<AccessRecord>,
+    bytes: u64,
+    complete: bool,
+    /// The connection stays busy, and the request holds its listener's
+    /// in-flight slot, until the response is finished.
+    held: Option<(Busy, Option<OwnedSemaphorePermit>)>,
+}
+
+impl LoggedBody {
+    pub(crate) fn wrap(
+        response: Response<ResponseBody>,
+        mut record: AccessRecord,
+    ) -> Response<LoggedBody> {
+        record.status = response.status().as_u16();
+        record.error = response.headers().get(ERROR_HEADER).cloned();
+        response.map(|inner| LoggedBody {
+            inner,
+            record: Some(record),
+            bytes: 0,
+            complete: false,
+            held: None,
+        })
+    }
+
+    /// Keeps `busy` and `slot` until this body is finished or dropped.
+    pub(crate) fn hold(&mut self, busy: Busy, slot: Option<OwnedSemaphorePermit>) {
+        self.held = Some((busy, slot));
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = match &mut self.inner {
+            Either::Left(incoming) => StdPin::new(incoming).poll_frame(cx),
+            Either::Right(full) => StdPin::new(full)
+                .poll_frame(cx)
+                .map_err(|never: Infallible| match never {}),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let Some(r) = self.record.take() else { return };
+        let complete = self.complete || self.inner.is_end_stream();
+        let duration = r.start.elapsed();
+        r.metrics.request(r.status, duration.as_secs_f64());
+        access_log::write(&access_log::Entry {
+            upstream: &r.upstream,
+            method: r.method.as_str(),
+            path: &r.path,
+            status: r.status,
+            bytes: self.bytes,
+            duration,
+            complete,
+            error: r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            client_uid: r.client_uid,
+        });
+    }
+}
