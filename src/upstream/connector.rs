@@ -1,0 +1,421 @@
+//! The only way to an upstream connection: TCP to the address in use (failing
+//! over in order), then the TLS handshake whose verifier checks the pin. Every
+//! connection a pool holds was made here.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin as StdPin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::conn::TlsConn;
+use super::error::{chain, ConnectError, UpstreamError};
+use crate::config::{Http2, UpstreamConfig};
+use crate::metrics::{Handshake, UpstreamMetrics};
+use crate::tls::verify;
+use crate::workers;
+
+/// Opens pinned TLS connections to one configured address.
+#[derive(Clone)]
+pub struct Connector {
+    inner: Arc<ConnectorInner>,
+    /// Which of the upstream's pools this connector fills.
+    pool: usize,
+}
+
+struct ConnectorInner {
+    upstream: String,
+    targets: Vec<TargetConn>,
+    failover: Arc<Failover>,
+    /// `max_connections`: one permit per open connection, shared by the upstream's pools.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+    http2: Http2,
+    h2_pool: Arc<AtomicUsize>,
+    pool_open: Arc<[AtomicUsize]>,
+    metrics: UpstreamMetrics,
+}
+
+/// One address of an upstream with the TLS config that pins its certificate.
+struct TargetConn {
+    address: String,
+    /// For SNI; an error only for a hand-built config (see `Upstream::new`).
+    server_name: Result<ServerName<'static>, String>,
+    tls: TlsConnector,
+}
+
+/// Which address of an upstream is in use: the first, until it cannot be
+/// reached; then the next that can, for `failback_after`, before the first is
+/// tried again. Shared by an upstream's pools.
+pub struct Failover {
+    current: AtomicUsize,
+    since: Mutex<Instant>,
+    failback_after: Duration,
+}
+
+impl Failover {
+    fn new(failback_after: Duration) -> Arc<Failover> {
+        Arc::new(Failover {
+            current: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+            failback_after,
+        })
+    }
+
+    /// The address to try first now.
+    fn first(&self) -> usize {
+        let current = self.current.load(Ordering::Relaxed);
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        if current != 0 && since.elapsed() >= self.failback_after {
+            0
+        } else {
+            current
+        }
+    }
+
+    /// A connection to address `index` succeeded.
+    fn used(&self, index: usize, upstream: &str, address: &str) {
+        let before = self.current.swap(index, Ordering::Relaxed);
+        if before == index {
+            return;
+        }
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if index == 0 {
+            tracing::info!(upstream = %upstream, address = %address, "the first address answers again; new connections go there");
+        } else {
+            tracing::warn!(upstream = %upstream, address = %address, retry_first_after = ?self.failback_after, "failed over: new connections go to this address");
+        }
+    }
+}
+
+/// What an upstream's pools (the main one and the HTTP/1.1 one for upgrades) share.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub(super) failover: Arc<Failover>,
+    pub(super) slots: Arc<Semaphore>,
+    /// The pool that made the first HTTP/2 connection ([`NO_H2`] until one did).
+    pub(super) h2_pool: Arc<AtomicUsize>,
+    /// Open connections of each worker's pool.
+    pub(super) pool_open: Arc<[AtomicUsize]>,
+}
+
+pub(super) const NO_H2: usize = usize::MAX;
+/// The pool index of the client that is not a per-worker pool: the one for upgrades.
+pub(super) const NOT_POOLED: usize = usize::MAX - 1;
+
+impl Shared {
+    pub(super) fn new(cfg: &UpstreamConfig) -> Shared {
+        Shared {
+            failover: Failover::new(cfg.failback_after),
+            slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            h2_pool: Arc::new(AtomicUsize::new(NO_H2)),
+            pool_open: (0..workers::count()).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+}
+
+impl Connector {
+    /// A connector for `cfg` that trusts exactly what `verifier` accepts (at every
+    /// address) and counts its handshakes into `metrics`, offering HTTP/2 by ALPN as
+    /// `cfg` says.
+    pub fn with_verifier(
+        cfg: &UpstreamConfig,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        metrics: UpstreamMetrics,
+    ) -> Connector {
+        let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
+        Connector::new(cfg, verifiers, metrics, cfg.http2, Shared::new(cfg))
+    }
+
+    pub(super) fn new(
+        cfg: &UpstreamConfig,
+        verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+        metrics: UpstreamMetrics,
+        http2: Http2,
+        shared: Shared,
+    ) -> Connector {
+        let alpn: Vec<Vec<u8>> = match http2 {
+            Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Http2::Never => vec![b"http/1.1".to_vec()],
+            Http2::Always => vec![b"h2".to_vec()],
+        };
+        let targets = cfg
+            .targets()
+            .into_iter()
+            .zip(verifiers)
+            .map(|(target, verifier)| {
+                // The configured name, else the host (an IP: no SNI is sent).
+                let server_name = cfg
+                    .server_name
+                    .clone()
+                    .ok_or(())
+                    .or_else(|()| ServerName::try_from(target.host.clone()))
+                    .map_err(|_| {
+                        format!("{:?} is not a valid DNS name or IP address", target.host)
+                    });
+                TargetConn {
+                    address: target.address(),
+                    server_name,
+                    tls: TlsConnector::from(Arc::new(verify::client_config(
+                        verifier,
+                        alpn.clone(),
+                        cfg.tls_resumption,
+                        cfg.legacy_crypto,
+                    ))),
+                }
+            })
+            .collect();
+        Connector {
+            inner: Arc::new(ConnectorInner {
+                upstream: cfg.name.clone(),
+                targets,
+                failover: shared.failover,
+                slots: shared.slots,
+                max_connections: cfg.max_connections,
+                connect_timeout: cfg.connect_timeout,
+                handshake_timeout: cfg.handshake_timeout,
+                http2,
+                h2_pool: shared.h2_pool,
+                pool_open: shared.pool_open,
+                metrics,
+            }),
+            pool: 0,
+        }
+    }
+
+    pub(super) fn for_pool(&self, pool: usize) -> Connector {
+        Connector {
+            inner: self.inner.clone(),
+            pool,
+        }
+    }
+
+    /// Connects to the address in use (failing over in order when one cannot be
+    /// reached or times out) and runs the pinned handshake. A pin mismatch never
+    /// fails over: it is an attack or a misconfiguration, and must be seen.
+    pub async fn connect(&self) -> Result<Pinned, UpstreamError> {
+        let inner = &*self.inner;
+        // A flood of clients must not become a flood of TLS sessions to the server.
+        let slot = tokio::time::timeout(inner.connect_timeout, inner.slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| UpstreamError::Busy {
+                upstream: inner.upstream.clone(),
+                max_connections: inner.max_connections,
+                waited: inner.connect_timeout,
+            })?;
+        let tls = self.connect_any().await?;
+        Ok(Pinned { tls, slot })
+    }
+
+    async fn connect_any(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let inner = &*self.inner;
+        let count = inner.targets.len();
+        let first = inner.failover.first();
+        let order = std::iter::once(first).chain((0..count).filter(|&i| i != first));
+        let mut failures = Vec::new();
+        for index in order {
+            let target = &inner.targets[index];
+            match self.connect_to(target).await {
+                Ok(tls) => {
+                    inner.failover.used(index, &inner.upstream, &target.address);
+                    return Ok(tls);
+                }
+                Err(e) if count > 1 && e.fails_over() => {
+                    tracing::warn!(upstream = %inner.upstream, address = %target.address, error = %e, "address failed; trying the next");
+                    failures.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failures.len() {
+            1 => Err(failures.remove(0)),
+            _ => Err(UpstreamError::Connect {
+                address: inner
+                    .targets
+                    .iter()
+                    .map(|t| t.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: format!(
+                    "every address failed: {}",
+                    failures
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }),
+        }
+    }
+
+    /// Resolves, connects and runs the pinned handshake with one address.
+    async fn connect_to(&self, target: &TargetConn) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let inner = &*self.inner;
+        let server_name = target
+            .server_name
+            .clone()
+            .map_err(|reason| UpstreamError::Connect {
+                address: target.address.clone(),
+                reason,
+            })?;
+        let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&target.address))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                address: target.address.clone(),
+                stage: "connect",
+                after: inner.connect_timeout,
+            })
+            .and_then(|connected| connected)
+            .inspect_err(|_| inner.metrics.connect_failed())?;
+        let handshake = tokio::time::timeout(
+            inner.handshake_timeout,
+            target.tls.connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            address: target.address.clone(),
+            stage: "TLS handshake",
+            after: inner.handshake_timeout,
+        })
+        .and_then(|done| done.map_err(|e| handshake_error(&target.address, e)));
+        let handshake = handshake.and_then(|tls| {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 && self.pool != NOT_POOLED {
+                let _ = inner.h2_pool.compare_exchange(
+                    NO_H2,
+                    self.pool,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            if inner.http2 == Http2::Always && !h2 {
+                return Err(UpstreamError::Handshake {
+                    address: target.address.clone(),
+                    reason: "the server did not agree to HTTP/2 (ALPN h2); set http2 = \"auto\" for this upstream".into(),
+                });
+            }
+            Ok(tls)
+        });
+        inner.metrics.handshake(match &handshake {
+            Ok(_) => Handshake::Ok,
+            Err(UpstreamError::FingerprintMismatch(_)) => Handshake::FingerprintMismatch,
+            Err(_) => Handshake::Error,
+        });
+        handshake
+    }
+}
+
+async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
+    let failed = |reason: String| UpstreamError::Connect {
+        address: address.to_string(),
+        reason,
+    };
+    let addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| failed(format!("name lookup failed: {e}")))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Requests and responses are written whole; don't let Nagle hold back the tail.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        "the name resolved to no address".to_string()
+    })))
+}
+
+fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
+    if let Some(mismatch) = verify::find_mismatch(&err) {
+        return UpstreamError::FingerprintMismatch(mismatch.clone());
+    }
+    let mut reason = chain(&err);
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("handshakefailure")
+        || lower.contains("protocolversion")
+        || lower.contains("handshake_failure")
+        || lower.contains("protocol_version")
+    {
+        reason.push_str(
+            " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
+             support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
+        );
+    } else if lower.contains("badsignature")
+        || lower.contains("unsupportedcertversion")
+        || lower.contains("unsupportedsignaturealgorithm")
+    {
+        reason.push_str(
+            " (the pin matched, but the handshake signature could not be checked with modern algorithms: an old \
+             appliance with an RSA key under 2048 bits, SHA-1 signatures or an X.509 v1 certificate fails this way. If \
+             that is this server, set legacy_crypto = true for this upstream; the signature is then checked with \
+             ring's legacy RSA algorithms over TLS 1.2. A server that shows the certificate without its private key \
+             fails either way)",
+        );
+    } else if lower.contains("noapplicationprotocol") {
+        reason.push_str(
+            " (the server does not speak HTTP/2, which http2 = \"always\" requires; set http2 = \"auto\")",
+        );
+    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        reason.push_str(" (is this port serving TLS? plain HTTP or another protocol answered)");
+    }
+    UpstreamError::Handshake {
+        address: address.to_string(),
+        reason,
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TlsConn>;
+    type Error = ConnectError;
+    type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // The URI is ignored on purpose: this connector only ever reaches its configured address.
+        let this = self.clone();
+        Box::pin(async move {
+            match this.connect().await {
+                Ok(tls) => {
+                    let pool_open = this.inner.pool_open.get(this.pool).map(|open| {
+                        open.fetch_add(1, Ordering::Relaxed);
+                        (this.inner.pool_open.clone(), this.pool)
+                    });
+                    Ok(TokioIo::new(TlsConn::new(
+                        tls,
+                        this.inner.metrics.upstream_connections.clone(),
+                        pool_open,
+                    )))
+                }
+                Err(e) => Err(ConnectError(e)),
+            }
+        })
+    }
+}
+
+/// A pinned TLS connection and the `max_connections` slot it occupies.
+pub struct Pinned {
+    /// The verified TLS stream.
+    pub tls: TlsStream<TcpStream>,
+    pub(super) slot: tokio::sync::OwnedSemaphorePermit,
+}
