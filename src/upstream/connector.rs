@@ -348,37 +348,54 @@ fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
         return UpstreamError::FingerprintMismatch(mismatch.clone());
     }
     let mut reason = chain(&err);
-    let lower = reason.to_ascii_lowercase();
-    if lower.contains("handshakefailure")
-        || lower.contains("protocolversion")
-        || lower.contains("handshake_failure")
-        || lower.contains("protocol_version")
-    {
-        reason.push_str(
+    let rustls_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(hint) = rustls_error.and_then(hint) {
+        reason.push_str(hint);
+    }
+    UpstreamError::Handshake {
+        address: address.to_string(),
+        reason,
+    }
+}
+
+/// What to tell the operator about a handshake that failed with `err`, told by
+/// rustls' error variant.
+// rustls still maps webpki's unsupported-algorithm errors to the deprecated variant.
+#[allow(deprecated)]
+fn hint(err: &rustls::Error) -> Option<&'static str> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error, PeerMisbehaved};
+    match err {
+        Error::AlertReceived(Alert::HandshakeFailure | Alert::ProtocolVersion | Alert::InsufficientSecurity)
+        | Error::PeerIncompatible(_) => Some(
             " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
              support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
-        );
-    } else if lower.contains("badsignature")
-        || lower.contains("unsupportedcertversion")
-        || lower.contains("unsupportedsignaturealgorithm")
-    {
-        reason.push_str(
+        ),
+        // The verifier checks the pin before the signature, so a certificate
+        // error here is about checking the handshake signature with its key.
+        Error::InvalidCertificate(
+            Cert::BadSignature
+            | Cert::UnsupportedSignatureAlgorithm
+            | Cert::UnsupportedSignatureAlgorithmContext { .. }
+            | Cert::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+            | Cert::BadEncoding
+            | Cert::Other(_),
+        )
+        | Error::PeerMisbehaved(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme) => Some(
             " (the pin matched, but the handshake signature could not be checked with modern algorithms: an old \
              appliance with an RSA key under 2048 bits, SHA-1 signatures or an X.509 v1 certificate fails this way. If \
              that is this server, set legacy_crypto = true for this upstream; the signature is then checked with \
              ring's legacy RSA algorithms over TLS 1.2. A server that shows the certificate without its private key \
              fails either way)",
-        );
-    } else if lower.contains("noapplicationprotocol") {
-        reason.push_str(
+        ),
+        Error::NoApplicationProtocol | Error::AlertReceived(Alert::NoApplicationProtocol) => Some(
             " (the server does not speak HTTP/2, which http2 = \"always\" requires; set http2 = \"auto\")",
-        );
-    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
-        reason.push_str(" (is this port serving TLS? plain HTTP or another protocol answered)");
-    }
-    UpstreamError::Handshake {
-        address: address.to_string(),
-        reason,
+        ),
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
+            Some(" (is this port serving TLS? plain HTTP or another protocol answered)")
+        }
+        _ => None,
     }
 }
 
@@ -418,4 +435,58 @@ pub struct Pinned {
     /// The verified TLS stream.
     pub tls: TlsStream<TcpStream>,
     pub(super) slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{AlertDescription, CertificateError, Error, InvalidMessage, PeerIncompatible};
+
+    #[test]
+    fn handshake_hints_follow_rustls_error_variants() {
+        let says = |e: Error, needle: &str| {
+            let hint = hint(&e).unwrap_or_default();
+            assert!(hint.contains(needle), "{e:?}: {hint:?}");
+        };
+        says(
+            Error::AlertReceived(AlertDescription::HandshakeFailure),
+            "TLS 1.0/1.1",
+        );
+        says(
+            Error::AlertReceived(AlertDescription::ProtocolVersion),
+            "TLS 1.0/1.1",
+        );
+        says(
+            Error::PeerIncompatible(PeerIncompatible::ServerDoesNotSupportTls12Or13),
+            "TLS 1.0/1.1",
+        );
+        says(
+            Error::InvalidCertificate(CertificateError::BadSignature),
+            "legacy_crypto = true",
+        );
+        says(
+            Error::InvalidCertificate(CertificateError::BadEncoding),
+            "legacy_crypto = true",
+        );
+        says(Error::NoApplicationProtocol, "http2 = \"auto\"");
+        says(
+            Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            "serving TLS?",
+        );
+        assert_eq!(
+            hint(&Error::AlertReceived(AlertDescription::DecryptError)),
+            None
+        );
+        // Through the io::Error tokio-rustls wraps it in, as the connector sees it.
+        let wrapped = io::Error::new(
+            io::ErrorKind::InvalidData,
+            Error::AlertReceived(AlertDescription::HandshakeFailure),
+        );
+        match handshake_error("192.0.2.10:443", wrapped) {
+            UpstreamError::Handshake { reason, .. } => {
+                assert!(reason.contains("TLS 1.0/1.1"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
