@@ -9,6 +9,8 @@ use std::path::Path;
 use crate::cmd::fingerprint;
 use crate::config::Config;
 use crate::tls::pin::Fingerprints;
+use crate::tls::verify::Trust;
+use crate::upstream::UpstreamError;
 
 /// The printed report, and whether everything checked out.
 pub struct Report {
@@ -84,30 +86,27 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     for up in targets {
         let up = &up;
         let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
-        match fingerprint::probe_upstream(up).await {
+        // The same verifier the proxy runs decides MATCH or MISMATCH.
+        match fingerprint::handshake(up, Trust::Pins(up.pins.clone())).await {
             Ok(presented) => {
                 let fp = Fingerprints::of(presented.chain[0].as_ref());
-                match up.pins.iter().position(|p| p.matches(&fp)) {
-                    Some(i) => {
-                        let _ = writeln!(
-                            text,
-                            "MATCH (pin {}), {}, {}",
-                            i + 1,
-                            fp.sha1_line(),
-                            presented.protocol
-                        );
-                    }
-                    None => {
-                        ok = false;
-                        let _ = writeln!(
-                            text,
-                            "MISMATCH: presented {} / {}; pinproxy would refuse this server. If its certificate \
-                             was renewed, compare with `api fingerprint` on its console and update the pin",
-                            fp.sha1_line(),
-                            fp.sha256_line()
-                        );
-                    }
-                }
+                let pin = presented.matched.map_or(0, |i| i + 1);
+                let _ = writeln!(
+                    text,
+                    "MATCH (pin {pin}), {}, {}",
+                    fp.sha1_line(),
+                    presented.protocol
+                );
+            }
+            Err(UpstreamError::FingerprintMismatch(m)) => {
+                ok = false;
+                let _ = writeln!(
+                    text,
+                    "MISMATCH: presented {} / {}; pinproxy would refuse this server. If its certificate \
+                     was renewed, compare with `api fingerprint` on its console and update the pin",
+                    m.presented.sha1_line(),
+                    m.presented.sha256_line()
+                );
             }
             Err(e) => {
                 ok = false;

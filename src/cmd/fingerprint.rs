@@ -3,85 +3,28 @@
 //! a ready-to-paste config snippet. This is trust on first use, and says so.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 
 use crate::config::{self, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
 use crate::tls::pin::Fingerprints;
-use crate::tls::verify;
-use crate::upstream::Connector;
+use crate::tls::verify::{PinVerifier, Trust};
+use crate::upstream::{Connector, UpstreamError};
 
 /// What one handshake showed.
 #[derive(Debug, Clone)]
 pub struct Presented {
     /// The certificates in the order the server sent them; the first is the leaf.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Which configured pin the leaf matched (with `Trust::Pins`).
+    pub matched: Option<usize>,
     /// Negotiated protocol, e.g. `TLSv1_3`.
     pub protocol: String,
     /// Negotiated cipher suite.
     pub cipher: String,
-}
-
-/// Accepts any certificate and remembers it; still checks the handshake signature,
-/// so what is recorded is a certificate the server holds the key of.
-#[derive(Debug)]
-struct Recorder {
-    seen: Mutex<Vec<CertificateDer<'static>>>,
-    algorithms: WebPkiSupportedAlgorithms,
-    /// Check signatures as a `legacy_crypto` upstream would.
-    legacy: bool,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        *seen = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if self.legacy {
-            return verify::legacy_signature(message, cert, dss);
-        }
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        if self.legacy {
-            return verify::LEGACY_SCHEMES.to_vec();
-        }
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// Connects to `address` (`host:port`, the port 443 if left out) once and
@@ -118,14 +61,30 @@ pub async fn probe(
 /// Connects once to a configured upstream (its address, server name and
 /// timeouts) without checking its pins, and returns what it presented.
 pub async fn probe_upstream(cfg: &UpstreamConfig) -> Result<Presented, String> {
+    handshake(cfg, Trust::FirstUse)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One handshake with `cfg`'s address through the same connector and verifier
+/// the proxy uses, trusting what `trust` says; what the server presented, and
+/// which pin matched. A pin mismatch is `UpstreamError::FingerprintMismatch`.
+pub(crate) async fn handshake(
+    cfg: &UpstreamConfig,
+    trust: Trust,
+) -> Result<Presented, UpstreamError> {
     let address = cfg.address();
-    let recorder = Arc::new(Recorder {
-        seen: Mutex::new(Vec::new()),
-        algorithms: verify::provider().signature_verification_algorithms,
-        legacy: cfg.legacy_crypto,
-    });
-    let connector = Connector::with_verifier(cfg, recorder.clone(), UpstreamMetrics::detached());
-    let tls = connector.connect().await.map_err(|e| e.to_string())?.tls;
+    let verifier = Arc::new(
+        PinVerifier::new(
+            &cfg.name,
+            trust,
+            UpstreamMetrics::detached().certificate_not_after,
+        )
+        .with_legacy_crypto(cfg.legacy_crypto)
+        .recording(),
+    );
+    let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
+    let tls = connector.connect().await?.tls;
     let (_, session) = tls.get_ref();
     let protocol = session
         .protocol_version()
@@ -135,21 +94,18 @@ pub async fn probe_upstream(cfg: &UpstreamConfig) -> Result<Presented, String> {
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()))
         .unwrap_or_default();
-    let chain = recorder
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    if chain.is_empty() {
-        return Err(format!(
-            "{address} completed a handshake without presenting a certificate"
-        ));
+    match verifier.seen() {
+        Some(seen) if !seen.chain.is_empty() => Ok(Presented {
+            chain: seen.chain,
+            matched: seen.matched,
+            protocol,
+            cipher,
+        }),
+        _ => Err(UpstreamError::Handshake {
+            address,
+            reason: "the handshake completed without a certificate".into(),
+        }),
     }
-    Ok(Presented {
-        chain,
-        protocol,
-        cipher,
-    })
 }
 
 /// The human-readable report `pinproxy fingerprint` prints.

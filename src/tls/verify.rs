@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::metrics::NotAfter;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -43,15 +43,40 @@ impl fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
-/// Accepts a server only if its leaf certificate matches one of `pins`.
+/// What a [`PinVerifier`] accepts. A closed choice: there is no other way to
+/// decide whether an upstream is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// A leaf certificate that matches one of these pins (every upstream).
+    Pins(Vec<Pin>),
+    /// Any leaf certificate, for `pinproxy fingerprint`, which shows it to a
+    /// person to compare with the server console before it becomes a pin. The
+    /// handshake signature is still checked, so it is a certificate the server
+    /// holds the key of.
+    FirstUse,
+}
+
+/// What the server presented in the last full handshake of a recording verifier.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The certificates in the order the server sent them; the first is the leaf.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Which pin (index into [`Trust::Pins`]) the leaf matched, if any.
+    pub matched: Option<usize>,
+}
+
+/// The one trust decision: accepts a server only as its [`Trust`] says, and
+/// checks the handshake signature (modern, or legacy with `legacy_crypto`).
 #[derive(Debug)]
 pub struct PinVerifier {
     upstream: String,
-    pins: Vec<Pin>,
+    trust: Trust,
     legacy: bool,
     not_after: NotAfter,
     algorithms: WebPkiSupportedAlgorithms,
     warned_expired: AtomicBool,
+    /// Set by [`PinVerifier::recording`] (for `fingerprint` and `check --connect`).
+    seen: Option<Mutex<Option<Seen>>>,
 }
 
 impl PinVerifier {
@@ -59,15 +84,28 @@ impl PinVerifier {
     /// records in `not_after` the notAfter of each presented certificate that
     /// matches a pin (one that does not could say anything, such as a far-future
     /// date that silences the renewal alert).
-    pub fn new(upstream: &str, pins: Vec<Pin>, not_after: NotAfter) -> PinVerifier {
+    pub fn new(upstream: &str, trust: Trust, not_after: NotAfter) -> PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
-            pins,
+            trust,
             legacy: false,
             not_after,
             algorithms: provider().signature_verification_algorithms,
             warned_expired: AtomicBool::new(false),
+            seen: None,
         }
+    }
+
+    /// Also keeps what each full handshake presented, for [`PinVerifier::seen`].
+    pub fn recording(mut self) -> PinVerifier {
+        self.seen = Some(Mutex::new(None));
+        self
+    }
+
+    /// What the last full handshake presented (a recording verifier only).
+    pub fn seen(&self) -> Option<Seen> {
+        let seen = self.seen.as_ref()?;
+        seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Also accepts legacy handshake signatures (see [`legacy_signature_valid`]):
@@ -99,7 +137,7 @@ impl ServerCertVerifier for PinVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
@@ -107,18 +145,35 @@ impl ServerCertVerifier for PinVerifier {
         // Only the end-entity certificate counts: a pinned certificate sent as an
         // "intermediate" by a server holding another leaf proves nothing.
         let presented = Fingerprints::of(end_entity.as_ref());
-        let pinned = self.pins.iter().any(|pin| pin.matches(&presented));
-        if pinned {
-            self.note_validity(end_entity.as_ref(), now);
-            return Ok(ServerCertVerified::assertion());
-        }
-        let mismatch = PinMismatch {
-            presented,
-            expected: self.pins.iter().map(Pin::to_string).collect(),
+        let matched = match &self.trust {
+            Trust::Pins(pins) => pins.iter().position(|pin| pin.matches(&presented)),
+            Trust::FirstUse => None,
         };
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(mismatch)),
-        )))
+        if let Some(seen) = &self.seen {
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
+                chain: std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .map(|c| c.clone().into_owned())
+                    .collect(),
+                matched,
+            });
+        }
+        match (&self.trust, matched) {
+            (Trust::FirstUse, _) => Ok(ServerCertVerified::assertion()),
+            (Trust::Pins(_), Some(_)) => {
+                self.note_validity(end_entity.as_ref(), now);
+                Ok(ServerCertVerified::assertion())
+            }
+            (Trust::Pins(pins), None) => {
+                let mismatch = PinMismatch {
+                    presented,
+                    expected: pins.iter().map(Pin::to_string).collect(),
+                };
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(mismatch)),
+                )))
+            }
+        }
     }
 
     fn verify_tls12_signature(
@@ -227,7 +282,7 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
 /// With `legacy`, only TLS 1.2 is offered: the legacy signature algorithms exist
 /// only there (TLS 1.3 signs with RSA-PSS, which ring checks for 2048-bit keys only).
 pub fn client_config(
-    verifier: Arc<dyn ServerCertVerifier>,
+    verifier: Arc<PinVerifier>,
     alpn: Vec<Vec<u8>>,
     resumption: bool,
     legacy: bool,

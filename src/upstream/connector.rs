@@ -22,7 +22,7 @@ use super::conn::TlsConn;
 use super::error::{chain, ConnectError, UpstreamError};
 use crate::config::{Http2, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
-use crate::tls::verify;
+use crate::tls::verify::{self, PinVerifier};
 use crate::workers;
 
 /// Opens pinned TLS connections to one configured address.
@@ -130,9 +130,9 @@ impl Connector {
     /// A connector for `cfg` that trusts exactly what `verifier` accepts (at every
     /// address) and counts its handshakes into `metrics`, offering HTTP/2 by ALPN as
     /// `cfg` says.
-    pub fn with_verifier(
+    pub(crate) fn with_verifier(
         cfg: &UpstreamConfig,
-        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+        verifier: Arc<PinVerifier>,
         metrics: UpstreamMetrics,
     ) -> Connector {
         let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
@@ -141,7 +141,7 @@ impl Connector {
 
     pub(super) fn new(
         cfg: &UpstreamConfig,
-        verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>>,
+        verifiers: Vec<Arc<PinVerifier>>,
         metrics: UpstreamMetrics,
         http2: Http2,
         shared: Shared,

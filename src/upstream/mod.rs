@@ -30,7 +30,7 @@ use error::{closed_early, too_large};
 
 use crate::config::{Http2, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
-use crate::tls::verify::PinVerifier;
+use crate::tls::verify::{PinVerifier, Trust};
 use crate::workers;
 
 /// The body sent upstream: the client's own (within `max_request_body`), or none.
@@ -69,14 +69,18 @@ impl Upstream {
     /// is built once per pin set, so nothing verified under old pins is reused.
     pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
         // One verifier (and so one TLS config and session cache) per address and pin set.
-        let verifiers: Vec<Arc<dyn rustls::client::danger::ServerCertVerifier>> = cfg
+        let verifiers: Vec<Arc<PinVerifier>> = cfg
             .targets()
             .into_iter()
             .map(|t| {
                 Arc::new(
-                    PinVerifier::new(&cfg.name, t.pins, metrics.certificate_not_after.clone())
-                        .with_legacy_crypto(cfg.legacy_crypto),
-                ) as Arc<dyn rustls::client::danger::ServerCertVerifier>
+                    PinVerifier::new(
+                        &cfg.name,
+                        Trust::Pins(t.pins),
+                        metrics.certificate_not_after.clone(),
+                    )
+                    .with_legacy_crypto(cfg.legacy_crypto),
+                )
             })
             .collect();
         let shared = Shared::new(cfg);
