@@ -88,7 +88,7 @@ fn refusal_logged(bin: &mut Binary, reason: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebinding_host_is_refused_and_the_listeners_own_names_pass() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(
         up.addr,
         &c.sha1_pin(),
@@ -176,7 +176,7 @@ async fn a_rebinding_host_is_refused_and_the_listeners_own_names_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_and_preflights_never_reach_the_upstream() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(
         up.addr,
         &c.sha1_pin(),
@@ -329,7 +329,7 @@ fn unix_config(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unix_socket_listener_has_its_mode_replaces_a_stale_file_and_goes_on_sigterm() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = socket_dir();
     let path = dir.path().join("gaia.sock");
     // Left behind by a pinproxy that was killed: a socket file nobody listens on.
@@ -481,7 +481,7 @@ async fn anything_but_a_stale_socket_at_the_path_is_a_startup_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adds_removes_and_re_permissions_unix_listeners() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = socket_dir();
     let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
     let second = |path: &Path| {
@@ -554,7 +554,7 @@ fn as_nobody() -> Option<[&'static str; 3]> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_users_refuse_another_uid_on_unix_and_tcp_listeners() {
     let Some(nobody) = as_nobody() else { return };
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = socket_dir();
     let sock = dir.path().join("gaia.sock");
     let me = nix::unistd::getuid().as_raw();
@@ -629,7 +629,7 @@ async fn the_demo_listens_on_loopback_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_listener_refuses_web_pages_too() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let text = config_text(up.addr, &c.sha1_pin(), "").replacen(
         "[[upstream]]",
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[[upstream]]",
@@ -732,7 +732,7 @@ async fn serve_page(html: String) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_page_cannot_use_the_listener() {
     let Some(browser) = chromium() else { return };
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
     let port = bin.listening().port();

@@ -83,14 +83,14 @@ fn promtool_expects(scraped: &[(String, f64)], firing: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_renewal_alert_follows_only_pinned_certificates() {
     let soon_cert = cert_valid_for(10);
-    let soon = Upstream::start(server_config(
+    let soon = TestServer::start(server_config(
         vec![soon_cert.der.clone()],
         soon_cert.key(),
         false,
     ))
     .await;
     let far_cert = cert_valid_for(20 * 365);
-    let impostor = Upstream::start(server_config(
+    let impostor = TestServer::start(server_config(
         vec![far_cert.der.clone()],
         far_cert.key(),
         false,
@@ -98,7 +98,7 @@ async fn the_renewal_alert_follows_only_pinned_certificates() {
     .await;
     let (front, to_impostor) = redirector(soon.addr, impostor.addr).await;
     let later_cert = cert_valid_for(100);
-    let later = Upstream::start(server_config(
+    let later = TestServer::start(server_config(
         vec![later_cert.der.clone()],
         later_cert.key(),
         false,

@@ -107,7 +107,7 @@ fn openssl_fingerprint(pem: &str, digest: &str) -> String {
 
 #[tokio::test]
 async fn fingerprint_prints_what_openssl_computes() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let addr = up.addr.to_string();
     let out = tokio::task::spawn_blocking(move || pinproxy(&["fingerprint", &addr]))
         .await
@@ -181,7 +181,7 @@ async fn fingerprint_fails_clearly_when_unreachable_or_not_tls() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
     let addr = bin.listening();
@@ -209,7 +209,7 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_trace_level() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(
         &["run", "--config", config.path().to_str().unwrap()],
@@ -255,7 +255,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
 #[tokio::test]
 async fn bodies_of_128_mib_stream_both_ways_in_bounded_memory() {
     const SIZE: u64 = 128 << 20;
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
     let addr = bin.listening();
@@ -392,7 +392,7 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
 #[tokio::test]
 async fn an_expired_pinned_certificate_warns_once_and_keeps_working() {
     let c = expired_cert();
-    let up = Upstream::start(server_config(vec![c.der.clone()], c.key(), false)).await;
+    let up = TestServer::start(server_config(vec![c.der.clone()], c.key(), false)).await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
     let addr = bin.listening();

@@ -39,8 +39,8 @@ fn stderr(out: &Output) -> String {
 /// way becomes world-writable later, the swapped-in config is not loaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_anyone_could_swap_is_refused_at_start_and_on_reload() {
-    let (genuine, c) = Upstream::start_self_signed().await;
-    let (attacker, a) = Upstream::start_self_signed().await;
+    let (genuine, c) = TestServer::start_self_signed().await;
+    let (attacker, a) = TestServer::start_self_signed().await;
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real.toml");
     std::fs::write(&real, config_text(genuine.addr, &c.sha1_pin(), "")).unwrap();
@@ -103,7 +103,7 @@ async fn a_config_anyone_could_swap_is_refused_at_start_and_on_reload() {
 /// private mount namespace: refused while writable, accepted once read-only.
 #[tokio::test]
 async fn a_read_only_configmap_volume_of_mode_0777_passes_and_a_writable_one_does_not() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.toml");
     std::fs::write(&source, config_text(up.addr, &c.sha1_pin(), "")).unwrap();
@@ -152,7 +152,7 @@ exec "$3" check --config "$volume/proxy.toml""#;
 /// the service running as its own unprivileged user.
 #[tokio::test]
 async fn the_systemd_layout_passes_for_the_service_user() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = tempfile::tempdir().unwrap();
     chmod(dir.path(), 0o755);
     let etc = dir.path().join("etc/pinproxy");
@@ -185,7 +185,7 @@ async fn the_systemd_layout_passes_for_the_service_user() {
 /// that owner's other processes and it is refused.
 #[tokio::test]
 async fn a_sticky_world_writable_directory_not_owned_by_root_is_refused() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let dir = tempfile::tempdir().unwrap();
     chmod(dir.path(), 0o755);
     let shared = dir.path().join("shared");

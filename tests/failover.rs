@@ -39,9 +39,11 @@ fn ha(
 /// The primary down, the secondary (with its own pin) served once; then the
 /// primary comes back where it was and the secondary's pooled connection closes.
 /// Returns the proxy, its URL and both servers.
-async fn fail_over_then_restore_primary(failback: Duration) -> (Proxy, String, Upstream, Upstream) {
+async fn fail_over_then_restore_primary(
+    failback: Duration,
+) -> (Proxy, String, TestServer, TestServer) {
     let primary_addr = vacant().await;
-    let (secondary, b) = Upstream::start_self_signed().await;
+    let (secondary, b) = TestServer::start_self_signed().await;
     let a = cert();
     let proxy = Proxy::bind(&ha(
         primary_addr,
@@ -59,7 +61,7 @@ async fn fail_over_then_restore_primary(failback: Duration) -> (Proxy, String, U
         "served by the secondary, with its own pin"
     );
     assert_eq!(secondary.tls_accepted(), 1);
-    let primary = Upstream::start_on(
+    let primary = TestServer::start_on(
         primary_addr,
         server_config(vec![a.der.clone()], a.key(), false),
     )
@@ -89,8 +91,8 @@ async fn the_secondary_is_kept_for_failback_after_even_when_the_primary_returns(
 
 #[tokio::test]
 async fn a_pin_mismatch_on_the_primary_is_a_502_not_a_failover() {
-    let (primary, _) = Upstream::start_self_signed().await;
-    let (secondary, b) = Upstream::start_self_signed().await;
+    let (primary, _) = TestServer::start_self_signed().await;
+    let (secondary, b) = TestServer::start_self_signed().await;
     let proxy = Proxy::bind(&ha(
         primary.addr,
         vec![cert().sha1_pin()],

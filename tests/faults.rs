@@ -64,7 +64,7 @@ async fn an_upstream_dying_mid_response_closes_the_client_connection_and_the_nex
 
 #[tokio::test]
 async fn a_client_leaving_mid_download_or_mid_upload_releases_the_upstream_connection() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = Proxy::bind(&config_of(vec![upstream_config(
         up.addr,
         vec![c.sha1_pin()],
@@ -214,7 +214,7 @@ async fn malformed_upstream_responses_give_a_clean_502_and_the_client_connection
 /// twice or silently lost, and traffic carries on over fresh pinned connections.
 #[tokio::test]
 async fn an_upstream_restarting_its_connections_under_keep_alive_load_doubles_and_hides_nothing() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let url = proxy.url("/x");
     // Four clients, each on one kept-alive connection, 50 GETs apiece; meanwhile

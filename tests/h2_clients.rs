@@ -124,8 +124,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_flooding_h2_connections_stay_under_64_mib_and_other_listeners_answer() {
-    let (stalled, c) = Upstream::start_self_signed().await;
-    let (other, c2) = Upstream::start_self_signed().await;
+    let (stalled, c) = TestServer::start_self_signed().await;
+    let (other, c2) = TestServer::start_self_signed().await;
     let text = format!(
         "{}\n[[upstream]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nserver_name = \"localhost\"\nfingerprints = [\"{}\"]\n",
         config_text(stalled.addr, &c.sha1_pin(), "connect_timeout = \"30s\"\nresponse_timeout = \"60s\""),
@@ -171,7 +171,7 @@ async fn eight_flooding_h2_connections_stay_under_64_mib_and_other_listeners_ans
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_requests_get_431_past_max_headers_or_max_header_bytes_as_http1_ones_do() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
     let addr = bin.listening();

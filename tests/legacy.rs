@@ -160,7 +160,7 @@ async fn legacy_crypto_still_refuses_a_server_without_the_private_key() {
     let der = der_of(&pem);
     let pin = Pin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der).sha1);
     // The pinned certificate, but the handshake signed with some other key.
-    let up = Upstream::start(server_config(vec![der.into()], cert().key(), true)).await;
+    let up = TestServer::start(server_config(vec![der.into()], cert().key(), true)).await;
     let proxy = Proxy::bind(&config(up.addr, pin, true)).await.unwrap();
     let a = get(&format!("http://{}/", proxy.local_addrs()[0].1)).await;
     assert_eq!(a.status, 502);

@@ -12,7 +12,7 @@ use pinproxy::server::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn proxy_with(limits: Limits, up: &Upstream, pin: pinproxy::tls::pin::Pin) -> Proxy {
+async fn proxy_with(limits: Limits, up: &TestServer, pin: pinproxy::tls::pin::Pin) -> Proxy {
     let config = Config {
         limits,
         ..config_of(vec![upstream_config(up.addr, vec![pin])])
@@ -37,7 +37,7 @@ async fn status_of(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_413() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let limits = Limits {
         max_header_bytes: 16 * 1024,
         max_headers: 20,
@@ -88,7 +88,7 @@ async fn heads_over_the_size_or_count_limit_get_431_and_bodies_over_the_limit_41
 
 #[tokio::test]
 async fn max_connections_caps_upstream_connections_and_the_excess_gets_503() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
     cfg.max_connections = 1;
     cfg.connect_timeout = Duration::from_millis(300);
@@ -111,7 +111,7 @@ async fn max_connections_caps_upstream_connections_and_the_excess_gets_503() {
 
 #[tokio::test]
 async fn a_thousand_slowloris_and_a_thousand_idle_connections_do_not_keep_out_a_real_request() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = proxy_with(Limits::default(), &up, c.sha1_pin()).await;
     let addr = proxy.local_addrs()[0].1;
     let mut held = Vec::with_capacity(2000);
@@ -144,7 +144,7 @@ async fn a_thousand_slowloris_and_a_thousand_idle_connections_do_not_keep_out_a_
 
 #[tokio::test]
 async fn running_out_of_file_descriptors_backs_off_and_recovers() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
     // 64 descriptors: the runtime and listeners use some, the rest go quickly.
     let mut bin = Binary::spawn_with_open_files(
@@ -240,7 +240,7 @@ async fn closed_by_server(mut tcp: TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_send_a_request_are_closed_and_cannot_lock_out_clients() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let limits = Limits {
         header_read_timeout: Duration::from_millis(1500),
         max_client_connections: 5,

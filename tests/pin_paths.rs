@@ -57,7 +57,7 @@ async fn reads_then_drops_server(c: &TestCert) -> (SocketAddr, Arc<AtomicUsize>)
 async fn first_request_pool_refill_and_stale_retry_all_check_the_pin() {
     let genuine_cert = cert();
     let genuine = closes_after_each_answer_server(&genuine_cert).await;
-    let (impostor, _) = Upstream::start_self_signed().await;
+    let (impostor, _) = TestServer::start_self_signed().await;
     let (front, to_impostor) = redirector(genuine, impostor.addr).await;
     let proxy = RunningProxy::start(upstream_config(front, vec![genuine_cert.sha1_pin()])).await;
     let client = client();
@@ -102,8 +102,8 @@ async fn first_request_pool_refill_and_stale_retry_all_check_the_pin() {
 
 #[tokio::test]
 async fn after_a_reload_and_after_a_failover_the_pin_still_holds() {
-    let (genuine, genuine_cert) = Upstream::start_self_signed().await;
-    let (impostor, _) = Upstream::start_self_signed().await;
+    let (genuine, genuine_cert) = TestServer::start_self_signed().await;
+    let (impostor, _) = TestServer::start_self_signed().await;
     let (front, to_impostor) = redirector(genuine.addr, impostor.addr).await;
     let pin = genuine_cert.sha1_pin();
     let mut proxy = Proxy::bind(&config_of(vec![upstream_config(front, vec![pin.clone()])]))

@@ -15,7 +15,7 @@ fn words_line(c: &TestCert) -> String {
 
 #[tokio::test]
 async fn every_pin_format_accepts_the_right_certificate() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let fp = c.fingerprints();
     let sha1_hex: String = fp.sha1.iter().map(|b| format!("{b:02x}")).collect();
     let sha256_hex: String = fp.sha256.iter().map(|b| format!("{b:02X}")).collect();
@@ -44,7 +44,7 @@ async fn every_pin_format_accepts_the_right_certificate() {
 
 #[tokio::test]
 async fn a_wrong_pin_is_refused_before_any_request_byte_is_sent() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let other = cert();
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![other.sha1_pin()])).await;
     let req = Request::post(proxy.url("/web_api/login"))
@@ -75,7 +75,7 @@ async fn the_pinned_certificate_without_its_private_key_is_refused() {
     let attacker = cert();
     // TLS 1.3 signs the transcript (CertificateVerify); TLS 1.2 signs the key exchange.
     for tls12_only in [false, true] {
-        let up = Upstream::start(server_config(
+        let up = TestServer::start(server_config(
             vec![genuine.der.clone()],
             attacker.key(),
             tls12_only,
@@ -93,7 +93,7 @@ async fn the_pinned_certificate_without_its_private_key_is_refused() {
 async fn the_pinned_certificate_sent_as_an_intermediate_is_refused() {
     let pinned = cert();
     let own = cert();
-    let up = Upstream::start(server_config(
+    let up = TestServer::start(server_config(
         vec![own.der.clone(), pinned.der.clone()],
         own.key(),
         false,
@@ -109,7 +109,7 @@ async fn the_pinned_certificate_sent_as_an_intermediate_is_refused() {
 #[tokio::test]
 async fn an_expired_pinned_certificate_is_accepted() {
     let c = expired_cert();
-    let up = Upstream::start(server_config(vec![c.der.clone()], c.key(), false)).await;
+    let up = TestServer::start(server_config(vec![c.der.clone()], c.key(), false)).await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let a = get(&proxy.url("/")).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -118,7 +118,7 @@ async fn an_expired_pinned_certificate_is_accepted() {
 #[tokio::test]
 async fn a_tls12_only_upstream_works() {
     let c = cert();
-    let up = Upstream::start(server_config(vec![c.der.clone()], c.key(), true)).await;
+    let up = TestServer::start(server_config(vec![c.der.clone()], c.key(), true)).await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let a = get(&proxy.url("/")).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -130,7 +130,7 @@ async fn a_tls12_only_upstream_works() {
 
 #[tokio::test]
 async fn keep_alive_requests_share_one_upstream_handshake() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let client = client();
     for i in 0..25 {
@@ -147,7 +147,7 @@ async fn keep_alive_requests_share_one_upstream_handshake() {
 
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let client = client();
     for round in 1..=3 {
@@ -166,7 +166,7 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_both_ways_and_host_is_rewritten() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let req = Request::get(proxy.url("/echo?q=1"))
         .header("host", "localhost:1")
@@ -216,7 +216,7 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_host_is_rewritten() {
 
 #[tokio::test]
 async fn head_204_304_chunked_and_sized_bodies_pass_through() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     let client = client();
     // All on one keep-alive client connection: a framing mistake would desync the next answer.
@@ -334,7 +334,7 @@ async fn a_silent_server_is_a_504_timeout_not_a_hang() {
     assert!(held_rx.recv().await.is_some());
 
     // A TLS server that accepts the request and never responds.
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
     cfg.response_timeout = Duration::from_millis(300);
     let proxy = RunningProxy::start(cfg).await;
@@ -351,7 +351,7 @@ async fn a_silent_server_is_a_504_timeout_not_a_hang() {
 #[tokio::test]
 async fn malformed_client_http_gets_400_and_connect_gets_405() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     for (raw, want) in [
         (

@@ -35,16 +35,16 @@ fingerprints = ["{lab_pin}"]
 }
 
 struct Setup {
-    gaia: Upstream,
-    lab: Upstream,
+    gaia: TestServer,
+    lab: TestServer,
     proxy: SocketAddr,
     _bin: Binary,
     _file: tempfile::NamedTempFile,
 }
 
 async fn setup() -> Setup {
-    let (gaia, gaia_cert) = Upstream::start_self_signed().await;
-    let (lab, lab_cert) = Upstream::start_self_signed().await;
+    let (gaia, gaia_cert) = TestServer::start_self_signed().await;
+    let (lab, lab_cert) = TestServer::start_self_signed().await;
     let file = temp_file(&config(
         gaia.addr,
         &gaia_cert.sha1_pin().to_string(),

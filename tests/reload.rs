@@ -29,7 +29,7 @@ fn addr_of(proxy: &Proxy, name: &str) -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn changed_pins_reach_kept_alive_clients_and_the_old_pool_is_dropped() {
-    let (up, right) = Upstream::start_self_signed().await;
+    let (up, right) = TestServer::start_self_signed().await;
     let wrong = cert();
     let good = upstream_config(up.addr, vec![right.sha1_pin()]);
     let mut proxy = Proxy::bind(&config(vec![good.clone()])).await.unwrap();
@@ -64,8 +64,8 @@ async fn changed_pins_reach_kept_alive_clients_and_the_old_pool_is_dropped() {
 
 #[tokio::test]
 async fn listeners_come_and_go_while_unchanged_upstreams_keep_their_requests_and_pool() {
-    let (up_a, cert_a) = Upstream::start_self_signed().await;
-    let (up_b, cert_b) = Upstream::start_self_signed().await;
+    let (up_a, cert_a) = TestServer::start_self_signed().await;
+    let (up_b, cert_b) = TestServer::start_self_signed().await;
     let a = named("a", upstream_config(up_a.addr, vec![cert_a.sha1_pin()]));
     let b = named("b", upstream_config(up_b.addr, vec![cert_b.sha1_pin()]));
     let mut proxy = Proxy::bind(&config(vec![a.clone(), b.clone()]))

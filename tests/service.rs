@@ -51,7 +51,7 @@ fn path_str(p: &Path) -> &str {
 
 #[tokio::test]
 async fn admin_endpoint_reports_health_and_metrics_move_after_a_mismatch() {
-    let (up, _) = Upstream::start_self_signed().await;
+    let (up, _) = TestServer::start_self_signed().await;
     let wrong = cert().sha1_pin();
     let config = temp_file(&config_text(up.addr, &wrong, ADMIN));
     let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
@@ -124,7 +124,7 @@ async fn health(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_admin_connections_cannot_fail_probes_and_are_closed() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
     let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
     bin.listening();
@@ -184,7 +184,7 @@ async fn held_admin_connections_cannot_fail_probes_and_are_closed() {
 
 #[tokio::test]
 async fn readiness_turns_503_while_draining_and_health_stays_200() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
     let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
     let addr = bin.listening();
@@ -229,7 +229,7 @@ async fn readiness_turns_503_while_draining_and_health_stays_200() {
 
 #[tokio::test]
 async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let wrong = cert().sha1_pin();
     let config = temp_file(&config_text(up.addr, &wrong, ADMIN));
     let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
@@ -318,7 +318,7 @@ impl ConfigMapDir {
 
 #[tokio::test]
 async fn watch_config_follows_a_configmap_symlink_swap() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let wrong = cert().sha1_pin();
     let mut cm = ConfigMapDir::new(&config_text(up.addr, &wrong, ""));
     let path = cm.path();
@@ -405,7 +405,7 @@ async fn check(args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn check_validates_and_connect_reports_match_or_mismatch() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let good = temp_file(&config_text(up.addr, &c.sha1_pin(), ADMIN));
     let out = check(&["--config", path_str(good.path())]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -28,8 +28,8 @@ fn statuses(answer: &str) -> Vec<u16> {
         .collect()
 }
 
-async fn setup() -> (Upstream, RunningProxy) {
-    let (up, c) = Upstream::start_self_signed().await;
+async fn setup() -> (TestServer, RunningProxy) {
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = RunningProxy::start(upstream_config(up.addr, vec![c.sha1_pin()])).await;
     (up, proxy)
 }

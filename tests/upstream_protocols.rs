@@ -15,7 +15,7 @@ fn config(upstream: UpstreamConfig) -> Config {
 
 /// Sends `n` `/slow` requests at once (each on its own client connection),
 /// waits until all reached the upstream, releases them and returns the statuses.
-async fn concurrent_slow(proxy: &Proxy, up: &Upstream, n: usize) -> Vec<u16> {
+async fn concurrent_slow(proxy: &Proxy, up: &TestServer, n: usize) -> Vec<u16> {
     let url = format!("http://{}/slow", proxy.local_addrs()[0].1);
     let requests: Vec<_> = (0..n)
         .map(|_| {
@@ -34,7 +34,7 @@ async fn concurrent_slow(proxy: &Proxy, up: &Upstream, n: usize) -> Vec<u16> {
 
 #[tokio::test]
 async fn h2_chosen_by_alpn_carries_concurrent_requests_on_one_connection() {
-    let (up, c) = Upstream::start_with_alpn(&[b"h2", b"http/1.1"]).await;
+    let (up, c) = TestServer::start_with_alpn(&[b"h2", b"http/1.1"]).await;
     let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
         .await
         .unwrap();
@@ -59,7 +59,7 @@ async fn h2_chosen_by_alpn_carries_concurrent_requests_on_one_connection() {
 
 #[tokio::test]
 async fn http2_never_keeps_to_http1_with_a_connection_per_concurrent_request() {
-    let (up, c) = Upstream::start_with_alpn(&[b"h2", b"http/1.1"]).await;
+    let (up, c) = TestServer::start_with_alpn(&[b"h2", b"http/1.1"]).await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
     cfg.http2 = Http2::Never;
     let proxy = Proxy::bind(&config(cfg)).await.unwrap();
@@ -75,7 +75,7 @@ async fn the_pool_keeps_every_connection_a_burst_opened_for_the_next_burst() {
     // 40 clients at once need 40 upstream connections; a pool that kept fewer idle
     // (it was 32) would make the next burst pay new handshakes. The same 40 client
     // connections send both bursts, so each worker needs what it needed before.
-    let (up, c) = Upstream::start_with_alpn(&[b"http/1.1"]).await;
+    let (up, c) = TestServer::start_with_alpn(&[b"http/1.1"]).await;
     let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
         .await
         .unwrap();
@@ -102,7 +102,7 @@ async fn the_pool_keeps_every_connection_a_burst_opened_for_the_next_burst() {
 
 #[tokio::test]
 async fn http2_always_against_an_http1_server_fails_with_the_reason() {
-    let (up, c) = Upstream::start_with_alpn(&[b"http/1.1"]).await;
+    let (up, c) = TestServer::start_with_alpn(&[b"http/1.1"]).await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
     cfg.http2 = Http2::Always;
     let proxy = Proxy::bind(&config(cfg)).await.unwrap();
@@ -116,7 +116,7 @@ async fn http2_always_against_an_http1_server_fails_with_the_reason() {
 
 #[tokio::test]
 async fn reconnects_resume_the_session_but_never_across_a_pin_change() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let pinned = upstream_config(up.addr, vec![c.sha1_pin()]);
     let mut proxy = Proxy::bind(&config(pinned.clone())).await.unwrap();
     let url = format!("http://{}/x", proxy.local_addrs()[0].1);
@@ -156,7 +156,7 @@ async fn reconnects_resume_the_session_but_never_across_a_pin_change() {
 
 #[tokio::test]
 async fn clients_may_speak_http2_with_prior_knowledge_to_a_listener() {
-    let (up, c) = Upstream::start_self_signed().await;
+    let (up, c) = TestServer::start_self_signed().await;
     let proxy = Proxy::bind(&config(upstream_config(up.addr, vec![c.sha1_pin()])))
         .await
         .unwrap();
