@@ -1256,7 +1256,7 @@ impl fmt::Display for UpstreamConfig {
 /// Reads a config file as text (following symlinks), with an error that says what to do.
 ///
 /// Refused, before reading, when someone other than root and pinproxy's own user
-/// could have changed it (see [`crate::permissions`]).
+/// could have changed it (see `permissions.rs`).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
     crate::permissions::check(path).map_err(|message| ConfigError {
         location: path.display().to_string(),

@@ -22,8 +22,9 @@ use crate::config::{Listen, UnixSocket};
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
-    /// A Unix-socket listener and the file it owns.
-    Unix(UnixListener, SocketFile),
+    /// A Unix-socket listener and the file it owns (held for its `Drop`, which
+    /// removes the file if it is still ours).
+    Unix(UnixListener, #[allow(dead_code)] SocketFile),
 }
 
 /// An accepted client connection.

@@ -261,7 +261,7 @@ impl Proxy {
 
     /// Applies a new config. A listener whose address stays keeps its socket and
     /// its client connections; if its upstream's settings changed it gets a new
-    /// [`Upstream`] (new pins, new TLS config, empty pool) for every request from
+    /// `Upstream` (new pins, new TLS config, empty pool) for every request from
     /// now on, while requests already in flight finish on the old one. New
     /// addresses are bound, vanished ones closed. If any new address cannot be
     /// bound, nothing changes.

@@ -22,7 +22,7 @@ mod conn;
 mod connector;
 mod error;
 
-pub use connector::{Connector, Failover, Pinned};
+pub use connector::Connector;
 pub use error::{chain, ConnectError, UpstreamError};
 
 use connector::{Shared, NOT_POOLED, NO_H2};
