@@ -13,7 +13,7 @@ use common::*;
 use pinproxy::config::Config;
 use pinproxy::server::Proxy;
 use pinproxy::tls::pin::Pin;
-use pinproxy::tls::verify::legacy_signature_valid;
+use pinproxy::tls::signature::legacy_signature_valid;
 use rustls::SignatureScheme;
 
 fn openssl(args: &[&str]) {

@@ -231,7 +231,7 @@ pub fn self_signed(names: &[&str]) -> Result<SelfSigned, String> {
     let cert = generated.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
     let server_config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(crate::tls::verify::provider()))
+        rustls::ServerConfig::builder_with_provider(Arc::new(crate::tls::signature::provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_no_client_auth()

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::metrics::NotAfter;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
 use crate::tls::pin::{Fingerprints, Pin};
+use crate::tls::signature::{provider, Signatures};
 
 /// The presented leaf certificate matched none of the pins.
 #[derive(Debug, Clone)]
@@ -71,9 +71,8 @@ pub struct Seen {
 pub struct PinVerifier {
     upstream: String,
     trust: Trust,
-    legacy: bool,
+    signatures: Signatures,
     not_after: NotAfter,
-    algorithms: WebPkiSupportedAlgorithms,
     warned_expired: AtomicBool,
     /// Set by [`PinVerifier::recording`] (for `fingerprint` and `check --connect`).
     seen: Option<Mutex<Option<Seen>>>,
@@ -88,9 +87,8 @@ impl PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
             trust,
-            legacy: false,
+            signatures: Signatures::modern(),
             not_after,
-            algorithms: provider().signature_verification_algorithms,
             warned_expired: AtomicBool::new(false),
             seen: None,
         }
@@ -108,10 +106,12 @@ impl PinVerifier {
         seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Also accepts legacy handshake signatures (see [`legacy_signature_valid`]):
+    /// Also accepts legacy handshake signatures (see [`crate::tls::signature::legacy_signature_valid`]):
     /// for old appliances, with `legacy_crypto = true`.
     pub fn with_legacy_crypto(mut self, legacy: bool) -> PinVerifier {
-        self.legacy = legacy;
+        if legacy {
+            self.signatures = Signatures::legacy();
+        }
         self
     }
 
@@ -182,10 +182,7 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if self.legacy {
-            return legacy_signature(message, cert, dss);
-        }
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -194,81 +191,12 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        if self.legacy {
-            return LEGACY_SCHEMES.to_vec();
-        }
-        self.algorithms.supported_schemes()
+        self.signatures.schemes()
     }
-}
-
-/// What a `legacy_crypto` upstream may sign its TLS 1.2 handshake with. No
-/// RSA-PSS: ring verifies PSS only for keys of 2048 bits and more, and a server
-/// offered PSS prefers it, so leaving it out makes an RSA-1024 appliance use
-/// PKCS#1 v1.5, which ring still verifies for 1024-bit keys.
-pub const LEGACY_SCHEMES: [SignatureScheme; 7] = [
-    SignatureScheme::RSA_PKCS1_SHA256,
-    SignatureScheme::RSA_PKCS1_SHA384,
-    SignatureScheme::RSA_PKCS1_SHA512,
-    SignatureScheme::RSA_PKCS1_SHA1,
-    SignatureScheme::ECDSA_NISTP256_SHA256,
-    SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ED25519,
-];
-
-/// Checks a handshake signature the way old appliances need: the key is taken
-/// from the certificate with x509-parser (which reads X.509 v1, unlike webpki)
-/// and checked with ring, including its RSA algorithms for 1024-bit keys and
-/// SHA-1. The signature is still checked: a server without the private key of
-/// its pinned certificate still fails.
-pub fn legacy_signature_valid(
-    message: &[u8],
-    cert: &[u8],
-    scheme: SignatureScheme,
-    signature: &[u8],
-) -> bool {
-    use ring::signature as alg;
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
-        return false;
-    };
-    let key = &parsed.public_key().subject_public_key.data;
-    let algorithm: &dyn alg::VerificationAlgorithm = match scheme {
-        SignatureScheme::RSA_PKCS1_SHA1 => &alg::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
-        SignatureScheme::RSA_PKCS1_SHA256 => &alg::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-        SignatureScheme::RSA_PKCS1_SHA384 => &alg::RSA_PKCS1_2048_8192_SHA384,
-        SignatureScheme::RSA_PKCS1_SHA512 => &alg::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
-        SignatureScheme::ECDSA_NISTP256_SHA256 => &alg::ECDSA_P256_SHA256_ASN1,
-        SignatureScheme::ECDSA_NISTP384_SHA384 => &alg::ECDSA_P384_SHA384_ASN1,
-        SignatureScheme::ED25519 => &alg::ED25519,
-        _ => return false,
-    };
-    alg::UnparsedPublicKey::new(algorithm, key)
-        .verify(message, signature)
-        .is_ok()
-}
-
-/// [`legacy_signature_valid`] as rustls' verifier interface wants it.
-pub fn legacy_signature(
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    if legacy_signature_valid(message, cert.as_ref(), dss.scheme, dss.signature()) {
-        Ok(HandshakeSignatureValid::assertion())
-    } else {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::BadSignature,
-        ))
-    }
-}
-
-/// The crypto provider for every upstream connection: ring, default suites
-/// (TLS 1.3, and TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305).
-pub fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// A client config whose only trust decision is `verifier`, offering `alpn`.
