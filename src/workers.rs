@@ -1,14 +1,12 @@
 //! Connection workers: one single-threaded tokio runtime per core.
 //!
 //! The accept loops hand each client connection to a worker in turn, and it lives
-//! there with the upstream connections its requests use (each [`Upstream`] keeps
+//! there with the upstream connections its requests use (each `Upstream` keeps
 //! one pool per worker), so a request is read, forwarded and answered without
 //! crossing threads. On a shared work-stealing runtime the client connection, the
 //! pooled upstream connection and the waker between them moved between threads;
 //! the benchmark's keep-alive load cost 4.81 CPU seconds per 100k requests there,
 //! 4.30 here.
-//!
-//! [`Upstream`]: crate::upstream::Upstream
 
 use std::cell::Cell;
 use std::future::Future;
