@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::tls::pin::Pin;
+use crate::tls::pin::CertPin;
 
 /// Default for `connect_timeout`: TCP connect to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,7 +199,7 @@ pub struct Target {
     /// Port.
     pub port: u16,
     /// Pins for this server's certificate.
-    pub pins: Vec<Pin>,
+    pub pins: Vec<CertPin>,
 }
 
 impl Target {
@@ -238,7 +238,7 @@ pub struct UpstreamConfig {
     /// SNI and Host name; `None` means "use `host`".
     pub server_name: Option<ServerName<'static>>,
     /// Any one matching pin accepts the server.
-    pub pins: Vec<Pin>,
+    pub pins: Vec<CertPin>,
     /// More addresses, tried in order when the ones before cannot be reached.
     pub fallbacks: Vec<Target>,
     /// After failing over, how long to stay on a fallback before trying the
@@ -275,7 +275,7 @@ impl UpstreamConfig {
         listen: impl Into<Listen>,
         host: &str,
         port: u16,
-        pins: Vec<Pin>,
+        pins: Vec<CertPin>,
     ) -> UpstreamConfig {
         UpstreamConfig {
             name: name.to_string(),
@@ -526,7 +526,7 @@ impl Config {
         }
         let mut pins = Vec::new();
         for (i, text) in flags.fingerprints.iter().enumerate() {
-            let pin = Pin::parse(text)
+            let pin = CertPin::parse(text)
                 .map_err(|e| flag("--fingerprint", format!("pin {}: {e}", i + 1)))?;
             pins.push(pin);
         }
@@ -899,7 +899,7 @@ struct RawTarget {
     fingerprints: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<Pin>> {
+fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<CertPin>> {
     if list.get_ref().is_empty() {
         return Err((
             list.span(),
@@ -909,7 +909,7 @@ fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<Pin>> {
     list.get_ref()
         .iter()
         .map(|text| {
-            Pin::parse(text.get_ref())
+            CertPin::parse(text.get_ref())
                 .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))
         })
         .collect()

@@ -316,7 +316,7 @@ fn mode_of(path: &Path) -> u32 {
 
 fn unix_config(
     target: std::net::SocketAddr,
-    pin: &pinproxy::tls::pin::Pin,
+    pin: &pinproxy::tls::pin::CertPin,
     path: &Path,
     extra: &str,
 ) -> String {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use pinproxy::config::{Config, Target, UpstreamConfig};
 use pinproxy::server::Proxy;
-use pinproxy::tls::pin::Pin;
+use pinproxy::tls::pin::CertPin;
 
 /// A loopback address where nothing listens (yet).
 async fn vacant() -> SocketAddr {
@@ -21,9 +21,9 @@ async fn vacant() -> SocketAddr {
 
 fn ha(
     primary: SocketAddr,
-    primary_pins: Vec<Pin>,
+    primary_pins: Vec<CertPin>,
     secondary: SocketAddr,
-    secondary_pins: Vec<Pin>,
+    secondary_pins: Vec<CertPin>,
     failback: Duration,
 ) -> Config {
     let mut cfg: UpstreamConfig = upstream_config(primary, primary_pins);

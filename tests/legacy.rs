@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 use pinproxy::config::Config;
 use pinproxy::server::Proxy;
-use pinproxy::tls::pin::Pin;
+use pinproxy::tls::pin::CertPin;
 use pinproxy::tls::signature::legacy_signature_valid;
 use rustls::SignatureScheme;
 
@@ -122,7 +122,7 @@ impl Drop for OldServer {
     }
 }
 
-fn config(target: std::net::SocketAddr, pin: Pin, legacy: bool) -> Config {
+fn config(target: std::net::SocketAddr, pin: CertPin, legacy: bool) -> Config {
     let mut cfg = upstream_config(target, vec![pin]);
     cfg.legacy_crypto = legacy;
     config_of(vec![cfg])
@@ -132,7 +132,7 @@ fn config(target: std::net::SocketAddr, pin: Pin, legacy: bool) -> Config {
 async fn an_rsa_1024_v1_appliance_fails_by_default_and_works_with_legacy_crypto() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = old_appliance_cert(dir.path());
-    let pin = Pin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der_of(&cert)).sha1);
+    let pin = CertPin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der_of(&cert)).sha1);
     let server = tokio::task::spawn_blocking(move || OldServer::start(&key, &cert))
         .await
         .unwrap();
@@ -158,7 +158,7 @@ async fn legacy_crypto_still_refuses_a_server_without_the_private_key() {
     let dir = tempfile::tempdir().unwrap();
     let (_, pem) = old_appliance_cert(dir.path());
     let der = der_of(&pem);
-    let pin = Pin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der).sha1);
+    let pin = CertPin::Sha1(pinproxy::tls::pin::Fingerprints::of(&der).sha1);
     // The pinned certificate, but the handshake signed with some other key.
     let up = TestServer::start(server_config(vec![der.into()], cert().key(), true)).await;
     let proxy = Proxy::bind(&config(up.addr, pin, true)).await.unwrap();

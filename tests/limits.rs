@@ -12,7 +12,7 @@ use pinproxy::server::Proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn proxy_with(limits: Limits, up: &TestServer, pin: pinproxy::tls::pin::Pin) -> Proxy {
+async fn proxy_with(limits: Limits, up: &TestServer, pin: pinproxy::tls::pin::CertPin) -> Proxy {
     let config = Config {
         limits,
         ..config_of(vec![upstream_config(up.addr, vec![pin])])

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use http::Request;
-use pinproxy::tls::pin::Pin;
+use pinproxy::tls::pin::CertPin;
 
 fn words_line(c: &TestCert) -> String {
     c.fingerprints().words_line()
@@ -33,7 +33,7 @@ async fn every_pin_format_accepts_the_right_certificate() {
         fp.spki_pin().unwrap(), // curl's SPKI pin
     ];
     for form in forms {
-        let pin = Pin::parse(&form).unwrap_or_else(|e| panic!("{form}: {e}"));
+        let pin = CertPin::parse(&form).unwrap_or_else(|e| panic!("{form}: {e}"));
         let proxy = RunningProxy::start(upstream_config(up.addr, vec![pin])).await;
         let a = get(&proxy.url("/hello")).await;
         assert_eq!(a.status, 200, "{form}: {}", a.text());

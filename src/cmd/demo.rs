@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cmd::mock_api;
 use crate::config::{self, Config, UpstreamConfig};
 use crate::server::Proxy;
-use crate::tls::pin::{Fingerprints, Pin};
+use crate::tls::pin::{CertPin, Fingerprints};
 
 /// Runs the demo until `shutdown` completes.
 pub async fn run(
@@ -35,7 +35,7 @@ pub async fn run(
         .map_err(|e| format!("cannot start the impostor server: {e}"))?;
 
     let fp = Fingerprints::of(genuine.cert.as_ref());
-    let pin = Pin::Sha1(fp.sha1);
+    let pin = CertPin::Sha1(fp.sha1);
     let server_name = config::parse_server_name("mgmt.demo.pinproxy")?;
     let upstream = |name: &str, listen: SocketAddr, target: SocketAddr| {
         let ip = target.ip().to_string();

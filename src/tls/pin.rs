@@ -18,7 +18,7 @@ use crate::tls::rfc1751;
 
 /// One configured pin. Any one matching pin accepts the certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pin {
+pub enum CertPin {
     /// SHA-1 of the DER leaf certificate.
     Sha1([u8; 20]),
     /// The first 128 bits of the SHA-1, as given by the RFC 1751 words.
@@ -82,9 +82,9 @@ pub enum PinError {
     },
 }
 
-impl Pin {
+impl CertPin {
     /// Parses one pin in any supported format.
-    pub fn parse(input: &str) -> Result<Pin, PinError> {
+    pub fn parse(input: &str) -> Result<CertPin, PinError> {
         let text = input.trim();
         if text.is_empty() {
             return Err(PinError::Empty);
@@ -124,21 +124,21 @@ impl Pin {
     /// True when the certificate with these fingerprints satisfies this pin.
     pub fn matches(&self, fp: &Fingerprints) -> bool {
         match self {
-            Pin::Sha1(want) => fp.sha1 == *want,
-            Pin::Sha1Words(want) => fp.sha1[..16] == want[..],
-            Pin::Sha256(want) => fp.sha256 == *want,
-            Pin::SpkiSha256(want) => fp.spki_sha256 == Some(*want),
+            CertPin::Sha1(want) => fp.sha1 == *want,
+            CertPin::Sha1Words(want) => fp.sha1[..16] == want[..],
+            CertPin::Sha256(want) => fp.sha256 == *want,
+            CertPin::SpkiSha256(want) => fp.spki_sha256 == Some(*want),
         }
     }
 }
 
-impl fmt::Display for Pin {
+impl fmt::Display for CertPin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Pin::Sha1(d) => write!(f, "SHA1: {}", colon_hex(d)),
-            Pin::Sha1Words(d) => write!(f, "Using English words: {}", rfc1751::encode(d)),
-            Pin::Sha256(d) => write!(f, "SHA256: {}", colon_hex(d)),
-            Pin::SpkiSha256(d) => write!(f, "sha256//{}", base64_std(d)),
+            CertPin::Sha1(d) => write!(f, "SHA1: {}", colon_hex(d)),
+            CertPin::Sha1Words(d) => write!(f, "Using English words: {}", rfc1751::encode(d)),
+            CertPin::Sha256(d) => write!(f, "SHA256: {}", colon_hex(d)),
+            CertPin::SpkiSha256(d) => write!(f, "sha256//{}", base64_std(d)),
         }
     }
 }
@@ -165,7 +165,7 @@ fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &text[prefix.len()..])
 }
 
-fn parse_hex(text: &str, offset: usize, kind: Option<HexKind>) -> Result<Pin, PinError> {
+fn parse_hex(text: &str, offset: usize, kind: Option<HexKind>) -> Result<CertPin, PinError> {
     let mut bytes = Vec::with_capacity(32);
     let mut high: Option<u8> = None;
     for (i, ch) in text.chars().enumerate() {
@@ -200,19 +200,19 @@ fn parse_hex(text: &str, offset: usize, kind: Option<HexKind>) -> Result<Pin, Pi
     }
     match (digits, bytes.as_slice()) {
         (0, _) => Err(PinError::Empty),
-        (40, b) => Ok(Pin::Sha1(b.try_into().expect("40 digits"))),
-        (64, b) => Ok(Pin::Sha256(b.try_into().expect("64 digits"))),
+        (40, b) => Ok(CertPin::Sha1(b.try_into().expect("40 digits"))),
+        (64, b) => Ok(CertPin::Sha256(b.try_into().expect("64 digits"))),
         _ => Err(PinError::Length { digits }),
     }
 }
 
-fn parse_words(text: &str) -> Result<Pin, PinError> {
+fn parse_words(text: &str) -> Result<CertPin, PinError> {
     rfc1751::decode(text)
-        .map(Pin::Sha1Words)
+        .map(CertPin::Sha1Words)
         .map_err(|e| PinError::Words(e.to_string()))
 }
 
-fn parse_spki(b64: &str) -> Result<Pin, PinError> {
+fn parse_spki(b64: &str) -> Result<CertPin, PinError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| PinError::Spki(e.to_string()))?;
@@ -220,11 +220,11 @@ fn parse_spki(b64: &str) -> Result<Pin, PinError> {
         .as_slice()
         .try_into()
         .map_err(|_| PinError::Spki(format!("it decodes to {} bytes", bytes.len())))?;
-    Ok(Pin::SpkiSha256(digest))
+    Ok(CertPin::SpkiSha256(digest))
 }
 
 /// The whole `api fingerprint` output: `Fingerprint:`, the SHA1 line, the words line.
-fn parse_block(text: &str) -> Result<Pin, PinError> {
+fn parse_block(text: &str) -> Result<CertPin, PinError> {
     let mut sha1 = None;
     let mut words = None;
     for (n, line) in text.lines().enumerate() {
@@ -233,9 +233,9 @@ fn parse_block(text: &str) -> Result<Pin, PinError> {
             continue;
         }
         if strip_prefix_ci(line, "sha1:").is_some() {
-            sha1 = Some(Pin::parse(line)?);
+            sha1 = Some(CertPin::parse(line)?);
         } else if strip_prefix_ci(line, "using english words:").is_some() {
-            words = Some(Pin::parse(line)?);
+            words = Some(CertPin::parse(line)?);
         } else {
             return Err(PinError::StrayLine {
                 line: n + 1,
@@ -244,7 +244,9 @@ fn parse_block(text: &str) -> Result<Pin, PinError> {
         }
     }
     match (sha1, words) {
-        (Some(Pin::Sha1(full)), Some(Pin::Sha1Words(prefix))) if full[..16] != prefix[..] => {
+        (Some(CertPin::Sha1(full)), Some(CertPin::Sha1Words(prefix)))
+            if full[..16] != prefix[..] =>
+        {
             Err(PinError::Inconsistent)
         }
         (Some(pin), _) | (None, Some(pin)) => Ok(pin),
@@ -325,15 +327,15 @@ mod tests {
         "Using English words: FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAUL";
 
     fn sha1_bytes() -> [u8; 20] {
-        match Pin::parse("7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D").unwrap() {
-            Pin::Sha1(b) => b,
+        match CertPin::parse("7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D").unwrap() {
+            CertPin::Sha1(b) => b,
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn sha1_forms_all_parse_to_the_same_pin() {
-        let want = Pin::Sha1(sha1_bytes());
+        let want = CertPin::Sha1(sha1_bytes());
         for text in [
             GAIA_SHA1,
             "7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D",
@@ -342,7 +344,7 @@ mod tests {
             "SHA1 Fingerprint=7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D",
             "sha-1: 7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D",
         ] {
-            assert_eq!(Pin::parse(text), Ok(want.clone()), "{text}");
+            assert_eq!(CertPin::parse(text), Ok(want.clone()), "{text}");
         }
     }
 
@@ -350,10 +352,10 @@ mod tests {
     fn english_words_parse_with_or_without_the_label() {
         let mut head = [0u8; 16];
         head.copy_from_slice(&sha1_bytes()[..16]);
-        let want = Pin::Sha1Words(head);
-        assert_eq!(Pin::parse(GAIA_WORDS), Ok(want.clone()));
+        let want = CertPin::Sha1Words(head);
+        assert_eq!(CertPin::parse(GAIA_WORDS), Ok(want.clone()));
         assert_eq!(
-            Pin::parse("farm wand mimi gown hurd phi quo loy bah sees jade gaul"),
+            CertPin::parse("farm wand mimi gown hurd phi quo loy bah sees jade gaul"),
             Ok(want)
         );
     }
@@ -361,13 +363,13 @@ mod tests {
     #[test]
     fn whole_api_fingerprint_output_parses_and_is_cross_checked() {
         let block = format!("Fingerprint:\n{GAIA_SHA1}\n{GAIA_WORDS}\n");
-        assert_eq!(Pin::parse(&block), Ok(Pin::Sha1(sha1_bytes())));
+        assert_eq!(CertPin::parse(&block), Ok(CertPin::Sha1(sha1_bytes())));
         let wrong = format!(
             "Fingerprint:\n{GAIA_SHA1}\nUsing English words: RASH BUSH MILK LOOK BAD BRIM AVID GAFF BAIT ROT POD LOVE"
         );
-        assert_eq!(Pin::parse(&wrong), Err(PinError::Inconsistent));
+        assert_eq!(CertPin::parse(&wrong), Err(PinError::Inconsistent));
         assert!(matches!(
-            Pin::parse("Fingerprint:\nhello"),
+            CertPin::parse("Fingerprint:\nhello"),
             Err(PinError::StrayLine { line: 2, .. })
         ));
     }
@@ -375,68 +377,68 @@ mod tests {
     #[test]
     fn sha256_and_spki_forms() {
         let hex = "ab".repeat(32);
-        assert_eq!(Pin::parse(&hex), Ok(Pin::Sha256([0xab; 32])));
+        assert_eq!(CertPin::parse(&hex), Ok(CertPin::Sha256([0xab; 32])));
         assert_eq!(
-            Pin::parse(&format!("SHA256:{}", hex.to_uppercase())),
-            Ok(Pin::Sha256([0xab; 32]))
+            CertPin::parse(&format!("SHA256:{}", hex.to_uppercase())),
+            Ok(CertPin::Sha256([0xab; 32]))
         );
         let spki = format!("sha256//{}", base64_std(&[7u8; 32]));
-        assert_eq!(Pin::parse(&spki), Ok(Pin::SpkiSha256([7; 32])));
+        assert_eq!(CertPin::parse(&spki), Ok(CertPin::SpkiSha256([7; 32])));
         // Display gives back a form that parses to the same pin.
         for pin in [
-            Pin::Sha1(sha1_bytes()),
-            Pin::Sha256([1; 32]),
-            Pin::SpkiSha256([2; 32]),
-            Pin::Sha1Words([3; 16]),
+            CertPin::Sha1(sha1_bytes()),
+            CertPin::Sha256([1; 32]),
+            CertPin::SpkiSha256([2; 32]),
+            CertPin::Sha1Words([3; 16]),
         ] {
-            assert_eq!(Pin::parse(&pin.to_string()), Ok(pin));
+            assert_eq!(CertPin::parse(&pin.to_string()), Ok(pin));
         }
     }
 
     #[test]
     fn bad_pins_say_what_is_wrong() {
-        assert_eq!(Pin::parse("   "), Err(PinError::Empty));
+        assert_eq!(CertPin::parse("   "), Err(PinError::Empty));
         assert_eq!(
-            Pin::parse("7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA"),
+            CertPin::parse("7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA"),
             Err(PinError::Length { digits: 38 })
         );
         assert_eq!(
-            Pin::parse("7D:FE:XE"),
+            CertPin::parse("7D:FE:XE"),
             Err(PinError::BadChar { ch: 'X', pos: 7 })
         );
         // The position counts from the start of what was written, prefix included.
         assert_eq!(
-            Pin::parse("SHA1: 7G"),
+            CertPin::parse("SHA1: 7G"),
             Err(PinError::BadChar { ch: 'G', pos: 8 })
         );
         assert_eq!(
-            Pin::parse(&format!("sha1:{}", "a".repeat(64))),
+            CertPin::parse(&format!("sha1:{}", "a".repeat(64))),
             Err(PinError::PrefixLength {
                 prefix: "sha1",
                 digits: 64,
                 expected: 40
             })
         );
-        let err = Pin::parse("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAULL")
+        let err = CertPin::parse("FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE GAULL")
             .unwrap_err()
             .to_string();
         assert!(err.contains("word 12") && err.contains("GAULL"), "{err}");
         // Eleven words (the last one lost in copying) is a count, not a bad hex digit.
         let eleven = "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE";
-        let err = Pin::parse(eleven).unwrap_err().to_string();
+        let err = CertPin::parse(eleven).unwrap_err().to_string();
         assert!(err.contains("11 words, 12 needed"), "{err}");
-        let err = Pin::parse(&format!("Using English words: {eleven}"))
+        let err = CertPin::parse(&format!("Using English words: {eleven}"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("11 words, 12 needed"), "{err}");
-        let err = Pin::parse(&format!(
+        let err = CertPin::parse(&format!(
             "FARM WAND MIMI GOWN HURD PHI QUO LOY BAH SEES JADE {}",
             "GAUR"
         ))
         .unwrap_err()
         .to_string();
         assert!(err.contains("parity"), "{err}");
-        let err = Pin::parse("sha256//AAAA").unwrap_err().to_string();
+        let err = CertPin::parse("sha256//AAAA").unwrap_err().to_string();
         assert!(err.contains("3 bytes"), "{err}");
     }
 
@@ -444,14 +446,14 @@ mod tests {
     fn matching_uses_the_right_digest() {
         let der = b"not really a certificate";
         let fp = Fingerprints::of(der);
-        assert!(Pin::Sha1(fp.sha1).matches(&fp));
-        assert!(Pin::Sha256(fp.sha256).matches(&fp));
+        assert!(CertPin::Sha1(fp.sha1).matches(&fp));
+        assert!(CertPin::Sha256(fp.sha256).matches(&fp));
         let mut head = [0u8; 16];
         head.copy_from_slice(&fp.sha1[..16]);
-        assert!(Pin::Sha1Words(head).matches(&fp));
-        assert!(!Pin::Sha1([0; 20]).matches(&fp));
+        assert!(CertPin::Sha1Words(head).matches(&fp));
+        assert!(!CertPin::Sha1([0; 20]).matches(&fp));
         // An unparseable certificate has no SPKI, so no SPKI pin can match it.
         assert_eq!(fp.spki_sha256, None);
-        assert!(!Pin::SpkiSha256([0; 32]).matches(&fp));
+        assert!(!CertPin::SpkiSha256([0; 32]).matches(&fp));
     }
 }

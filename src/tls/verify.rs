@@ -17,7 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
-use crate::tls::pin::{Fingerprints, Pin};
+use crate::tls::pin::{CertPin, Fingerprints};
 use crate::tls::signature::{provider, Signatures};
 
 /// The presented leaf certificate matched none of the pins.
@@ -48,7 +48,7 @@ impl std::error::Error for PinMismatch {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// A leaf certificate that matches one of these pins (every upstream).
-    Pins(Vec<Pin>),
+    Pins(Vec<CertPin>),
     /// Any leaf certificate, for `pinproxy fingerprint`, which shows it to a
     /// person to compare with the server console before it becomes a pin. The
     /// handshake signature is still checked, so it is a certificate the server
@@ -167,7 +167,7 @@ impl ServerCertVerifier for PinVerifier {
             (Trust::Pins(pins), None) => {
                 let mismatch = PinMismatch {
                     presented,
-                    expected: pins.iter().map(Pin::to_string).collect(),
+                    expected: pins.iter().map(CertPin::to_string).collect(),
                 };
                 Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     OtherError(Arc::new(mismatch)),

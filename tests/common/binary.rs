@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 
-use pinproxy::tls::pin::Pin;
+use pinproxy::tls::pin::CertPin;
 
 /// The built `pinproxy` binary, logging JSON lines to stdout.
 pub struct Binary {
@@ -216,7 +216,7 @@ pub fn temp_file(text: &str) -> tempfile::NamedTempFile {
 }
 
 /// A config file for the binary: one upstream at `target`.
-pub fn config_text(target: SocketAddr, pin: &Pin, extra: &str) -> String {
+pub fn config_text(target: SocketAddr, pin: &CertPin, extra: &str) -> String {
     format!(
         "shutdown_timeout = \"10s\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"{target}\"\nserver_name = \"localhost\"\nfingerprints = [\"{pin}\"]\n{extra}"
     )

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pinproxy::tls::pin::{Fingerprints, Pin};
+use pinproxy::tls::pin::{CertPin, Fingerprints};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -21,8 +21,8 @@ impl TestCert {
     pub fn fingerprints(&self) -> Fingerprints {
         Fingerprints::of(self.der.as_ref())
     }
-    pub fn sha1_pin(&self) -> Pin {
-        Pin::Sha1(self.fingerprints().sha1)
+    pub fn sha1_pin(&self) -> CertPin {
+        CertPin::Sha1(self.fingerprints().sha1)
     }
 }
 

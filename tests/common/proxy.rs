@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use pinproxy::config::{Config, UpstreamConfig};
 use pinproxy::server::Proxy;
-use pinproxy::tls::pin::Pin;
+use pinproxy::tls::pin::CertPin;
 use tokio::sync::oneshot;
 
 /// An upstream entry pointing at `target`, SNI/Host `localhost`, listening on any port.
-pub fn upstream_config(target: SocketAddr, pins: Vec<Pin>) -> UpstreamConfig {
+pub fn upstream_config(target: SocketAddr, pins: Vec<CertPin>) -> UpstreamConfig {
     let ip = target.ip().to_string();
     let mut cfg = UpstreamConfig::new(
         "test",
