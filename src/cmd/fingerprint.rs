@@ -12,7 +12,7 @@ use crate::config::{self, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::{PinVerifier, Trust};
-use crate::upstream::{Connector, UpstreamError};
+use crate::upstream::{Alpn, Connector, UpstreamError};
 
 /// What one handshake showed.
 #[derive(Debug, Clone)]
@@ -84,8 +84,8 @@ pub(crate) async fn handshake(
         .recording(),
     );
     let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
-    let tls = connector.connect().await?.tls;
-    let (_, session) = tls.get_ref();
+    let tls = connector.connect(Alpn::Configured, || false).await?;
+    let session = tls.session();
     let protocol = session
         .protocol_version()
         .map(|v| format!("{v:?}"))

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as HttpBody;
-use http_body_util::{Either, Empty, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::config::Limits;
@@ -19,7 +19,7 @@ use crate::http::logged_body::{AccessRecord, LoggedBody};
 use crate::http::respond::{body_too_large, local_error, refused, upstream_error, ResponseBody};
 use crate::http::tunnel::Tunnels;
 use crate::metrics::UpstreamMetrics;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{RequestBody, Upstream, UpstreamError};
 
 /// Checks `req` against the listener's rules ([`crate::http::access`]), then forwards it to
 /// `upstream` and answers the client; an upgrade (WebSocket) that the upstream
@@ -125,12 +125,12 @@ async fn forward(
     // hands the unsent request back and the pool sends it on another (pinned)
     // connection. One that was sent is never sent twice.
     let body = if body.is_end_stream() {
-        Either::Right(Empty::new())
+        RequestBody::empty()
     } else {
         let max = limits
             .max_request_body
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-        Either::Left(Limited::new(body, max))
+        RequestBody::limited(body, max)
     };
     let result = upstream.send(Request::from_parts(parts, body)).await;
     match result {

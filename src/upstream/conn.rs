@@ -1,69 +1,53 @@
-//! A pinned TLS connection as the pool holds it: counted while open, holding
-//! its `max_connections` slot, telling the pool whether it speaks HTTP/2.
+//! A pinned TLS connection as the pool holds it: counted while open and
+//! holding its `max_connections` slot. The only constructor takes a
+//! [`Pinned`], which only the connector makes.
 
 use std::io;
 use std::pin::Pin as StdPin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use prometheus_client::metrics::gauge::Gauge;
+use rustls::ClientConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::connector::Pinned;
 
-/// A verified TLS connection, as the pool holds it; counted in
-/// `pinproxy_upstream_connections` while it is open.
-pub struct TlsConn {
+/// A verified TLS connection; counted in `pinproxy_upstream_connections` while
+/// it is open.
+pub(crate) struct TlsConn {
     tls: TlsStream<TcpStream>,
     open: Gauge,
-    /// The open-connection count of the worker pool this connection belongs to.
-    pool_open: Option<(Arc<[AtomicUsize]>, usize)>,
     /// Held while the connection is open; dropping it frees a `max_connections` slot.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl TlsConn {
-    pub(super) fn new(
-        pinned: Pinned,
-        open: Gauge,
-        pool_open: Option<(Arc<[AtomicUsize]>, usize)>,
-    ) -> TlsConn {
+    pub(super) fn new(pinned: Pinned, open: Gauge) -> TlsConn {
+        let (tls, slot) = pinned.into_parts();
         open.inc();
         TlsConn {
-            tls: pinned.tls,
+            tls,
             open,
-            pool_open,
-            _slot: pinned.slot,
+            _slot: slot,
         }
     }
 
-    fn is_h2(&self) -> bool {
-        self.tls.get_ref().1.alpn_protocol() == Some(b"h2")
+    /// The TLS session: what the server presented and what was negotiated.
+    pub(crate) fn session(&self) -> &ClientConnection {
+        self.tls.get_ref().1
+    }
+
+    /// The server chose HTTP/2 by ALPN.
+    pub(super) fn is_h2(&self) -> bool {
+        self.session().alpn_protocol() == Some(b"h2")
     }
 }
 
 impl Drop for TlsConn {
     fn drop(&mut self) {
         self.open.dec();
-        if let Some((counts, pool)) = &self.pool_open {
-            counts[*pool].fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Connection for TlsConn {
-    fn connected(&self) -> Connected {
-        // The pool multiplexes requests over one connection when the server chose h2.
-        let connected = Connected::new();
-        if self.is_h2() {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
     }
 }
 

@@ -2,16 +2,11 @@
 //! over in order), then the TLS handshake whose verifier checks the pin. Every
 //! connection a pool holds was made here.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin as StdPin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -19,32 +14,26 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::conn::TlsConn;
-use super::error::{chain, ConnectError, UpstreamError};
+use super::error::{chain, UpstreamError};
 use crate::config::{Http2, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::verify::{self, PinVerifier};
-use crate::workers;
 
-/// Opens pinned TLS connections to one configured address.
-#[derive(Clone)]
-pub struct Connector {
+/// Opens pinned TLS connections to one configured upstream.
+pub(crate) struct Connector {
     inner: Arc<ConnectorInner>,
-    /// Which of the upstream's pools this connector fills.
-    pool: usize,
 }
 
 struct ConnectorInner {
     upstream: String,
     targets: Vec<TargetConn>,
     failover: Arc<Failover>,
-    /// `max_connections`: one permit per open connection, shared by the upstream's pools.
+    /// `max_connections`: one permit per open connection.
     slots: Arc<Semaphore>,
     max_connections: usize,
     connect_timeout: Duration,
     handshake_timeout: Duration,
     http2: Http2,
-    h2_pool: Arc<AtomicUsize>,
-    pool_open: Arc<[AtomicUsize]>,
     metrics: UpstreamMetrics,
 }
 
@@ -54,11 +43,13 @@ struct TargetConn {
     /// For SNI; an error only for a hand-built config (see `Upstream::new`).
     server_name: Result<ServerName<'static>, String>,
     tls: TlsConnector,
+    /// ALPN `http/1.1` only, for upgrades (`None` when `tls` offers only that).
+    http1: Option<TlsConnector>,
 }
 
 /// Which address of an upstream is in use: the first, until it cannot be
 /// reached; then the next that can, for `failback_after`, before the first is
-/// tried again. Shared by an upstream's pools.
+/// tried again.
 pub struct Failover {
     current: AtomicUsize,
     since: Mutex<Instant>,
@@ -100,56 +91,46 @@ impl Failover {
     }
 }
 
-/// What an upstream's pools (the main one and the HTTP/1.1 one for upgrades) share.
-#[derive(Clone)]
-pub(super) struct Shared {
-    pub(super) failover: Arc<Failover>,
-    pub(super) slots: Arc<Semaphore>,
-    /// The pool that made the first HTTP/2 connection ([`NO_H2`] until one did).
-    pub(super) h2_pool: Arc<AtomicUsize>,
-    /// Open connections of each worker's pool.
-    pub(super) pool_open: Arc<[AtomicUsize]>,
-}
-
-pub(super) const NO_H2: usize = usize::MAX;
-/// The pool index of the client that is not a per-worker pool: the one for upgrades.
-pub(super) const NOT_POOLED: usize = usize::MAX - 1;
-
-impl Shared {
-    pub(super) fn new(cfg: &UpstreamConfig) -> Shared {
-        Shared {
-            failover: Failover::new(cfg.failback_after),
-            slots: Arc::new(Semaphore::new(cfg.max_connections)),
-            h2_pool: Arc::new(AtomicUsize::new(NO_H2)),
-            pool_open: (0..workers::count()).map(|_| AtomicUsize::new(0)).collect(),
-        }
-    }
+/// Which protocols a new connection offers by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    /// What the upstream's `http2` setting says.
+    Configured,
+    /// HTTP/1.1 only: for a request that may switch protocols (WebSocket).
+    Http1,
 }
 
 impl Connector {
     /// A connector for `cfg` that trusts exactly what `verifier` accepts (at every
-    /// address) and counts its handshakes into `metrics`, offering HTTP/2 by ALPN as
-    /// `cfg` says.
+    /// address) and counts its handshakes into `metrics`: for one-off handshakes
+    /// (`fingerprint`, `check --connect`).
     pub(crate) fn with_verifier(
         cfg: &UpstreamConfig,
         verifier: Arc<PinVerifier>,
         metrics: UpstreamMetrics,
     ) -> Connector {
         let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
-        Connector::new(cfg, verifiers, metrics, cfg.http2, Shared::new(cfg))
+        Connector::new(cfg, verifiers, metrics)
     }
 
+    /// A connector for `cfg` whose address `i` trusts what `verifiers[i]` accepts.
     pub(super) fn new(
         cfg: &UpstreamConfig,
         verifiers: Vec<Arc<PinVerifier>>,
         metrics: UpstreamMetrics,
-        http2: Http2,
-        shared: Shared,
     ) -> Connector {
-        let alpn: Vec<Vec<u8>> = match http2 {
+        let alpn: Vec<Vec<u8>> = match cfg.http2 {
             Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Http2::Never => vec![b"http/1.1".to_vec()],
             Http2::Always => vec![b"h2".to_vec()],
+        };
+        let tls = |verifier: &Arc<PinVerifier>, alpn: Vec<Vec<u8>>| {
+            TlsConnector::from(Arc::new(verify::client_config(
+                verifier.clone(),
+                alpn,
+                cfg.tls_resumption,
+                cfg.legacy_crypto,
+            )))
         };
         let targets = cfg
             .targets()
@@ -168,12 +149,11 @@ impl Connector {
                 TargetConn {
                     address: target.address(),
                     server_name,
-                    tls: TlsConnector::from(Arc::new(verify::client_config(
-                        verifier,
-                        alpn.clone(),
-                        cfg.tls_resumption,
-                        cfg.legacy_crypto,
-                    ))),
+                    tls: tls(&verifier, alpn.clone()),
+                    http1: match cfg.http2 {
+                        Http2::Never => None,
+                        _ => Some(tls(&verifier, vec![b"http/1.1".to_vec()])),
+                    },
                 }
             })
             .collect();
@@ -181,47 +161,57 @@ impl Connector {
             inner: Arc::new(ConnectorInner {
                 upstream: cfg.name.clone(),
                 targets,
-                failover: shared.failover,
-                slots: shared.slots,
+                failover: Failover::new(cfg.failback_after),
+                slots: Arc::new(Semaphore::new(cfg.max_connections)),
                 max_connections: cfg.max_connections,
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.handshake_timeout,
-                http2,
-                h2_pool: shared.h2_pool,
-                pool_open: shared.pool_open,
+                http2: cfg.http2,
                 metrics,
             }),
-            pool: 0,
-        }
-    }
-
-    pub(super) fn for_pool(&self, pool: usize) -> Connector {
-        Connector {
-            inner: self.inner.clone(),
-            pool,
         }
     }
 
     /// Connects to the address in use (failing over in order when one cannot be
     /// reached or times out) and runs the pinned handshake. A pin mismatch never
     /// fails over: it is an attack or a misconfiguration, and must be seen.
-    pub async fn connect(&self) -> Result<Pinned, UpstreamError> {
+    ///
+    /// At `max_connections`, `make_room` may close an idle connection to free a
+    /// slot; otherwise the caller waits up to `connect_timeout` for one.
+    pub(crate) async fn connect(
+        &self,
+        alpn: Alpn,
+        make_room: impl Fn() -> bool,
+    ) -> Result<TlsConn, UpstreamError> {
         let inner = &*self.inner;
-        // A flood of clients must not become a flood of TLS sessions to the server.
-        let slot = tokio::time::timeout(inner.connect_timeout, inner.slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| UpstreamError::Busy {
-                upstream: inner.upstream.clone(),
-                max_connections: inner.max_connections,
-                waited: inner.connect_timeout,
-            })?;
-        let tls = self.connect_any().await?;
-        Ok(Pinned { tls, slot })
+        let slot = match inner.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if make_room() => inner.slots.clone().try_acquire_owned().ok(),
+            Err(_) => None,
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            // A flood of clients must not become a flood of TLS sessions to the server.
+            None => {
+                tokio::time::timeout(inner.connect_timeout, inner.slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| UpstreamError::Busy {
+                        upstream: inner.upstream.clone(),
+                        max_connections: inner.max_connections,
+                        waited: inner.connect_timeout,
+                    })?
+            }
+        };
+        let tls = self.connect_any(alpn).await?;
+        Ok(TlsConn::new(
+            Pinned { tls, slot },
+            inner.metrics.upstream_connections.clone(),
+        ))
     }
 
-    async fn connect_any(&self) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    async fn connect_any(&self, alpn: Alpn) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let inner = &*self.inner;
         let count = inner.targets.len();
         let first = inner.failover.first();
@@ -229,7 +219,7 @@ impl Connector {
         let mut failures = Vec::new();
         for index in order {
             let target = &inner.targets[index];
-            match self.connect_to(target).await {
+            match self.connect_to(target, alpn).await {
                 Ok(tls) => {
                     inner.failover.used(index, &inner.upstream, &target.address);
                     return Ok(tls);
@@ -263,7 +253,11 @@ impl Connector {
     }
 
     /// Resolves, connects and runs the pinned handshake with one address.
-    async fn connect_to(&self, target: &TargetConn) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    async fn connect_to(
+        &self,
+        target: &TargetConn,
+        alpn: Alpn,
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
         let inner = &*self.inner;
         let server_name = target
             .server_name
@@ -283,7 +277,10 @@ impl Connector {
             .inspect_err(|_| inner.metrics.connect_failed())?;
         let handshake = tokio::time::timeout(
             inner.handshake_timeout,
-            target.tls.connect(server_name, tcp),
+            match (alpn, &target.http1) {
+                (Alpn::Http1, Some(http1)) => http1.connect(server_name, tcp),
+                _ => target.tls.connect(server_name, tcp),
+            },
         )
         .await
         .map_err(|_| UpstreamError::Timeout {
@@ -294,14 +291,6 @@ impl Connector {
         .and_then(|done| done.map_err(|e| handshake_error(&target.address, e)));
         let handshake = handshake.and_then(|tls| {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 && self.pool != NOT_POOLED {
-                let _ = inner.h2_pool.compare_exchange(
-                    NO_H2,
-                    self.pool,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
             if inner.http2 == Http2::Always && !h2 {
                 return Err(UpstreamError::Handshake {
                     address: target.address.clone(),
@@ -399,42 +388,18 @@ fn hint(err: &rustls::Error) -> Option<&'static str> {
     }
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TlsConn>;
-    type Error = ConnectError;
-    type Future = StdPin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        // The URI is ignored on purpose: this connector only ever reaches its configured address.
-        let this = self.clone();
-        Box::pin(async move {
-            match this.connect().await {
-                Ok(tls) => {
-                    let pool_open = this.inner.pool_open.get(this.pool).map(|open| {
-                        open.fetch_add(1, Ordering::Relaxed);
-                        (this.inner.pool_open.clone(), this.pool)
-                    });
-                    Ok(TokioIo::new(TlsConn::new(
-                        tls,
-                        this.inner.metrics.upstream_connections.clone(),
-                        pool_open,
-                    )))
-                }
-                Err(e) => Err(ConnectError(e)),
-            }
-        })
-    }
+/// A TLS stream that passed the pinned handshake, with the `max_connections`
+/// slot it occupies. Only this module can make one, so only the connector can
+/// make a [`TlsConn`], the one kind of connection the pool takes.
+pub(super) struct Pinned {
+    tls: TlsStream<TcpStream>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// A pinned TLS connection and the `max_connections` slot it occupies.
-pub struct Pinned {
-    /// The verified TLS stream.
-    pub tls: TlsStream<TcpStream>,
-    pub(super) slot: tokio::sync::OwnedSemaphorePermit,
+impl Pinned {
+    pub(super) fn into_parts(self) -> (TlsStream<TcpStream>, tokio::sync::OwnedSemaphorePermit) {
+        (self.tls, self.slot)
+    }
 }
 
 #[cfg(test)]

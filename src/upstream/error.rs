@@ -154,15 +154,3 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
-
-/// The connector's error: an [`UpstreamError`] that hyper-util carries as a source.
-#[derive(Debug)]
-pub struct ConnectError(pub(super) UpstreamError);
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ConnectError {}

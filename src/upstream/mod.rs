@@ -7,26 +7,32 @@
 //! out connections that passed it, so the pin is checked on every connection before
 //! a request byte is written.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::error::Error as StdError;
+use std::pin::Pin as StdPin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{watch, Semaphore};
+use hyper::client::conn::TrySendError;
+use tokio::sync::watch;
 
 mod conn;
 mod connector;
 mod error;
+mod pool;
 
-pub use connector::Connector;
-pub use error::{chain, ConnectError, UpstreamError};
+pub(crate) use connector::{Alpn, Connector};
+pub use error::{chain, UpstreamError};
+pub use pool::UpstreamBody;
 
-use connector::{Shared, NOT_POOLED, NO_H2};
 use error::{closed_early, too_large};
+use pool::{Pool, H1};
 
 use crate::config::{Http2, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
@@ -34,8 +40,55 @@ use crate::tls::verify::{PinVerifier, Trust};
 use crate::workers;
 
 /// The body sent upstream: the client's own (within `max_request_body`), or none.
-pub type RequestBody =
-    http_body_util::Either<http_body_util::Limited<Incoming>, http_body_util::Empty<bytes::Bytes>>;
+pub struct RequestBody {
+    inner: http_body_util::Either<Limited<Incoming>, Empty<Bytes>>,
+    /// Present while a client body is being sent: the connection drops the body
+    /// once it has sent it all, so a count of one left means "still sending".
+    sending: Option<Arc<()>>,
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: http_body_util::Either::Right(Empty::new()),
+            sending: None,
+        }
+    }
+
+    /// The client's body, cut off with an error past `max` bytes.
+    pub fn limited(body: Incoming, max: usize) -> RequestBody {
+        RequestBody {
+            inner: http_body_util::Either::Left(Limited::new(body, max)),
+            sending: Some(Arc::new(())),
+        }
+    }
+
+    /// Tells whether the body is still being sent, once the connection has it.
+    fn watch(&self) -> Option<Weak<()>> {
+        self.sending.as_ref().map(Arc::downgrade)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        StdPin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A configured upstream with its connection pool.
 pub struct Upstream {
@@ -45,20 +98,14 @@ pub struct Upstream {
     /// The `:authority` and `Host` every forwarded request carries.
     origin: Result<(Authority, HeaderValue), String>,
     response_timeout: Duration,
-    /// One pool per connection worker, so a request uses connections that run on
-    /// its own thread (see [`crate::workers`]).
-    clients: Vec<Client<Connector, RequestBody>>,
-    h2_pool: Arc<AtomicUsize>,
-    pool_open: Arc<[AtomicUsize]>,
-    /// `max_connections` (shared with the connectors).
-    slots: Arc<Semaphore>,
+    http2: Http2,
+    /// The only source of new connections.
+    connector: Connector,
+    pool: Pool,
     /// Set once this upstream's pins, address or TLS settings are revoked by a
     /// reload; the tunnels opened through it watch it. Shared with the
     /// `Upstream` that replaces this one when a reload keeps those settings.
     revoked: Arc<watch::Sender<bool>>,
-    /// HTTP/1.1-only pool for upgrades (WebSocket needs HTTP/1.1); the first of
-    /// `clients` when `http2 = "never"`.
-    upgrades: Client<Connector, RequestBody>,
     metrics: Arc<UpstreamMetrics>,
 }
 
@@ -83,45 +130,8 @@ impl Upstream {
                 )
             })
             .collect();
-        let shared = Shared::new(cfg);
-        // The pools of one upstream share its TLS configs (and session caches),
-        // failover state and max_connections; max_idle_connections is split
-        // between them.
-        // `counted`: its connections count towards the choice of pool at
-        // max_connections (only the per-worker pools are candidates).
-        let pool = |http2: Http2, count: usize, idle: usize, counted: bool| {
-            let connector = Connector::new(
-                cfg,
-                verifiers.clone(),
-                metrics.clone(),
-                http2,
-                shared.clone(),
-            );
-            (0..count)
-                .map(|index| {
-                    Client::builder(TokioExecutor::new())
-                        .pool_timer(TokioTimer::new())
-                        .timer(TokioTimer::new())
-                        .pool_idle_timeout(cfg.idle_timeout)
-                        .pool_max_idle_per_host(idle)
-                        .http2_only(http2 == Http2::Always)
-                        // Host comes from the config, never from the client's request.
-                        .set_host(false)
-                        .build(connector.for_pool(if counted { index } else { NOT_POOLED }))
-                })
-                .collect::<Vec<_>>()
-        };
-        let count = workers::count();
-        let clients = pool(
-            cfg.http2,
-            count,
-            cfg.max_idle_connections.div_ceil(count),
-            true,
-        );
-        let upgrades = match cfg.http2 {
-            Http2::Never => clients[0].clone(),
-            _ => pool(Http2::Never, 1, cfg.max_idle_connections, false).remove(0),
-        };
+        let connector = Connector::new(cfg, verifiers, metrics.clone());
+        let pool = Pool::new(workers::count(), cfg.max_idle_connections, cfg.idle_timeout);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(&host)
@@ -142,11 +152,9 @@ impl Upstream {
             address: cfg.address(),
             origin,
             response_timeout: cfg.response_timeout,
-            clients,
-            h2_pool: shared.h2_pool.clone(),
-            pool_open: shared.pool_open.clone(),
-            slots: shared.slots.clone(),
-            upgrades,
+            http2: cfg.http2,
+            connector,
+            pool,
             revoked: Arc::new(watch::channel(false).0),
             metrics: Arc::new(metrics),
         }
@@ -201,36 +209,9 @@ impl Upstream {
     pub async fn send(
         &self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if req.headers().contains_key(http::header::UPGRADE) {
-            &self.upgrades
-        } else {
-            // HTTP/2 multiplexes: once the server is known to speak it, every
-            // worker sends through the pool holding that connection, so the
-            // server sees one connection, not one per worker.
-            let pool = match self.h2_pool.load(Ordering::Relaxed) {
-                // At max_connections a worker cannot open one more, and the idle
-                // connections of the others hold the slots: use the pool with the
-                // most connections, where one will come free first.
-                NO_H2 if self.slots.available_permits() == 0 => (0..self.clients.len())
-                    .max_by_key(|&p| self.pool_open[p].load(Ordering::Relaxed))
-                    .unwrap_or(0),
-                NO_H2 => workers::current() % self.clients.len(),
-                pool => pool,
-            };
-            &self.clients[pool]
-        };
-        self.send_with(client, req).await
-    }
-
-    async fn send_with(
-        &self,
-        client: &Client<Connector, RequestBody>,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e)),
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.dispatch(req)).await {
+            Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout {
                 address: self.address.clone(),
                 stage: "waiting for the response",
@@ -239,24 +220,132 @@ impl Upstream {
         }
     }
 
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> UpstreamError {
-        let mut source = std::error::Error::source(err);
-        while let Some(e) = source {
-            if let Some(connect) = e.downcast_ref::<ConnectError>() {
-                return connect.0.clone();
-            }
-            // The request body we were streaming came from the client and broke
-            // (malformed chunking, or the client went away): the client's fault.
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                // hyper's only user errors with a cause are those of the request body.
-                if h.is_user() && e.source().is_some() {
-                    return UpstreamError::ClientBody {
-                        reason: chain(e),
-                        too_large: too_large(e),
-                    };
+    /// Picks the connection for `req`: the shared HTTP/2 one, else an idle
+    /// HTTP/1.1 one of this worker, else a new one from the connector. A pooled
+    /// connection that turns out closed before the request went out gets the
+    /// request back, and it goes out on the next; one that was sent is never
+    /// sent again.
+    async fn dispatch(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // The cold paths (a new connection, an upgrade) are boxed: their futures
+        // hold a TLS handshake and are many times the size of the hot path's,
+        // which would otherwise be copied around with every request.
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Box::pin(self.upgrade(req)).await;
+        }
+        let worker = workers::current();
+        if self.http2 != Http2::Never {
+            if let Some(h2) = self.pool.h2() {
+                match h2.send(req).await {
+                    Ok((resp, h2)) => return Ok(resp.map(|b| UpstreamBody::h2(b, h2))),
+                    Err(unsent) => req = self.unsent(unsent)?,
                 }
             }
-            source = e.source();
+        }
+        while let Some(h1) = self.pool.take_h1(worker).await {
+            match self.exchange(h1, worker, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(unsent) => req = self.unsent(unsent)?,
+            }
+        }
+        Box::pin(self.connect_and_send(worker, req)).await
+    }
+
+    /// `req` on a new connection.
+    async fn connect_and_send(
+        &self,
+        worker: usize,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let tls = self
+            .connector
+            .connect(Alpn::Configured, || self.pool.evict_one())
+            .await?;
+        let result = if tls.is_h2() {
+            let h2 = self.pool.add_h2(tls).await.map_err(|e| self.classify(&e))?;
+            h2.send(req)
+                .await
+                .map(|(resp, h2)| resp.map(|b| UpstreamBody::h2(b, h2)))
+        } else {
+            let h1 = H1::handshake(tls).await.map_err(|e| self.classify(&e))?;
+            self.exchange(h1, worker, req).await
+        };
+        result.map_err(|e| self.classify(e.error()))
+    }
+
+    /// One request on an HTTP/1.1 connection; its body carries the connection
+    /// back to `worker`'s idle list.
+    async fn exchange(
+        &self,
+        h1: Box<H1>,
+        worker: usize,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, TrySendError<Request<RequestBody>>> {
+        origin_form(&mut req);
+        let sending = req.body().watch();
+        let (resp, h1) = h1.exchange(req).await?;
+        let h1 = match h1 {
+            // The answer came before the request body was all sent (an early
+            // error, or a server that streams both ways): the connection must go
+            // on sending whether or not the client reads, so it runs on its own.
+            Some(h1) if sending.is_some_and(|s| s.strong_count() > 0) => {
+                h1.detach();
+                None
+            }
+            h1 => h1,
+        };
+        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker))))
+    }
+
+    /// A request that may switch protocols (WebSocket) on an HTTP/1.1 connection
+    /// of its own, which a tunnel takes over when the server agrees.
+    async fn upgrade(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        origin_form(&mut req);
+        let h1 = match self.pool.take_h1(workers::current()).await {
+            Some(h1) => h1,
+            None => {
+                let tls = self
+                    .connector
+                    .connect(Alpn::Http1, || self.pool.evict_one())
+                    .await?;
+                H1::handshake(tls).await.map_err(|e| self.classify(&e))?
+            }
+        };
+        let mut send = h1.upgradable();
+        match send.send_request(req).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
+            Err(e) => Err(self.classify(&e)),
+        }
+    }
+
+    /// The request a closed pooled connection gave back, or the error when it
+    /// had already been sent.
+    fn unsent(
+        &self,
+        mut err: TrySendError<Request<RequestBody>>,
+    ) -> Result<Request<RequestBody>, UpstreamError> {
+        match err.take_message() {
+            Some(req) => Ok(req),
+            None => Err(self.classify(err.error())),
+        }
+    }
+
+    fn classify(&self, err: &hyper::Error) -> UpstreamError {
+        // The request body we were streaming came from the client and broke
+        // (malformed chunking, or the client went away): the client's fault.
+        // hyper's only user errors with a cause are those of the request body.
+        if err.is_user() {
+            if let Some(cause) = std::error::Error::source(err) {
+                return UpstreamError::ClientBody {
+                    reason: chain(err),
+                    too_large: too_large(cause),
+                };
+            }
         }
         UpstreamError::Protocol {
             address: self.address.clone(),
@@ -264,6 +353,16 @@ impl Upstream {
             closed_early: closed_early(err),
         }
     }
+}
+
+/// HTTP/1.1 sends the origin form (the path); HTTP/2 needs the full URI.
+fn origin_form(req: &mut Request<RequestBody>) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
 }
 
 fn bracket_v6(host: &str) -> String {

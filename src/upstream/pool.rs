@@ -1,0 +1,519 @@
+//! The connections an upstream keeps open: per worker, a list of idle HTTP/1.1
+//! connections; per upstream, one shared HTTP/2 connection. Every connection in
+//! here was made by the pinned connector: the pool only accepts a [`TlsConn`],
+//! and only `connector.rs` can make one.
+//!
+//! An HTTP/1.1 connection is not a task of its own. The request that checks it
+//! out drives it (writing the request, reading the response head), then the
+//! response body does while the client reads it, and hands it back to its
+//! worker's idle list when the body ends. So a request and its answer cost no
+//! hop through a channel to another task, and the connection stays on the
+//! worker (and reactor) that made it. While it sits idle, a tending task on that
+//! worker polls it, so a connection the server closes leaves the list (and frees
+//! its `max_connections` slot) at once; `idle_timeout` closes the rest.
+//!
+//! An HTTP/2 connection multiplexes, so it runs as its own task and every
+//! worker's requests share it.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin as StdPin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::conn::TlsConn;
+use super::RequestBody;
+
+type H1Conn = http1::Connection<TokioIo<TlsConn>, RequestBody>;
+
+/// A checked-out HTTP/1.1 connection: the handle requests are sent through and
+/// the connection state machine that must be polled for anything to happen.
+pub(super) struct H1 {
+    send: http1::SendRequest<RequestBody>,
+    conn: H1Conn,
+}
+
+/// The result of one exchange on an HTTP/1.1 connection: the response and, while
+/// it is still open, the connection that carries its body.
+type Exchanged = Result<(Response<Incoming>, Option<Box<H1>>), TrySendError<Request<RequestBody>>>;
+
+impl H1 {
+    /// Starts HTTP/1.1 on a pinned connection (no I/O happens here). Boxed
+    /// once, so handing it from the pool to a request and back moves a pointer.
+    pub(super) async fn handshake(tls: TlsConn) -> hyper::Result<Box<H1>> {
+        let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
+        Ok(Box::new(H1 { send, conn }))
+    }
+
+    /// True when the connection is open and ready for a request now. Polling it
+    /// lets it notice a close the server sent while it sat idle.
+    fn ready(&mut self, cx: &mut Context<'_>) -> bool {
+        if StdPin::new(&mut self.conn).poll(cx).is_ready() {
+            return false;
+        }
+        matches!(self.send.poll_ready(cx), Poll::Ready(Ok(())))
+    }
+
+    /// Sends `req` and drives the connection until the response head arrives.
+    /// A request the connection could not send comes back in the error.
+    pub(super) async fn exchange(mut self: Box<Self>, req: Request<RequestBody>) -> Exchanged {
+        let mut response = pin!(self.send.try_send_request(req));
+        let mut open = true;
+        let result = poll_fn(|cx| {
+            if open && StdPin::new(&mut self.conn).poll(cx).is_ready() {
+                open = false;
+            }
+            response.as_mut().poll(cx)
+        })
+        .await;
+        result.map(|resp| (resp, open.then_some(self)))
+    }
+
+    /// Lets the connection finish its exchange as a task of its own and close:
+    /// the response head came while the request body was still being sent, so
+    /// the body must go on even while the client does not read the response.
+    pub(super) fn detach(self: Box<Self>) {
+        let H1 { send, conn } = *self;
+        drop(send);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+    }
+
+    /// Runs the connection as a task of its own, for a request that may switch
+    /// protocols (the connection then becomes a tunnel and never returns).
+    pub(super) fn upgradable(self: Box<Self>) -> http1::SendRequest<RequestBody> {
+        let H1 { send, conn } = *self;
+        let conn = conn.with_upgrades();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection for an upgrade ended with an error");
+            }
+        });
+        send
+    }
+}
+
+struct IdleH1 {
+    h1: Box<H1>,
+    expires: Instant,
+}
+
+/// One worker's idle HTTP/1.1 connections (most recently used last).
+pub(super) struct Idle {
+    state: Mutex<IdleState>,
+    max: usize,
+    timeout: Duration,
+}
+
+#[derive(Default)]
+struct IdleState {
+    conns: Vec<IdleH1>,
+    /// The tending task's waker while it runs.
+    tender: Option<Waker>,
+    tending: bool,
+}
+
+impl Idle {
+    fn new(max: usize, timeout: Duration) -> Arc<Idle> {
+        Arc::new(Idle {
+            state: Mutex::new(IdleState::default()),
+            max,
+            timeout,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IdleState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used connection that is still open and ready; the
+    /// closed and expired ones met on the way are dropped.
+    async fn take(&self) -> Option<Box<H1>> {
+        loop {
+            let mut idle = self.lock().conns.pop()?;
+            if idle.expires <= Instant::now() {
+                continue;
+            }
+            if poll_fn(|cx| Poll::Ready(idle.h1.ready(cx))).await {
+                return Some(idle.h1);
+            }
+        }
+    }
+
+    /// Keeps `h1` for the next request (unless the list is full), and makes sure
+    /// a tending task watches it. Called on the worker that made the connection.
+    fn put(self: &Arc<Self>, h1: Box<H1>) {
+        if self.max == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        if state.conns.len() >= self.max {
+            return;
+        }
+        let mut h1 = h1;
+        match &state.tender {
+            // Polled with the tending task's waker, so that task wakes when the
+            // server closes it; the task itself is not woken (under load every
+            // request ends here, and a wake-up each would cost more than the
+            // whole exchange).
+            Some(tender) => {
+                let mut cx = Context::from_waker(tender);
+                if StdPin::new(&mut h1.conn).poll(&mut cx).is_ready() {
+                    return;
+                }
+            }
+            None if state.tending => {} // not polled yet: it will poll them all
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    state.tending = true;
+                    runtime.spawn(tend(Arc::downgrade(self)));
+                }
+                // Outside a runtime (a body dropped while one shuts down) the
+                // connection is simply closed.
+                Err(_) => return,
+            },
+        }
+        state.conns.push(IdleH1 {
+            h1,
+            expires: Instant::now() + self.timeout,
+        });
+    }
+
+    /// Closes one idle connection to free its `max_connections` slot.
+    fn evict_one(&self) -> bool {
+        let mut state = self.lock();
+        if state.conns.is_empty() {
+            return false;
+        }
+        state.conns.remove(0);
+        true
+    }
+}
+
+/// Polls a worker's idle connections, so those the server closed go at once and
+/// their slots are freed, and closes each at `idle_timeout`. Ends when the list
+/// is empty (the next `put` starts another) or the pool is gone.
+async fn tend(idle: Weak<Idle>) {
+    let mut sleep = pin!(tokio::time::sleep(Duration::ZERO));
+    poll_fn(|cx| {
+        let Some(idle) = idle.upgrade() else {
+            return Poll::Ready(());
+        };
+        let mut state = idle.lock();
+        loop {
+            let now = Instant::now();
+            state.conns.retain_mut(|c| {
+                c.expires > now && StdPin::new(&mut c.h1.conn).poll(cx).is_pending()
+            });
+            // Put in order, so the first expires first.
+            let Some(next) = state.conns.first().map(|c| c.expires) else {
+                state.tending = false;
+                state.tender = None;
+                return Poll::Ready(());
+            };
+            sleep.as_mut().reset(next.into());
+            if sleep.as_mut().poll(cx).is_pending() {
+                break;
+            }
+        }
+        state.tender = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// The shared HTTP/2 connection and how long it has been unused.
+#[derive(Clone)]
+struct H2 {
+    send: http2::SendRequest<RequestBody>,
+    /// One clone per request in flight on it (held by its response body).
+    in_use: Arc<LastUse>,
+}
+
+/// When an HTTP/2 connection was last used, in milliseconds since the pool's start.
+struct LastUse {
+    millis: AtomicU64,
+    epoch: Instant,
+}
+
+impl LastUse {
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(now, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+/// An upstream's pool: one idle list per worker plus the shared HTTP/2 connection.
+pub(super) struct Pool {
+    workers: Box<[Arc<Idle>]>,
+    h2: Arc<Mutex<Option<H2>>>,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool for `workers` workers keeping at most `max_idle` idle connections
+    /// in all, each for at most `idle_timeout`.
+    pub(super) fn new(workers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+        let workers = workers.max(1);
+        Pool {
+            workers: (0..workers)
+                .map(|_| Idle::new(max_idle.div_ceil(workers), idle_timeout))
+                .collect(),
+            h2: Arc::new(Mutex::new(None)),
+            idle_timeout,
+        }
+    }
+
+    fn h2_slot(&self) -> MutexGuard<'_, Option<H2>> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This worker's idle list.
+    pub(super) fn idle(&self, worker: usize) -> &Arc<Idle> {
+        &self.workers[worker % self.workers.len()]
+    }
+
+    /// A ready idle HTTP/1.1 connection of `worker`'s.
+    pub(super) async fn take_h1(&self, worker: usize) -> Option<Box<H1>> {
+        self.idle(worker).take().await
+    }
+
+    /// Closes one idle connection (of any worker) so a new one can be made at
+    /// `max_connections`; false when none is idle.
+    pub(super) fn evict_one(&self) -> bool {
+        self.workers.iter().any(|idle| idle.evict_one())
+    }
+
+    /// The shared HTTP/2 connection, while it is open.
+    pub(super) fn h2(&self) -> Option<H2Handle> {
+        let mut slot = self.h2_slot();
+        match &*slot {
+            Some(h2) if !h2.send.is_closed() => {
+                h2.in_use.touch();
+                Some(H2Handle(h2.clone()))
+            }
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Starts HTTP/2 on a pinned connection (its task runs on this worker) and
+    /// makes it the shared one unless another already is.
+    pub(super) async fn add_h2(&self, tls: TlsConn) -> hyper::Result<H2Handle> {
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tls))
+            .await?;
+        let in_use = Arc::new(LastUse {
+            millis: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        in_use.touch();
+        let h2 = H2 { send, in_use };
+        {
+            let mut slot = self.h2_slot();
+            if slot.as_ref().map_or(true, |h2| h2.send.is_closed()) {
+                *slot = Some(h2.clone());
+            }
+        }
+        let (shared, timeout) = (Arc::downgrade(&self.h2), self.idle_timeout);
+        let watched = h2.in_use.clone();
+        tokio::spawn(async move {
+            let mut conn = pin!(conn);
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                    }
+                    return;
+                }
+                () = h2_idle(&watched, timeout) => {}
+            }
+            // Unused for idle_timeout: no new request may take it; it closes
+            // once the handles still out (none in flight) are gone.
+            if let Some(shared) = shared.upgrade() {
+                let mut slot = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if slot
+                    .as_ref()
+                    .is_some_and(|h2| Arc::ptr_eq(&h2.in_use, &watched))
+                {
+                    *slot = None;
+                }
+            }
+            drop(watched);
+            let _ = conn.await;
+        });
+        Ok(H2Handle(h2))
+    }
+}
+
+/// Returns once the HTTP/2 connection whose use `in_use` tracks has carried no
+/// request for `timeout`.
+async fn h2_idle(in_use: &Arc<LastUse>, timeout: Duration) {
+    loop {
+        tokio::time::sleep_until((in_use.at() + timeout).into()).await;
+        // Two references: the pool's entry and ours; more are requests in flight.
+        if Arc::strong_count(in_use) <= 2 && in_use.at().elapsed() >= timeout {
+            return;
+        }
+        if Arc::strong_count(in_use) > 2 {
+            in_use.touch();
+        }
+    }
+}
+
+/// A request's hold on the shared HTTP/2 connection.
+pub(super) struct H2Handle(H2);
+
+impl H2Handle {
+    /// Sends `req` and waits for the response head.
+    pub(super) async fn send(
+        mut self,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, H2Handle), TrySendError<Request<RequestBody>>> {
+        let response = self.0.send.try_send_request(req).await?;
+        Ok((response, self))
+    }
+}
+
+impl Drop for H2Handle {
+    fn drop(&mut self) {
+        self.0.in_use.touch();
+    }
+}
+
+/// What keeps a response's connection usable while its body is read.
+enum Carrier {
+    /// The HTTP/1.1 connection, driven by the body, back to its idle list at the end.
+    H1(Box<H1>, Arc<Idle>),
+    /// A request on the shared HTTP/2 connection (in use until the body is done).
+    H2 {
+        _in_use: H2Handle,
+    },
+    None,
+}
+
+/// An upstream response body. For HTTP/1.1 it drives the connection that
+/// carries it and returns it to the pool once the body is complete; a body
+/// dropped early closes the connection (the rest of it would have to be read).
+pub struct UpstreamBody {
+    inner: Incoming,
+    carrier: Carrier,
+    complete: bool,
+    /// The last poll returned data.
+    after_data: bool,
+    /// An error held back for one poll (see `poll_frame`).
+    held_error: Option<hyper::Error>,
+}
+
+impl UpstreamBody {
+    pub(super) fn h1(inner: Incoming, h1: Option<Box<H1>>, idle: &Arc<Idle>) -> UpstreamBody {
+        let carrier = h1.map_or(Carrier::None, |h1| Carrier::H1(h1, idle.clone()));
+        UpstreamBody {
+            inner,
+            carrier,
+            complete: false,
+            after_data: false,
+            held_error: None,
+        }
+    }
+
+    pub(super) fn h2(inner: Incoming, handle: H2Handle) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            carrier: Carrier::H2 { _in_use: handle },
+            complete: false,
+            after_data: false,
+            held_error: None,
+        }
+    }
+
+    pub(super) fn plain(inner: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            carrier: Carrier::None,
+            complete: false,
+            after_data: false,
+            held_error: None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(e) = this.held_error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let mut polled = StdPin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if let Carrier::H1(h1, _) = &mut this.carrier {
+                // The connection feeds the body: let it read. Once it is
+                // finished (the server closed it after the body), what it
+                // read is already in `inner`.
+                if StdPin::new(&mut h1.conn).poll(cx).is_ready() {
+                    this.carrier = Carrier::None;
+                }
+                polled = StdPin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
+        match polled {
+            Poll::Ready(None) => this.complete = true,
+            // The server broke off right after sending data, and the same poll
+            // saw both. hyper drops what it has buffered for the client when
+            // the body fails, so give it one turn to write the data first: the
+            // client sees what the server sent, then the break.
+            Poll::Ready(Some(Err(e))) if this.after_data => {
+                this.after_data = false;
+                this.held_error = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            _ => {}
+        }
+        this.after_data = matches!(&polled, Poll::Ready(Some(Ok(_))));
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Carrier::H1(h1, idle) = std::mem::replace(&mut self.carrier, Carrier::None) {
+            if self.complete || self.inner.is_end_stream() {
+                idle.put(h1);
+            }
+        }
+    }
+}
