@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A/B of two pinproxy builds on the keep-alive path: both in front of the same
+# A/B of two pinproxy builds on the keep-alive path (CLOSE=1: a new client
+# connection per request instead): both in front of the same
 # upstream (the demo's mock API, from the OLD build), wrk -t2 -c64 against each
 # in turn for ROUNDS rounds of DURATION, req/s and the proxy's own CPU (utime +
 # stime ticks, 1/100 s) per 100k requests. Medians are what to compare; this VM
@@ -12,6 +13,9 @@ OLD=${OLD:?set OLD to the baseline binary}
 NEW=${NEW:-target/release/pinproxy}
 ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-5s}
+CLOSE=${CLOSE:-0}
+close=()
+[ "$CLOSE" = 1 ] && close=(-H "Connection: close")
 command -v wrk >/dev/null || { echo "ab: install wrk (apt-get install wrk)" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -33,7 +37,7 @@ for round in $(seq "$ROUNDS"); do
     for side in "old $old 18001" "new $new 18002"; do
         set -- $side
         before=$(ticks "$2")
-        out=$(wrk -t2 -c64 -d"$DURATION" "http://127.0.0.1:$3/web_api/show-hosts")
+        out=$(wrk -t2 -c64 -d"$DURATION" "${close[@]}" "http://127.0.0.1:$3/web_api/show-hosts")
         after=$(ticks "$2")
         requests=$(awk '/requests in/ {print $1}' <<< "$out")
         rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
