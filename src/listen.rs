@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -59,11 +60,101 @@ impl Listener {
         }
     }
 
+    /// A second descriptor of the same socket, for an accept loop on another
+    /// worker's reactor. This `Listener` still owns the socket file.
+    pub fn share(&self) -> io::Result<SharedListener> {
+        Ok(match self {
+            Listener::Tcp(tcp) => SharedListener::Tcp(tcp.as_fd().try_clone_to_owned()?.into()),
+            Listener::Unix(unix, _) => {
+                SharedListener::Unix(unix.as_fd().try_clone_to_owned()?.into())
+            }
+        })
+    }
+
+    /// The socket without a reactor (no runtime is woken by its connections
+    /// until an accept loop registers a copy), still owning its file.
+    pub fn detach(self) -> io::Result<OwnedListener> {
+        let shared = self.share()?;
+        let file = match self {
+            Listener::Tcp(_) => None,
+            Listener::Unix(_, file) => Some(file),
+        };
+        Ok(OwnedListener {
+            shared,
+            _file: file,
+        })
+    }
+
     /// Where it is bound: with port 0, the port the system chose.
     pub fn bound(&self, configured: &Listen) -> Listen {
         match self {
             Listener::Tcp(tcp) => tcp.local_addr().map_or(configured.clone(), Listen::Tcp),
             Listener::Unix(..) => configured.clone(),
+        }
+    }
+}
+
+/// A listening socket that accept loops take copies of; closing the socket
+/// (and removing its file) waits for this and every copy.
+pub struct OwnedListener {
+    shared: SharedListener,
+    /// Held for its `Drop`.
+    _file: Option<SocketFile>,
+}
+
+impl OwnedListener {
+    /// Another descriptor of the socket, for one accept loop.
+    pub fn share(&self) -> io::Result<SharedListener> {
+        Ok(match &self.shared {
+            SharedListener::Tcp(tcp) => SharedListener::Tcp(tcp.try_clone()?),
+            SharedListener::Unix(unix) => SharedListener::Unix(unix.try_clone()?),
+        })
+    }
+
+    /// Where it is bound: with port 0, the port the system chose.
+    pub fn bound(&self, configured: &Listen) -> Listen {
+        match &self.shared {
+            SharedListener::Tcp(tcp) => tcp.local_addr().map_or(configured.clone(), Listen::Tcp),
+            SharedListener::Unix(..) => configured.clone(),
+        }
+    }
+}
+
+/// A listening socket's descriptor on its way to the worker that accepts on it.
+pub enum SharedListener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix-socket listener.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl SharedListener {
+    /// Registers it with the calling runtime's reactor.
+    pub fn register(self) -> io::Result<WorkerListener> {
+        Ok(match self {
+            SharedListener::Tcp(std) => WorkerListener::Tcp(TcpListener::from_std(std)?),
+            SharedListener::Unix(std) => WorkerListener::Unix(UnixListener::from_std(std)?),
+        })
+    }
+}
+
+/// One worker's descriptor of a listening socket.
+pub enum WorkerListener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-socket listener.
+    Unix(UnixListener),
+}
+
+impl WorkerListener {
+    /// Accepts the next connection.
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            WorkerListener::Tcp(tcp) => {
+                let (stream, peer) = tcp.accept().await?;
+                Ok(Accepted::Tcp(stream, peer))
+            }
+            WorkerListener::Unix(unix) => Ok(Accepted::Unix(unix.accept().await?.0)),
         }
     }
 }

@@ -17,8 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
@@ -28,7 +27,7 @@ use crate::http::idle::{self, Activity};
 use crate::http::logged_body::LoggedBody;
 use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::http::tunnel::Tunnels;
-use crate::listen::{Accepted, Listener as Socket};
+use crate::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;
 use crate::upstream::Upstream;
@@ -90,8 +89,11 @@ struct Listener {
 struct Acceptor {
     local: Listen,
     policy: Arc<ArcSwap<Policy>>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    /// One accept loop per worker, each on its own descriptor of `socket`.
+    loops: Vec<JoinHandle<()>>,
+    /// Owns the socket (and its file); closed once the loops are done.
+    socket: Socket,
 }
 
 impl Acceptor {
@@ -109,8 +111,11 @@ impl Acceptor {
     /// Stops accepting and closes the socket; open connections carry on until
     /// they finish or the drain ends them.
     async fn close(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        self.stop.send_replace(true);
+        for accept_loop in self.loops {
+            let _ = accept_loop.await;
+        }
+        drop(self.socket);
     }
 }
 
@@ -468,9 +473,8 @@ impl Proxy {
                 .as_ref()
                 .map_or_else(Gauge::default, |m| m.client_connections.clone()),
         };
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(
-            socket,
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(AcceptShared::new(
             target,
             policy.clone(),
             connections,
@@ -478,15 +482,19 @@ impl Proxy {
                 drain: self.drain.clone(),
                 tunnels: self.tunnels.clone(),
                 limits: self.limits.clone(),
-                workers: self.workers.clone(),
             },
-            stopped,
         ));
+        // Every worker accepts on its own descriptor of the socket.
+        let loops = self.workers.spawn_each(
+            (0..self.workers.len().max(1))
+                .map(|_| accept_loop(socket.share(), shared.clone(), stopped.clone())),
+        );
         Acceptor {
             local,
             policy,
             stop,
-            task,
+            loops,
+            socket,
         }
     }
 }
@@ -668,7 +676,11 @@ fn revoke(upstream: &Upstream, why: &str) {
 }
 
 async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
-    Socket::bind(listen).await.map_err(|source| {
+    // Detached from this runtime's reactor at once: the workers accept on it.
+    let bound = listen::Listener::bind(listen)
+        .await
+        .and_then(listen::Listener::detach);
+    bound.map_err(|source| {
         let tcp = matches!(listen, Listen::Tcp(_));
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse if tcp => {
@@ -694,7 +706,60 @@ struct LoopContext {
     drain: Arc<Drain>,
     tunnels: Tunnels,
     limits: Arc<Limits>,
-    workers: Arc<Workers>,
+}
+
+/// What the accept loops of one listener (one per worker) share.
+struct AcceptShared {
+    http: auto::Builder<TokioExecutor>,
+    target: Target,
+    policy: Arc<ArcSwap<Policy>>,
+    connections: Gauge,
+    context: LoopContext,
+    /// `max_client_connections` of this listener.
+    limit: Arc<Semaphore>,
+    /// `max_requests_in_flight` of this listener.
+    in_flight: Arc<Semaphore>,
+}
+
+impl AcceptShared {
+    fn new(
+        target: Target,
+        policy: Arc<ArcSwap<Policy>>,
+        connections: Gauge,
+        context: LoopContext,
+    ) -> AcceptShared {
+        let limits = &context.limits;
+        // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
+        // HTTP/2 with prior knowledge on the same port.
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            // hyper runs this timer whenever it waits for a request head, so it also
+            // closes kept-alive connections idle for longer.
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            // A script that writes its request and then closes its sending side
+            // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
+            .half_close(true)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            // The idle limit (see `idle`) closes a connection with no stream open;
+            // these pings find a dead peer while a long request is in progress.
+            .keep_alive_interval(limits.header_read_timeout);
+        AcceptShared {
+            http,
+            target,
+            policy,
+            connections,
+            limit: Arc::new(Semaphore::new(limits.max_client_connections)),
+            in_flight: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
+            context,
+        }
+    }
 }
 
 /// What serving one client connection needs.
@@ -708,59 +773,45 @@ struct ConnContext {
     in_flight: Arc<Semaphore>,
 }
 
-/// An accepted connection on its way to a worker's reactor (see `workers`).
-enum HandOver {
-    Tcp(std::net::TcpStream, SocketAddr),
-    Unix(std::os::unix::net::UnixStream),
-}
-
+/// One worker's accept loop on its own descriptor of a listening socket: the
+/// connections it accepts are served on this worker, registered with its
+/// reactor from the start. (Handing each connection from one accepting runtime
+/// to a worker cost two `epoll_ctl` calls and a cross-thread wake-up apiece.)
 async fn accept_loop(
-    socket: Socket,
-    target: Target,
-    policy: Arc<ArcSwap<Policy>>,
-    connections: Gauge,
-    context: LoopContext,
-    mut stop: oneshot::Receiver<()>,
+    descriptor: std::io::Result<SharedListener>,
+    shared: Arc<AcceptShared>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let LoopContext {
-        drain,
-        tunnels,
-        limits,
-        workers,
-    } = context;
-    let limit = Arc::new(Semaphore::new(limits.max_client_connections));
-    let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight));
-    // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
-    // HTTP/2 with prior knowledge on the same port.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        // hyper runs this timer whenever it waits for a request head, so it also
-        // closes kept-alive connections idle for longer.
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
-        // A script that writes its request and then closes its sending side
-        // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
-        .half_close(true)
-        .keep_alive(true);
-    http.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        // The idle limit (see `idle`) closes a connection with no stream open;
-        // these pings find a dead peer while a long request is in progress.
-        .keep_alive_interval(limits.header_read_timeout);
+    let socket = match descriptor.and_then(SharedListener::register) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %e, "a connection worker cannot accept on this listener; the others still do");
+            return;
+        }
+    };
+    let AcceptShared {
+        http,
+        target,
+        policy,
+        connections,
+        context: LoopContext {
+            drain,
+            tunnels,
+            limits,
+        },
+        limit,
+        in_flight,
+    } = &*shared;
     loop {
         let permit = tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             permit = limit.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let accepted = tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -772,21 +823,6 @@ async fn accept_loop(
                 }
             },
         };
-        // The socket moves to a worker's own reactor (see `workers`).
-        let handed = match accepted {
-            Accepted::Tcp(stream, peer) => {
-                let _ = stream.set_nodelay(true);
-                stream.into_std().map(|s| HandOver::Tcp(s, peer))
-            }
-            Accepted::Unix(stream) => stream.into_std().map(HandOver::Unix),
-        };
-        let handed = match handed {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(error = %e, "accepted connection could not be handed over");
-                continue;
-            }
-        };
         let context = ConnContext {
             http: http.clone(),
             target: target.clone(),
@@ -797,23 +833,18 @@ async fn accept_loop(
         };
         let (draining, open) = (drain.track(), connections.clone());
         open.inc();
-        workers.spawn(async move {
-            match handed {
-                HandOver::Tcp(stream, peer) => match TcpStream::from_std(stream) {
-                    Ok(stream) => {
-                        let needed = context.policy.load().needs_uid();
-                        let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
-                        serve(stream, uid, context, draining).await
-                    }
-                    Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
-                },
-                HandOver::Unix(stream) => match UnixStream::from_std(stream) {
-                    Ok(stream) => {
-                        let uid = peer::unix_peer(&stream);
-                        serve(stream, uid, context, draining).await
-                    }
-                    Err(e) => tracing::debug!(error = %e, "accepted connection lost on hand-over"),
-                },
+        tokio::spawn(async move {
+            match accepted {
+                Accepted::Tcp(stream, peer) => {
+                    let _ = stream.set_nodelay(true);
+                    let needed = context.policy.load().needs_uid();
+                    let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
+                    serve(stream, uid, context, draining).await
+                }
+                Accepted::Unix(stream) => {
+                    let uid = peer::unix_peer(&stream);
+                    serve(stream, uid, context, draining).await
+                }
             }
             open.dec();
             drop(permit);
