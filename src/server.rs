@@ -528,7 +528,10 @@ where
         };
         // Taken now, not awaited: a listener at its cap answers at once.
         let slot = in_flight.clone().try_acquire_owned();
-        async move {
+        // Boxed: hyper keeps room for one service future in every connection,
+        // idle or not, and this one is 5 KB; boxed, an idle connection keeps 16
+        // bytes and a request allocates what it needs while it runs.
+        Box::pin(async move {
             let mut response = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
                 (_, Some(refusal)) => local_refusal(&target, &req, &client, refusal),
                 (false, None) => local_refusal(&target, &req, &client, too_busy(&limits)),
@@ -544,7 +547,7 @@ where
             };
             response.body_mut().hold(busy, slot.ok());
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     // On drain an idle HTTP/1.1 connection closes at once, a busy one after its
