@@ -21,12 +21,18 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
-"$OLD" demo --listen 127.0.0.1:0 > "$work/demo" 2>&1 & pids+=($!)
-for _ in $(seq 100); do grep -q '^SHA1:' "$work/demo" && break; sleep 0.1; done
-upstream=$(grep -o 'serving HTTPS on [0-9.:]*' "$work/demo" | awk '{print $4}')
-pin=$(grep -m1 '^SHA1:' "$work/demo")
+# UPSTREAM=HOST:PORT PIN="SHA1: …" TARGET=/path: another upstream instead of the demo's
+if [ -n "${UPSTREAM:-}" ]; then
+    upstream=$UPSTREAM pin=${PIN:?set PIN with UPSTREAM}
+else
+    "$OLD" demo --listen 127.0.0.1:0 > "$work/demo" 2>&1 & pids+=($!)
+    for _ in $(seq 100); do grep -q '^SHA1:' "$work/demo" && break; sleep 0.1; done
+    upstream=$(grep -o 'serving HTTPS on [0-9.:]*' "$work/demo" | awk '{print $4}')
+    pin=$(grep -m1 '^SHA1:' "$work/demo")
+fi
+target=${TARGET:-/web_api/show-hosts}
 start() { RUST_LOG=warn "$1" run --listen "127.0.0.1:$2" --upstream "$upstream" --fingerprint "$pin" \
-            --server-name mgmt.demo.pinproxy > /dev/null 2>&1 & pids+=($!); }
+            --server-name "${SERVER_NAME:-mgmt.demo.pinproxy}" > /dev/null 2>&1 & pids+=($!); }
 start "$OLD" 18001; old=$!
 start "$NEW" 18002; new=$!
 for port in 18001 18002; do
@@ -37,7 +43,7 @@ for round in $(seq "$ROUNDS"); do
     for side in "old $old 18001" "new $new 18002"; do
         set -- $side
         before=$(ticks "$2")
-        out=$(wrk -t2 -c64 -d"$DURATION" "${close[@]}" "http://127.0.0.1:$3/web_api/show-hosts")
+        out=$(wrk -t2 -c64 -d"$DURATION" "${close[@]}" "http://127.0.0.1:$3$target")
         after=$(ticks "$2")
         requests=$(awk '/requests in/ {print $1}' <<< "$out")
         rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
