@@ -11,6 +11,7 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::CertPin;
 
 /// Default for `connect_timeout`: TCP connect to the upstream.
@@ -200,6 +201,8 @@ pub struct Target {
     pub port: u16,
     /// Pins for this server's certificate.
     pub pins: Vec<CertPin>,
+    /// The client certificate shown to this server when it asks for one.
+    pub client_identity: Option<ClientIdentity>,
 }
 
 impl Target {
@@ -239,6 +242,9 @@ pub struct UpstreamConfig {
     pub server_name: Option<ServerName<'static>>,
     /// Any one matching pin accepts the server.
     pub pins: Vec<CertPin>,
+    /// The client certificate shown to the server when it asks for one
+    /// (`client_certificate`, `client_key`).
+    pub client_identity: Option<ClientIdentity>,
     /// More addresses, tried in order when the ones before cannot be reached.
     pub fallbacks: Vec<Target>,
     /// After failing over, how long to stay on a fallback before trying the
@@ -285,6 +291,7 @@ impl UpstreamConfig {
             port,
             server_name: None,
             pins,
+            client_identity: None,
             fallbacks: Vec::new(),
             failback_after: DEFAULT_FAILBACK_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -339,6 +346,7 @@ impl UpstreamConfig {
             host: self.host.clone(),
             port: self.port,
             pins: self.pins.clone(),
+            client_identity: self.client_identity.clone(),
         })
         .chain(self.fallbacks.iter().cloned())
         .collect()
@@ -381,9 +389,11 @@ impl Config {
             Some(v) => duration(v.get_ref()).map_err(|m| at(v.span(), m))?,
             None => DEFAULT_SHUTDOWN_TIMEOUT,
         };
+        // Files the config names (client certificates) are found relative to it.
+        let base = path.parent().unwrap_or(Path::new("."));
         let mut upstreams: Vec<UpstreamConfig> = Vec::new();
         for u in &raw.upstream {
-            let up = check_upstream(u).map_err(|(span, m)| at(span, m))?;
+            let up = check_upstream(u, base).map_err(|(span, m)| at(span, m))?;
             if upstreams.iter().any(|o| o.name == up.name) {
                 return Err(at(
                     u.name.span(),
@@ -877,6 +887,8 @@ struct RawUpstream {
     tls_resumption: bool,
     #[serde(default)]
     legacy_crypto: bool,
+    client_certificate: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     max_idle_connections: Option<Spanned<i64>>,
     socket_mode: Option<Spanned<String>>,
@@ -897,6 +909,34 @@ fn yes() -> bool {
 struct RawTarget {
     address: Spanned<String>,
     fingerprints: Option<Spanned<Vec<Spanned<String>>>>,
+    client_certificate: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
+}
+
+/// `client_certificate` and `client_key`, both or neither, read relative to
+/// the config file's directory.
+fn parse_identity(
+    certificate: &Option<Spanned<String>>,
+    key: &Option<Spanned<String>>,
+    base: &Path,
+) -> Located<Option<ClientIdentity>> {
+    match (certificate, key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => {
+            let resolve = |p: &str| base.join(p);
+            ClientIdentity::load(&resolve(c.get_ref()), &resolve(k.get_ref()))
+                .map(Some)
+                .map_err(|e| (if e.in_key { k.span() } else { c.span() }, e.message))
+        }
+        (Some(c), None) => Err((
+            c.span(),
+            "client_certificate needs client_key too: add client_key = \"/etc/pinproxy/client.key\" (its PEM private key)".into(),
+        )),
+        (None, Some(k)) => Err((
+            k.span(),
+            "client_key needs client_certificate too: add client_certificate = \"/etc/pinproxy/client.pem\" (the PEM certificate chain)".into(),
+        )),
+    }
 }
 
 fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<CertPin>> {
@@ -916,11 +956,12 @@ fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<CertPin>> {
 }
 
 /// Every target of an upstream, in failover order, with its pins.
-fn parse_targets(u: &RawUpstream) -> Located<Vec<Target>> {
+fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
     let shared = match &u.fingerprints {
         Some(list) => Some(parse_pins(list)?),
         None => None,
     };
+    let shared_identity = parse_identity(&u.client_certificate, &u.client_key, base)?;
     let need_pins = |span: std::ops::Range<usize>| {
         (
             span,
@@ -949,7 +990,12 @@ fn parse_targets(u: &RawUpstream) -> Located<Vec<Target>> {
             };
             for text in texts {
                 let (host, port) = parse_address(text).map_err(|m| (address.span(), m))?;
-                targets.push(Target { host, port, pins: pins.clone() });
+                targets.push(Target {
+                    host,
+                    port,
+                    pins: pins.clone(),
+                    client_identity: shared_identity.clone(),
+                });
             }
         }
         (None, false) => {
@@ -960,7 +1006,17 @@ fn parse_targets(u: &RawUpstream) -> Located<Vec<Target>> {
                     (None, Some(shared)) => shared.clone(),
                     (None, None) => return Err(need_pins(t.address.span())),
                 };
-                targets.push(Target { host, port, pins });
+                let client_identity =
+                    match parse_identity(&t.client_certificate, &t.client_key, base)? {
+                        Some(own) => Some(own),
+                        None => shared_identity.clone(),
+                    };
+                targets.push(Target {
+                    host,
+                    port,
+                    pins,
+                    client_identity,
+                });
             }
         }
         (Some(address), false) => {
@@ -981,7 +1037,7 @@ fn parse_targets(u: &RawUpstream) -> Located<Vec<Target>> {
 
 type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
 
-fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
+fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamConfig> {
     let name = u.name.get_ref();
     if name.is_empty()
         || !name
@@ -1005,7 +1061,7 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         },
         "set allow_non_loopback = true for this upstream",
     )?;
-    let mut targets = parse_targets(u)?.into_iter();
+    let mut targets = parse_targets(u, base)?.into_iter();
     let Some(primary) = targets.next() else {
         return Err((u.name.span(), "no address".into()));
     };
@@ -1035,6 +1091,7 @@ fn check_upstream(u: &RawUpstream) -> Located<UpstreamConfig> {
         port: primary.port,
         server_name,
         pins: primary.pins,
+        client_identity: primary.client_identity,
         fallbacks: targets.collect(),
         failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
         connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,

@@ -11,6 +11,7 @@ use pinproxy::cmd::{check, demo, fingerprint, health};
 use pinproxy::config::{self, Config, Flags};
 use pinproxy::service::{self, Source};
 use pinproxy::shutdown;
+use pinproxy::tls::identity::ClientIdentity;
 
 /// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
 ///
@@ -138,6 +139,15 @@ struct FingerprintArgs {
     /// as `legacy_crypto = true` does for an upstream.
     #[arg(long)]
     legacy_crypto: bool,
+
+    /// Show this client certificate (PEM chain) if the server asks for one, as
+    /// `client_certificate` does for an upstream.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_certificate: Option<PathBuf>,
+
+    /// The private key of --client-certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "client_certificate")]
+    client_key: Option<PathBuf>,
 
     /// Give up on connect or handshake after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -271,11 +281,18 @@ async fn logged_signal() {
 
 async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
     let address = config::with_default_port(&args.address, 443);
+    let identity = match (&args.client_certificate, &args.client_key) {
+        (Some(certificate), Some(key)) => {
+            Some(ClientIdentity::load(certificate, key).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
     let presented = fingerprint::probe(
         &address,
         args.server_name.as_deref(),
         args.timeout,
         args.legacy_crypto,
+        identity,
     )
     .await?;
     print!(

@@ -31,6 +31,7 @@ fn ha(
         host: secondary.ip().to_string(),
         port: secondary.port(),
         pins: secondary_pins,
+        client_identity: None,
     }];
     cfg.failback_after = failback;
     config_of(vec![cfg])

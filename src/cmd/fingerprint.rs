@@ -10,6 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::config::{self, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
+use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::{PinVerifier, Trust};
 use crate::upstream::{Alpn, Connector, UpstreamError};
@@ -34,6 +35,7 @@ pub async fn probe(
     server_name: Option<&str>,
     timeout: Duration,
     legacy_crypto: bool,
+    client_identity: Option<ClientIdentity>,
 ) -> Result<Presented, String> {
     let (host, port) = config::parse_address(&config::with_default_port(address, 443))?;
     let server_name = match server_name {
@@ -55,6 +57,7 @@ pub async fn probe(
     cfg.response_timeout = timeout;
     cfg.idle_timeout = timeout;
     cfg.legacy_crypto = legacy_crypto;
+    cfg.client_identity = client_identity;
     probe_upstream(&cfg).await
 }
 

@@ -17,6 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
+use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::{CertPin, Fingerprints};
 use crate::tls::signature::{provider, Signatures};
 
@@ -214,18 +215,22 @@ pub fn client_config(
     alpn: Vec<Vec<u8>>,
     resumption: bool,
     legacy: bool,
+    identity: Option<&ClientIdentity>,
 ) -> ClientConfig {
     let versions: &[&rustls::SupportedProtocolVersion] = if legacy {
         &[&rustls::version::TLS12]
     } else {
         rustls::DEFAULT_VERSIONS
     };
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(versions)
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(identity) => config.with_client_cert_resolver(identity.resolver()),
+        None => config.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn;
     config.resumption = if resumption {
         rustls::client::Resumption::in_memory_sessions(256)

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use super::conn::TlsConn;
 use super::error::{chain, UpstreamError};
-use crate::config::{Http2, UpstreamConfig};
+use crate::config::{Http2, Target, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::verify::{self, PinVerifier};
 
@@ -45,6 +45,8 @@ struct TargetConn {
     tls: TlsConnector,
     /// ALPN `http/1.1` only, for upgrades (`None` when `tls` offers only that).
     http1: Option<TlsConnector>,
+    /// A client certificate is configured for this address.
+    client_certificate: bool,
 }
 
 /// Which address of an upstream is in use: the first, until it cannot be
@@ -124,12 +126,13 @@ impl Connector {
             Http2::Never => vec![b"http/1.1".to_vec()],
             Http2::Always => vec![b"h2".to_vec()],
         };
-        let tls = |verifier: &Arc<PinVerifier>, alpn: Vec<Vec<u8>>| {
+        let tls = |verifier: &Arc<PinVerifier>, alpn: Vec<Vec<u8>>, target: &Target| {
             TlsConnector::from(Arc::new(verify::client_config(
                 verifier.clone(),
                 alpn,
                 cfg.tls_resumption,
                 cfg.legacy_crypto,
+                target.client_identity.as_ref(),
             )))
         };
         let targets = cfg
@@ -149,11 +152,12 @@ impl Connector {
                 TargetConn {
                     address: target.address(),
                     server_name,
-                    tls: tls(&verifier, alpn.clone()),
+                    tls: tls(&verifier, alpn.clone(), &target),
                     http1: match cfg.http2 {
                         Http2::Never => None,
-                        _ => Some(tls(&verifier, vec![b"http/1.1".to_vec()])),
+                        _ => Some(tls(&verifier, vec![b"http/1.1".to_vec()], &target)),
                     },
+                    client_certificate: target.client_identity.is_some(),
                 }
             })
             .collect();
@@ -288,7 +292,9 @@ impl Connector {
             stage: "TLS handshake",
             after: inner.handshake_timeout,
         })
-        .and_then(|done| done.map_err(|e| handshake_error(&target.address, e)));
+        .and_then(|done| {
+            done.map_err(|e| handshake_error(&target.address, e, target.client_certificate))
+        });
         let handshake = handshake.and_then(|tls| {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if inner.http2 == Http2::Always && !h2 {
@@ -332,9 +338,15 @@ async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
     })))
 }
 
-fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
+fn handshake_error(address: &str, err: io::Error, client_certificate: bool) -> UpstreamError {
     if let Some(mismatch) = verify::find_mismatch(&err) {
         return UpstreamError::FingerprintMismatch(mismatch.clone());
+    }
+    if let Some(reason) = client_certificate_refusal(&err, client_certificate) {
+        return UpstreamError::Handshake {
+            address: address.to_string(),
+            reason,
+        };
     }
     let mut reason = chain(&err);
     let rustls_error = err
@@ -349,6 +361,57 @@ fn handshake_error(address: &str, err: io::Error) -> UpstreamError {
     }
 }
 
+/// The server's TLS alert somewhere in `err`'s chain.
+fn alert_in(err: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
+            return Some(*alert);
+        }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(alert) = alert_in(inner) {
+                return Some(alert);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// What to say when the server's alert is about the client certificate: it
+/// wants one and none is configured, or it refused the one configured. Over
+/// TLS 1.3 the server checks it after the client finished its handshake, so
+/// this alert may arrive with the response instead.
+pub(super) fn client_certificate_refusal(
+    err: &(dyn std::error::Error + 'static),
+    configured: bool,
+) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    let alert = alert_in(err)?;
+    match (alert, configured) {
+        (Alert::CertificateRequired, false) => Some(
+            "the server requires a client certificate (TLS alert certificate_required) and this upstream has none: \
+             set client_certificate and client_key"
+                .into(),
+        ),
+        (
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied,
+            true,
+        ) => Some(format!(
+            "the server refused pinproxy's client certificate (TLS alert {alert:?}): check that client_certificate \
+             is issued by a CA the server trusts, is valid today and is meant for client authentication"
+        )),
+        _ => None,
+    }
+}
+
 /// What to tell the operator about a handshake that failed with `err`, told by
 /// rustls' error variant.
 // rustls still maps webpki's unsupported-algorithm errors to the deprecated variant.
@@ -359,7 +422,8 @@ fn hint(err: &rustls::Error) -> Option<&'static str> {
         Error::AlertReceived(Alert::HandshakeFailure | Alert::ProtocolVersion | Alert::InsufficientSecurity)
         | Error::PeerIncompatible(_) => Some(
             " (the server may offer only TLS 1.0/1.1 or CBC/static-RSA cipher suites, which pinproxy does not \
-             support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305)",
+             support; it needs TLS 1.3, or TLS 1.2 with ECDHE and AES-GCM or ChaCha20-Poly1305. Or, over TLS 1.2, \
+             it requires a client certificate: see client_certificate)",
         ),
         // The verifier checks the pin before the signature, so a certificate
         // error here is about checking the handshake signature with its key.
@@ -447,7 +511,7 @@ mod tests {
             io::ErrorKind::InvalidData,
             Error::AlertReceived(AlertDescription::HandshakeFailure),
         );
-        match handshake_error("192.0.2.10:443", wrapped) {
+        match handshake_error("192.0.2.10:443", wrapped, false) {
             UpstreamError::Handshake { reason, .. } => {
                 assert!(reason.contains("TLS 1.0/1.1"), "{reason}")
             }

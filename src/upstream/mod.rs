@@ -99,6 +99,8 @@ pub struct Upstream {
     origin: Result<(Authority, HeaderValue), String>,
     response_timeout: Duration,
     http2: Http2,
+    /// A client certificate is configured (for what a refusal says).
+    client_certificate: bool,
     /// The only source of new connections.
     connector: Connector,
     pool: Pool,
@@ -153,6 +155,7 @@ impl Upstream {
             origin,
             response_timeout: cfg.response_timeout,
             http2: cfg.http2,
+            client_certificate: cfg.targets().iter().any(|t| t.client_identity.is_some()),
             connector,
             pool,
             revoked: Arc::new(watch::channel(false).0),
@@ -336,6 +339,12 @@ impl Upstream {
     }
 
     fn classify(&self, err: &hyper::Error) -> UpstreamError {
+        if let Some(reason) = connector::client_certificate_refusal(err, self.client_certificate) {
+            return UpstreamError::Handshake {
+                address: self.address.clone(),
+                reason,
+            };
+        }
         // The request body we were streaming came from the client and broke
         // (malformed chunking, or the client went away): the client's fault.
         // hyper's only user errors with a cause are those of the request body.
