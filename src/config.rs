@@ -192,6 +192,119 @@ impl fmt::Display for HostAlias {
     }
 }
 
+/// An HTTP proxy that upstream connections go through (`egress_proxy`): a
+/// CONNECT tunnel to the upstream's address, inside which pinproxy makes its
+/// own pinned handshake.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EgressProxy {
+    /// `host:port` of the proxy.
+    pub address: String,
+    /// `Proxy-Authorization: Basic …` for `user:password@` in the URL.
+    pub authorization: Option<http::HeaderValue>,
+}
+
+impl fmt::Debug for EgressProxy {
+    // The address only: the credentials are never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EgressProxy({})", self.address)
+    }
+}
+
+impl EgressProxy {
+    /// `http://[user:password@]host:port`; `env` reads it from `HTTPS_PROXY`
+    /// (or `https_proxy`), and with neither set there is no proxy.
+    pub fn parse(text: &str) -> Result<Option<EgressProxy>, String> {
+        if text == "env" {
+            return match std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")) {
+                Ok(value) if !value.is_empty() => EgressProxy::parse_url(&value)
+                    .map(Some)
+                    .map_err(|e| format!("egress_proxy = \"env\": HTTPS_PROXY: {e}")),
+                _ => Ok(None),
+            };
+        }
+        EgressProxy::parse_url(text).map(Some)
+    }
+
+    fn parse_url(text: &str) -> Result<EgressProxy, String> {
+        let example =
+            "write \"http://proxy.internal:3128\" or \"http://user:password@proxy.internal:3128\"";
+        let Some(rest) = text.strip_prefix("http://") else {
+            let scheme = text.split_once("://").map_or("", |(s, _)| s);
+            return Err(if scheme.is_empty() {
+                format!("egress_proxy {:?} is not a URL: {example}", redact(text))
+            } else {
+                format!(
+                    "egress_proxy: {scheme}:// proxies are not supported; pinproxy asks the proxy for a CONNECT \
+                     tunnel over plain http:// (the tunnel carries its own TLS, checked by pin): {example}"
+                )
+            });
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return Err(format!(
+                "egress_proxy {:?} has a path; only the proxy's address counts: {example}",
+                redact(text)
+            ));
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, authority),
+        };
+        let (host, port) = parse_address(hostport).map_err(|_| {
+            format!(
+                "egress_proxy {:?} needs HOST:PORT (the port too): {example}",
+                redact(text)
+            )
+        })?;
+        let authorization = match userinfo {
+            None => None,
+            Some(userinfo) => {
+                use base64::Engine as _;
+                let decoded = percent_decode(userinfo).ok_or_else(|| {
+                    "egress_proxy: the user:password part has a bad %-escape".to_string()
+                })?;
+                let token = base64::engine::general_purpose::STANDARD.encode(decoded);
+                let mut value =
+                    http::HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
+                        "egress_proxy: the credentials cannot be sent in a header".to_string()
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(EgressProxy {
+            address: join_host_port(&host, port),
+            authorization,
+        })
+    }
+}
+
+/// `text` with any `user:password@` replaced, for messages.
+fn redact(text: &str) -> String {
+    match (text.split_once("://"), text.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => text.to_string(),
+    }
+}
+
+/// Decodes `%XX` escapes (user names and passwords in URLs).
+fn percent_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// A failover address with its own pins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -203,6 +316,8 @@ pub struct Target {
     pub pins: Vec<CertPin>,
     /// The client certificate shown to this server when it asks for one.
     pub client_identity: Option<ClientIdentity>,
+    /// The HTTP proxy connections to this server go through.
+    pub egress_proxy: Option<EgressProxy>,
 }
 
 impl Target {
@@ -245,6 +360,8 @@ pub struct UpstreamConfig {
     /// The client certificate shown to the server when it asks for one
     /// (`client_certificate`, `client_key`).
     pub client_identity: Option<ClientIdentity>,
+    /// The HTTP proxy connections to the server go through (`egress_proxy`).
+    pub egress_proxy: Option<EgressProxy>,
     /// More addresses, tried in order when the ones before cannot be reached.
     pub fallbacks: Vec<Target>,
     /// After failing over, how long to stay on a fallback before trying the
@@ -292,6 +409,7 @@ impl UpstreamConfig {
             server_name: None,
             pins,
             client_identity: None,
+            egress_proxy: None,
             fallbacks: Vec::new(),
             failback_after: DEFAULT_FAILBACK_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -347,6 +465,7 @@ impl UpstreamConfig {
             port: self.port,
             pins: self.pins.clone(),
             client_identity: self.client_identity.clone(),
+            egress_proxy: self.egress_proxy.clone(),
         })
         .chain(self.fallbacks.iter().cloned())
         .collect()
@@ -889,6 +1008,7 @@ struct RawUpstream {
     legacy_crypto: bool,
     client_certificate: Option<Spanned<String>>,
     client_key: Option<Spanned<String>>,
+    egress_proxy: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     max_idle_connections: Option<Spanned<i64>>,
     socket_mode: Option<Spanned<String>>,
@@ -911,6 +1031,14 @@ struct RawTarget {
     fingerprints: Option<Spanned<Vec<Spanned<String>>>>,
     client_certificate: Option<Spanned<String>>,
     client_key: Option<Spanned<String>>,
+    egress_proxy: Option<Spanned<String>>,
+}
+
+fn parse_egress(text: &Option<Spanned<String>>) -> Located<Option<EgressProxy>> {
+    match text {
+        Some(t) => EgressProxy::parse(t.get_ref()).map_err(|m| (t.span(), m)),
+        None => Ok(None),
+    }
 }
 
 /// `client_certificate` and `client_key`, both or neither, read relative to
@@ -962,6 +1090,7 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
         None => None,
     };
     let shared_identity = parse_identity(&u.client_certificate, &u.client_key, base)?;
+    let shared_egress = parse_egress(&u.egress_proxy)?;
     let need_pins = |span: std::ops::Range<usize>| {
         (
             span,
@@ -995,6 +1124,7 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
                     port,
                     pins: pins.clone(),
                     client_identity: shared_identity.clone(),
+                    egress_proxy: shared_egress.clone(),
                 });
             }
         }
@@ -1011,11 +1141,16 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
                         Some(own) => Some(own),
                         None => shared_identity.clone(),
                     };
+                let egress_proxy = match &t.egress_proxy {
+                    Some(_) => parse_egress(&t.egress_proxy)?,
+                    None => shared_egress.clone(),
+                };
                 targets.push(Target {
                     host,
                     port,
                     pins,
                     client_identity,
+                    egress_proxy,
                 });
             }
         }
@@ -1092,6 +1227,7 @@ fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamConfig> {
         server_name,
         pins: primary.pins,
         client_identity: primary.client_identity,
+        egress_proxy: primary.egress_proxy,
         fallbacks: targets.collect(),
         failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
         connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pinproxy::cmd::{check, demo, fingerprint, health};
-use pinproxy::config::{self, Config, Flags};
+use pinproxy::config::{self, Config, EgressProxy, Flags};
 use pinproxy::service::{self, Source};
 use pinproxy::shutdown;
 use pinproxy::tls::identity::ClientIdentity;
@@ -144,6 +144,12 @@ struct FingerprintArgs {
     /// `client_certificate` does for an upstream.
     #[arg(long, value_name = "FILE", requires = "client_key")]
     client_certificate: Option<PathBuf>,
+
+    /// Reach the server through this HTTP proxy (a CONNECT tunnel), as
+    /// `egress_proxy` does for an upstream: http://[user:password@]host:port, or
+    /// `env` for $HTTPS_PROXY.
+    #[arg(long, value_name = "URL")]
+    egress_proxy: Option<String>,
 
     /// The private key of --client-certificate (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "client_certificate")]
@@ -287,12 +293,17 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    let egress_proxy = match &args.egress_proxy {
+        Some(url) => EgressProxy::parse(url).map_err(|e| format!("--egress-proxy: {e}"))?,
+        None => None,
+    };
     let presented = fingerprint::probe(
         &address,
         args.server_name.as_deref(),
         args.timeout,
         args.legacy_crypto,
         identity,
+        egress_proxy,
     )
     .await?;
     print!(

@@ -32,6 +32,7 @@ fn ha(
         port: secondary.port(),
         pins: secondary_pins,
         client_identity: None,
+        egress_proxy: None,
     }];
     cfg.failback_after = failback;
     config_of(vec![cfg])

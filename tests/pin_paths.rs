@@ -131,6 +131,7 @@ async fn after_a_reload_and_after_a_failover_the_pin_still_holds() {
         port: front.port(),
         pins: vec![pin],
         client_identity: None,
+        egress_proxy: None,
     }];
     ha.failback_after = Duration::from_secs(30);
     proxy.reload(&config_of(vec![ha])).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::config::{self, UpstreamConfig};
+use crate::config::{self, EgressProxy, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
 use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::Fingerprints;
@@ -36,6 +36,7 @@ pub async fn probe(
     timeout: Duration,
     legacy_crypto: bool,
     client_identity: Option<ClientIdentity>,
+    egress_proxy: Option<EgressProxy>,
 ) -> Result<Presented, String> {
     let (host, port) = config::parse_address(&config::with_default_port(address, 443))?;
     let server_name = match server_name {
@@ -58,6 +59,7 @@ pub async fn probe(
     cfg.idle_timeout = timeout;
     cfg.legacy_crypto = legacy_crypto;
     cfg.client_identity = client_identity;
+    cfg.egress_proxy = egress_proxy;
     probe_upstream(&cfg).await
 }
 

@@ -13,9 +13,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::conn::TlsConn;
+use super::conn::{TlsConn, Transport};
+use super::egress;
 use super::error::{chain, UpstreamError};
-use crate::config::{Http2, Target, UpstreamConfig};
+use crate::config::{EgressProxy, Http2, Target, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::verify::{self, PinVerifier};
 
@@ -47,6 +48,8 @@ struct TargetConn {
     http1: Option<TlsConnector>,
     /// A client certificate is configured for this address.
     client_certificate: bool,
+    /// The HTTP proxy to tunnel through, if any.
+    egress: Option<EgressProxy>,
 }
 
 /// Which address of an upstream is in use: the first, until it cannot be
@@ -158,6 +161,7 @@ impl Connector {
                         _ => Some(tls(&verifier, vec![b"http/1.1".to_vec()], &target)),
                     },
                     client_certificate: target.client_identity.is_some(),
+                    egress: target.egress_proxy.clone(),
                 }
             })
             .collect();
@@ -215,7 +219,7 @@ impl Connector {
         ))
     }
 
-    async fn connect_any(&self, alpn: Alpn) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    async fn connect_any(&self, alpn: Alpn) -> Result<TlsStream<Transport>, UpstreamError> {
         let inner = &*self.inner;
         let count = inner.targets.len();
         let first = inner.failover.first();
@@ -261,7 +265,7 @@ impl Connector {
         &self,
         target: &TargetConn,
         alpn: Alpn,
-    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    ) -> Result<TlsStream<Transport>, UpstreamError> {
         let inner = &*self.inner;
         let server_name = target
             .server_name
@@ -270,20 +274,24 @@ impl Connector {
                 address: target.address.clone(),
                 reason,
             })?;
-        let tcp = tokio::time::timeout(inner.connect_timeout, connect_tcp(&target.address))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                address: target.address.clone(),
-                stage: "connect",
-                after: inner.connect_timeout,
-            })
-            .and_then(|connected| connected)
-            .inspect_err(|_| inner.metrics.connect_failed())?;
+        let transport = match &target.egress {
+            Some(proxy) => egress::tunnel(proxy, &target.address, inner.connect_timeout).await,
+            None => tokio::time::timeout(inner.connect_timeout, connect_tcp(&target.address))
+                .await
+                .map_err(|_| UpstreamError::Timeout {
+                    address: target.address.clone(),
+                    stage: "connect",
+                    after: inner.connect_timeout,
+                })
+                .and_then(|connected| connected)
+                .map(Transport::Direct),
+        }
+        .inspect_err(|_| inner.metrics.connect_failed())?;
         let handshake = tokio::time::timeout(
             inner.handshake_timeout,
             match (alpn, &target.http1) {
-                (Alpn::Http1, Some(http1)) => http1.connect(server_name, tcp),
-                _ => target.tls.connect(server_name, tcp),
+                (Alpn::Http1, Some(http1)) => http1.connect(server_name, transport),
+                _ => target.tls.connect(server_name, transport),
             },
         )
         .await
@@ -314,7 +322,7 @@ impl Connector {
     }
 }
 
-async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
+pub(super) async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
     let failed = |reason: String| UpstreamError::Connect {
         address: address.to_string(),
         reason,
@@ -456,12 +464,12 @@ fn hint(err: &rustls::Error) -> Option<&'static str> {
 /// slot it occupies. Only this module can make one, so only the connector can
 /// make a [`TlsConn`], the one kind of connection the pool takes.
 pub(super) struct Pinned {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Transport>,
     slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Pinned {
-    pub(super) fn into_parts(self) -> (TlsStream<TcpStream>, tokio::sync::OwnedSemaphorePermit) {
+    pub(super) fn into_parts(self) -> (TlsStream<Transport>, tokio::sync::OwnedSemaphorePermit) {
         (self.tls, self.slot)
     }
 }

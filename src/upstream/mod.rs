@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 mod conn;
 mod connector;
+mod egress;
 mod error;
 mod pool;
 
