@@ -45,6 +45,9 @@ pub struct Config {
     pub limits: Limits,
     /// One entry per listener and its upstream.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Where pins learned on first use are kept (`known_pins`; set when an
+    /// upstream has `trust_on_first_use`).
+    pub known_pins: Option<PathBuf>,
 }
 
 /// The `[limits]` table: what one client may take of a listener.
@@ -362,6 +365,9 @@ pub struct UpstreamConfig {
     pub client_identity: Option<ClientIdentity>,
     /// The HTTP proxy connections to the server go through (`egress_proxy`).
     pub egress_proxy: Option<EgressProxy>,
+    /// With `trust_on_first_use = true`: the `known_pins` file where this
+    /// upstream's pin is learned and kept (`pins` is then empty).
+    pub known_pins: Option<PathBuf>,
     /// More addresses, tried in order when the ones before cannot be reached.
     pub fallbacks: Vec<Target>,
     /// After failing over, how long to stay on a fallback before trying the
@@ -410,6 +416,7 @@ impl UpstreamConfig {
             pins,
             client_identity: None,
             egress_proxy: None,
+            known_pins: None,
             fallbacks: Vec::new(),
             failback_after: DEFAULT_FAILBACK_AFTER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -533,6 +540,38 @@ impl Config {
             }
             upstreams.push(up);
         }
+        let learning = raw.upstream.iter().any(|u| u.learns().is_some());
+        let known_pins = match (&raw.known_pins, learning) {
+            (Some(path), _) => Some(base.join(path.get_ref())),
+            (None, false) => None,
+            (None, true) => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd's StateDirectory= (may list several, colon-separated).
+                Some(dirs) => std::env::split_paths(&dirs)
+                    .next()
+                    .map(|dir| dir.join("known_pins.toml")),
+                None => None,
+            },
+        };
+        for (up, raw_u) in upstreams.iter_mut().zip(&raw.upstream) {
+            if let Some(span) = raw_u.learns() {
+                match &known_pins {
+                    Some(path) => {
+                        // Unreadable or damaged: refuse it now (a reload keeps the running config).
+                        crate::tls::known_pins::KnownPins::open(path).map_err(|m| at(span.clone(), m))?;
+                        up.known_pins = Some(path.clone());
+                    }
+                    None => {
+                        return Err(at(
+                            span,
+                            "trust_on_first_use needs a file to keep the learned pin in: add known_pins = \
+                             \"/var/lib/pinproxy/known_pins.toml\" at the top level (under systemd, StateDirectory= \
+                             gives a default)"
+                                .into(),
+                        ))
+                    }
+                }
+            }
+        }
         // Every name a proxy-mode client may use must lead to exactly one upstream.
         let mut seen: Vec<(HostAlias, &str)> = Vec::new();
         for (u, raw_u) in upstreams.iter().zip(&raw.upstream) {
@@ -611,6 +650,7 @@ impl Config {
             proxy,
             limits,
             upstreams,
+            known_pins,
         })
     }
 
@@ -667,6 +707,7 @@ impl Config {
             proxy: None,
             limits: Limits::default(),
             upstreams: vec![upstream],
+            known_pins: None,
         })
     }
 }
@@ -695,6 +736,7 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     proxy: Option<RawAdmin>,
     limits: Option<RawLimits>,
+    known_pins: Option<Spanned<String>>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
 }
@@ -1009,6 +1051,7 @@ struct RawUpstream {
     client_certificate: Option<Spanned<String>>,
     client_key: Option<Spanned<String>>,
     egress_proxy: Option<Spanned<String>>,
+    trust_on_first_use: Option<Spanned<bool>>,
     max_connections: Option<Spanned<i64>>,
     max_idle_connections: Option<Spanned<i64>>,
     socket_mode: Option<Spanned<String>>,
@@ -1018,6 +1061,16 @@ struct RawUpstream {
     #[serde(default)]
     allowed_origins: Vec<Spanned<String>>,
     allowed_users: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+impl RawUpstream {
+    /// `trust_on_first_use = true`, and where it says so.
+    fn learns(&self) -> Option<std::ops::Range<usize>> {
+        self.trust_on_first_use
+            .as_ref()
+            .filter(|t| *t.get_ref())
+            .map(|t| t.span())
+    }
 }
 
 fn yes() -> bool {
@@ -1100,6 +1153,37 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
         )
     };
     let mut targets = Vec::new();
+    if let Some(span) = u.learns() {
+        if u.fingerprints.is_some() || u.target.iter().any(|t| t.fingerprints.is_some()) {
+            return Err((
+                span,
+                "trust_on_first_use learns the pin: remove fingerprints, or remove trust_on_first_use and keep them \
+                 (a configured pin is always better)"
+                    .into(),
+            ));
+        }
+        let single = match &u.address {
+            Some(address) if u.target.is_empty() => address.get_ref().as_str(),
+            _ => None,
+        };
+        let Some(text) = single else {
+            return Err((
+                span,
+                "trust_on_first_use learns one pin per upstream: give it a single address = \"HOST:PORT\" (no list, \
+                 no [[upstream.target]])"
+                    .into(),
+            ));
+        };
+        let (host, port) = parse_address(text).map_err(|m| (span.clone(), m))?;
+        targets.push(Target {
+            host,
+            port,
+            pins: Vec::new(),
+            client_identity: shared_identity,
+            egress_proxy: shared_egress,
+        });
+        return Ok(targets);
+    }
     match (&u.address, u.target.is_empty()) {
         (Some(address), true) => {
             let pins = shared.ok_or_else(|| need_pins(u.name.span()))?;
@@ -1228,6 +1312,8 @@ fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamConfig> {
         pins: primary.pins,
         client_identity: primary.client_identity,
         egress_proxy: primary.egress_proxy,
+        // Set once the top-level known_pins is known.
+        known_pins: None,
         fallbacks: targets.collect(),
         failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
         connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pinproxy::cmd::{check, demo, fingerprint, health};
+use pinproxy::cmd::{check, demo, fingerprint, health, pins};
 use pinproxy::config::{self, Config, EgressProxy, Flags};
 use pinproxy::service::{self, Source};
 use pinproxy::shutdown;
@@ -72,6 +72,11 @@ enum Command {
     /// The endpoint is --admin, or else the [admin] listen of the config file.
     Health(HealthArgs),
 
+    /// The pins learned on first use (upstreams with trust_on_first_use): list
+    /// them, or forget one so that its next connection learns it again.
+    #[command(subcommand)]
+    Pins(PinsCommand),
+
     /// Run a self-contained demo: a mock management API with a fresh self-signed
     /// certificate, a pinned listener in front of it, and an impostor it refuses.
     Demo(DemoArgs),
@@ -113,6 +118,24 @@ struct RunArgs {
     /// symlinks, so a Kubernetes ConfigMap update is seen).
     #[arg(long, conflicts_with = "listen")]
     watch_config: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum PinsCommand {
+    /// Show each learned pin: upstream, SHA-1 (Gaia form), SHA-256, when and from where.
+    List {
+        /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Remove an upstream's learned pin; after a reload its next connection learns again.
+    Forget {
+        /// The upstream's name.
+        name: String,
+        /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -207,6 +230,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args).await,
             Command::Fingerprint(args) => fingerprint(args).await,
             Command::Health(args) => health(args).await,
+            Command::Pins(command) => pins(command),
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         }
     });
@@ -254,6 +278,21 @@ async fn check(args: CheckArgs) -> Result<(), String> {
     } else {
         Err("at least one upstream does not check out (see above)".into())
     }
+}
+
+fn pins(command: PinsCommand) -> Result<(), String> {
+    let (config, name) = match command {
+        PinsCommand::List { config } => (config, None),
+        PinsCommand::Forget { name, config } => (config, Some(name)),
+    };
+    let path = config.unwrap_or_else(config::default_path);
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let text = match name {
+        None => pins::list(&config, &path)?,
+        Some(name) => pins::forget(&config, &path, &name)?,
+    };
+    print!("{text}");
+    Ok(())
 }
 
 async fn health(args: HealthArgs) -> Result<(), String> {

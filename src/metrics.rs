@@ -65,6 +65,7 @@ pub struct Metrics {
     client_connections: Family<UpstreamLabel, Gauge>,
     upstream_connections: Family<UpstreamLabel, Gauge>,
     certificate_not_after: Family<UpstreamLabel, Gauge>,
+    pin_learned: Family<UpstreamLabel, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
 }
 
@@ -114,6 +115,12 @@ impl Metrics {
             "notAfter (unix seconds) of the certificate the upstream last presented; alert well before it, the pin changes when it is renewed",
             certificate_not_after.clone(),
         );
+        let pin_learned = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_pin_learned",
+            "Upstreams with trust_on_first_use: 1 while it runs on a pin learned on first use (known_pins), 0 until it has learned one",
+            pin_learned.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -140,6 +147,7 @@ impl Metrics {
             client_connections,
             upstream_connections,
             certificate_not_after,
+            pin_learned,
             reloads,
         })
     }
@@ -172,8 +180,12 @@ impl Metrics {
             upstream_connections: self.upstream_connections.get_or_create_owned(&label),
             certificate_not_after: NotAfter {
                 family: Some(self.certificate_not_after.clone()),
-                label,
+                label: label.clone(),
             },
+            pin_learned: LearnedPin(NotAfter {
+                family: Some(self.pin_learned.clone()),
+                label,
+            }),
         }
     }
 
@@ -186,6 +198,7 @@ impl Metrics {
         self.client_connections.remove(&label);
         self.upstream_connections.remove(&label);
         self.certificate_not_after.remove(&label);
+        self.pin_learned.remove(&label);
     }
 
     /// Counts one config reload.
@@ -218,6 +231,25 @@ pub struct UpstreamMetrics {
     pub upstream_connections: Gauge,
     /// notAfter of the last certificate the upstream presented that matched a pin.
     pub certificate_not_after: NotAfter,
+    /// Whether a `trust_on_first_use` upstream has learned its pin.
+    pub pin_learned: LearnedPin,
+}
+
+/// The `pinproxy_upstream_pin_learned` series of one upstream: only for
+/// upstreams that learn their pin.
+#[derive(Clone, Debug)]
+pub struct LearnedPin(NotAfter);
+
+impl LearnedPin {
+    /// Says whether the upstream runs on a learned pin now.
+    pub fn set(&self, learned: bool) {
+        self.0.set(i64::from(learned));
+    }
+
+    /// Removes the series (the upstream no longer learns its pin).
+    pub fn clear(&self) {
+        self.0.clear();
+    }
 }
 
 /// The `..._certificate_not_after_timestamp_seconds` series of one upstream:
@@ -274,6 +306,12 @@ impl UpstreamMetrics {
                     upstream: String::new(),
                 },
             },
+            pin_learned: LearnedPin(NotAfter {
+                family: None,
+                label: UpstreamLabel {
+                    upstream: String::new(),
+                },
+            }),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 use crate::reload::{self, Trigger};
 use crate::server::Proxy;
 use crate::systemd::Notifier;
+use crate::tls::known_pins::KnownPins;
 
 /// Where the running config came from, which decides what a reload re-reads.
 #[derive(Debug, Clone)]
@@ -97,6 +98,15 @@ async fn apply_reload(
     let new = config::read(path)
         .and_then(|text| Config::parse(&text, path))
         .map_err(|e| e.to_string())?;
+    // `pinproxy pins forget` edits the file: read it again, so the next
+    // connection of a forgotten upstream learns its pin anew.
+    KnownPins::reread_all()?;
+    for up in new.upstreams.iter().filter(|u| u.known_pins.is_some()) {
+        if let Some(Ok(known)) = up.known_pins.as_deref().map(KnownPins::shared) {
+            let learned = known.get(&up.name).is_some();
+            proxy.metrics().upstream(&up.name).pin_learned.set(learned);
+        }
+    }
     if new == *running {
         tracing::info!(trigger = %trigger, "config reloaded: nothing changed");
         return Ok(());

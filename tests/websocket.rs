@@ -49,6 +49,7 @@ fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
         }),
         shutdown_timeout: shutdown,
         upstreams: vec![upstream_config(target, vec![c.sha1_pin()])],
+        known_pins: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::cmd::fingerprint;
 use crate::config::Config;
+use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::Trust;
 use crate::upstream::UpstreamError;
@@ -57,7 +58,11 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
             up.address(),
             up.effective_server_name(),
             up.pins.len(),
-            if up.pins.len() == 1 { "" } else { "s" },
+            match (&up.known_pins, up.pins.len()) {
+                (Some(_), _) => "s: learned on first use",
+                (None, 1) => "",
+                (None, _) => "s",
+            },
         );
         if !up.hosts.is_empty() {
             let hosts: Vec<String> = up.hosts.iter().map(|h| h.to_string()).collect();
@@ -79,6 +84,7 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
         up.targets().into_iter().map(move |t| {
             let mut one = up.clone();
             (one.host, one.port, one.pins) = (t.host, t.port, t.pins);
+            (one.client_identity, one.egress_proxy) = (t.client_identity, t.egress_proxy);
             one.fallbacks.clear();
             one
         })
@@ -86,8 +92,33 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     for up in targets {
         let up = &up;
         let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
-        // The same verifier the proxy runs decides MATCH or MISMATCH.
-        match fingerprint::handshake(up, Trust::Pins(up.pins.clone())).await {
+        // The same verifier the proxy runs decides MATCH or MISMATCH; a learned
+        // pin is read fresh from known_pins (and nothing is learned here).
+        let learned = up
+            .known_pins
+            .as_deref()
+            .map(|path| KnownPins::open(path).map(std::sync::Arc::new));
+        let trust = match &learned {
+            Some(Ok(known)) => Trust::Learned(known.clone()),
+            Some(Err(e)) => {
+                ok = false;
+                let _ = writeln!(text, "FAILED: {e}");
+                continue;
+            }
+            None => Trust::Pins(up.pins.clone()),
+        };
+        let learned_yet = matches!(&learned, Some(Ok(known)) if known.get(&up.name).is_some());
+        match fingerprint::handshake(up, trust).await {
+            Ok(presented) if up.known_pins.is_some() && !learned_yet => {
+                let fp = Fingerprints::of(presented.chain[0].as_ref());
+                let _ = writeln!(
+                    text,
+                    "NOT LEARNED YET: the next connection of `pinproxy run` learns {} ({}); compare with `api \
+                     fingerprint` on the server console",
+                    fp.sha1_line(),
+                    presented.protocol
+                );
+            }
             Ok(presented) => {
                 let fp = Fingerprints::of(presented.chain[0].as_ref());
                 let pin = presented.matched.map_or(0, |i| i + 1);

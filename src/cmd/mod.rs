@@ -1,8 +1,9 @@
-//! The subcommands other than `run`: `check`, `fingerprint`, `health` and
-//! `demo` (with the mock management API it serves).
+//! The subcommands other than `run`: `check`, `fingerprint`, `health`, `pins`
+//! and `demo` (with the mock management API it serves).
 
 pub mod check;
 pub mod demo;
 pub mod fingerprint;
 pub mod health;
 pub mod mock_api;
+pub mod pins;

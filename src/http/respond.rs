@@ -53,21 +53,40 @@ pub(crate) fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Respon
                 configured = %m.expected.join(" | "),
                 "upstream certificate matches no pin; refusing to send the request"
             );
-            format!(
-                "pinproxy: upstream {:?} presented a certificate that matches no configured pin.\n\
-                 presented: {}\n           {}\n{}\
-                 configured: {}\n\
-                 Nothing was sent. If the server's certificate was renewed on purpose, run `api fingerprint` on the \
-                 management server console and update the pin; otherwise someone may be intercepting the connection.\n",
-                upstream.name,
-                m.presented.sha1_line(),
-                m.presented.sha256_line(),
-                m.presented
-                    .spki_pin()
-                    .map(|p| format!("           {p}\n"))
-                    .unwrap_or_default(),
-                m.expected.join("\n            "),
-            )
+            match &m.learned {
+                Some(learned) => format!(
+                    "pinproxy: upstream {:?} presented a certificate that does not match the pin it learned on first \
+                     use on {} (from {}).\n\
+                     presented: {}\n           {}\n\
+                     learned:   {}\n           {}\n\
+                     Nothing was sent. If the server's certificate was renewed on purpose, compare the presented SHA1 \
+                     with `api fingerprint` on the management server console, then run `pinproxy pins forget {}` and \
+                     reload pinproxy to learn the new one; otherwise someone may be intercepting the connection.\n",
+                    upstream.name,
+                    learned.learned,
+                    learned.address,
+                    m.presented.sha1_line(),
+                    m.presented.sha256_line(),
+                    learned.sha1,
+                    learned.pin,
+                    upstream.name,
+                ),
+                None => format!(
+                    "pinproxy: upstream {:?} presented a certificate that matches no configured pin.\n\
+                     presented: {}\n           {}\n{}\
+                     configured: {}\n\
+                     Nothing was sent. If the server's certificate was renewed on purpose, run `api fingerprint` on the \
+                     management server console and update the pin; otherwise someone may be intercepting the connection.\n",
+                    upstream.name,
+                    m.presented.sha1_line(),
+                    m.presented.sha256_line(),
+                    m.presented
+                        .spki_pin()
+                        .map(|p| format!("           {p}\n"))
+                        .unwrap_or_default(),
+                    m.expected.join("\n            "),
+                ),
+            }
         }
         other => {
             tracing::warn!(upstream = %upstream.name, error = %other, "upstream request failed");

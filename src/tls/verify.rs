@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
 
 use crate::tls::identity::ClientIdentity;
+use crate::tls::known_pins::{KnownPins, Learned};
 use crate::tls::pin::{CertPin, Fingerprints};
 use crate::tls::signature::{provider, Signatures};
 
@@ -28,6 +29,8 @@ pub struct PinMismatch {
     pub presented: Fingerprints,
     /// The configured pins, in their canonical written form.
     pub expected: Vec<String>,
+    /// The pin was learned on first use (then `expected` is that one pin).
+    pub learned: Option<Box<Learned>>,
 }
 
 impl fmt::Display for PinMismatch {
@@ -46,7 +49,7 @@ impl std::error::Error for PinMismatch {}
 
 /// What a [`PinVerifier`] accepts. A closed choice: there is no other way to
 /// decide whether an upstream is trusted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Trust {
     /// A leaf certificate that matches one of these pins (every upstream).
     Pins(Vec<CertPin>),
@@ -55,6 +58,11 @@ pub enum Trust {
     /// handshake signature is still checked, so it is a certificate the server
     /// holds the key of.
     FirstUse,
+    /// The pin learned on first use for this upstream (`trust_on_first_use`):
+    /// the one `known_pins` holds, checked here like a configured one. With
+    /// none learned yet, any certificate (signature checked); the connector
+    /// records it once the handshake has completed, before a request byte.
+    Learned(Arc<KnownPins>),
 }
 
 /// What the server presented in the last full handshake of a recording verifier.
@@ -146,9 +154,18 @@ impl ServerCertVerifier for PinVerifier {
         // Only the end-entity certificate counts: a pinned certificate sent as an
         // "intermediate" by a server holding another leaf proves nothing.
         let presented = Fingerprints::of(end_entity.as_ref());
+        let learned = match &self.trust {
+            Trust::Learned(known) => known.get(&self.upstream),
+            _ => None,
+        };
         let matched = match &self.trust {
             Trust::Pins(pins) => pins.iter().position(|pin| pin.matches(&presented)),
             Trust::FirstUse => None,
+            Trust::Learned(_) => learned
+                .as_ref()
+                .and_then(Learned::cert_pin)
+                .filter(|pin| pin.matches(&presented))
+                .map(|_| 0),
         };
         if let Some(seen) = &self.seen {
             *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
@@ -161,14 +178,22 @@ impl ServerCertVerifier for PinVerifier {
         }
         match (&self.trust, matched) {
             (Trust::FirstUse, _) => Ok(ServerCertVerified::assertion()),
-            (Trust::Pins(_), Some(_)) => {
+            // Nothing learned yet: this may become the pin (see Trust::Learned).
+            (Trust::Learned(_), None) if learned.is_none() => Ok(ServerCertVerified::assertion()),
+            (Trust::Pins(_) | Trust::Learned(_), Some(_)) => {
                 self.note_validity(end_entity.as_ref(), now);
                 Ok(ServerCertVerified::assertion())
             }
-            (Trust::Pins(pins), None) => {
+            (Trust::Pins(_) | Trust::Learned(_), None) => {
+                let expected = match (&self.trust, &learned) {
+                    (Trust::Pins(pins), _) => pins.iter().map(CertPin::to_string).collect(),
+                    (_, Some(learned)) => vec![learned.pin.clone()],
+                    _ => Vec::new(),
+                };
                 let mismatch = PinMismatch {
                     presented,
-                    expected: pins.iter().map(CertPin::to_string).collect(),
+                    expected,
+                    learned: learned.map(Box::new),
                 };
                 Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     OtherError(Arc::new(mismatch)),

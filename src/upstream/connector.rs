@@ -18,7 +18,9 @@ use super::egress;
 use super::error::{chain, UpstreamError};
 use crate::config::{EgressProxy, Http2, Target, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
-use crate::tls::verify::{self, PinVerifier};
+use crate::tls::known_pins::{KnownPins, Verdict};
+use crate::tls::pin::Fingerprints;
+use crate::tls::verify::{self, PinMismatch, PinVerifier};
 
 /// Opens pinned TLS connections to one configured upstream.
 pub(crate) struct Connector {
@@ -36,6 +38,8 @@ struct ConnectorInner {
     handshake_timeout: Duration,
     http2: Http2,
     metrics: UpstreamMetrics,
+    /// Where a `trust_on_first_use` upstream's pin is learned.
+    learn: Option<Arc<KnownPins>>,
 }
 
 /// One address of an upstream with the TLS config that pins its certificate.
@@ -115,14 +119,18 @@ impl Connector {
         metrics: UpstreamMetrics,
     ) -> Connector {
         let verifiers = vec![verifier; 1 + cfg.fallbacks.len()];
-        Connector::new(cfg, verifiers, metrics)
+        // A one-off handshake never learns a pin.
+        Connector::new(cfg, verifiers, metrics, None)
     }
 
-    /// A connector for `cfg` whose address `i` trusts what `verifiers[i]` accepts.
+    /// A connector for `cfg` whose address `i` trusts what `verifiers[i]` accepts;
+    /// with `learn`, the first completed handshake's certificate becomes the
+    /// upstream's pin there.
     pub(super) fn new(
         cfg: &UpstreamConfig,
         verifiers: Vec<Arc<PinVerifier>>,
         metrics: UpstreamMetrics,
+        learn: Option<Arc<KnownPins>>,
     ) -> Connector {
         let alpn: Vec<Vec<u8>> = match cfg.http2 {
             Http2::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -176,6 +184,7 @@ impl Connector {
                 handshake_timeout: cfg.handshake_timeout,
                 http2: cfg.http2,
                 metrics,
+                learn,
             }),
         }
     }
@@ -304,6 +313,9 @@ impl Connector {
             done.map_err(|e| handshake_error(&target.address, e, target.client_certificate))
         });
         let handshake = handshake.and_then(|tls| {
+            if let Some(known) = &inner.learn {
+                self.learn(known, target, &tls)?;
+            }
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if inner.http2 == Http2::Always && !h2 {
                 return Err(UpstreamError::Handshake {
@@ -319,6 +331,57 @@ impl Connector {
             Err(_) => Handshake::Error,
         });
         handshake
+    }
+}
+
+impl Connector {
+    /// For an upstream that learns its pin: once the handshake has completed
+    /// (the server proved it holds the key), records its certificate if no pin
+    /// was learned yet, or refuses it if another was, by a concurrent first
+    /// connection. Before any request byte either way.
+    fn learn(
+        &self,
+        known: &KnownPins,
+        target: &TargetConn,
+        tls: &TlsStream<Transport>,
+    ) -> Result<(), UpstreamError> {
+        let inner = &*self.inner;
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .ok_or_else(|| UpstreamError::Handshake {
+                address: target.address.clone(),
+                reason: "the server presented no certificate to learn".into(),
+            })?;
+        match known.check_or_learn(&inner.upstream, &target.address, leaf.as_ref()) {
+            Ok(Verdict::Known) => Ok(()),
+            Ok(Verdict::Learned(learned)) => {
+                let words = Fingerprints::of(leaf.as_ref()).words_line();
+                tracing::warn!(
+                    upstream = %inner.upstream,
+                    address = %target.address,
+                    sha1 = %learned.sha1,
+                    words = %words,
+                    known_pins = %known.path().display(),
+                    "learned this upstream's pin on first use: compare the SHA-1 (or the words) with `api fingerprint` on the server console; from now on only this certificate is accepted"
+                );
+                inner.metrics.pin_learned.set(true);
+                Ok(())
+            }
+            Ok(Verdict::Other(learned)) => Err(UpstreamError::FingerprintMismatch(PinMismatch {
+                presented: Fingerprints::of(leaf.as_ref()),
+                expected: vec![learned.pin.clone()],
+                learned: Some(Box::new(learned)),
+            })),
+            Err(e) => Err(UpstreamError::Handshake {
+                address: target.address.clone(),
+                reason: format!(
+                    "the pin could not be recorded, so the connection is not used: {e}"
+                ),
+            }),
+        }
     }
 }
 

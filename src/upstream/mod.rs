@@ -37,6 +37,7 @@ use pool::{Pool, H1};
 
 use crate::config::{Http2, UpstreamConfig};
 use crate::metrics::UpstreamMetrics;
+use crate::tls::known_pins::KnownPins;
 use crate::tls::verify::{PinVerifier, Trust};
 use crate::workers;
 
@@ -119,21 +120,36 @@ impl Upstream {
     /// is built once per pin set, so nothing verified under old pins is reused.
     pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
         // One verifier (and so one TLS config and session cache) per address and pin set.
+        // With trust_on_first_use, the one address learns its pin into known_pins.
+        let learning = cfg.known_pins.as_deref().map(|path| {
+            KnownPins::shared(path).inspect_err(|e| {
+                tracing::error!(upstream = %cfg.name, error = %e, "cannot read known_pins; every connection to this upstream is refused");
+            })
+        });
+        if let Some(Ok(known)) = &learning {
+            metrics.pin_learned.set(known.get(&cfg.name).is_some());
+        }
+        // One verifier (and so one TLS config and session cache) per address and pin set.
         let verifiers: Vec<Arc<PinVerifier>> = cfg
             .targets()
             .into_iter()
             .map(|t| {
+                let trust = match &learning {
+                    Some(Ok(known)) => Trust::Learned(known.clone()),
+                    _ => Trust::Pins(t.pins),
+                };
                 Arc::new(
-                    PinVerifier::new(
-                        &cfg.name,
-                        Trust::Pins(t.pins),
-                        metrics.certificate_not_after.clone(),
-                    )
-                    .with_legacy_crypto(cfg.legacy_crypto),
+                    PinVerifier::new(&cfg.name, trust, metrics.certificate_not_after.clone())
+                        .with_legacy_crypto(cfg.legacy_crypto),
                 )
             })
             .collect();
-        let connector = Connector::new(cfg, verifiers, metrics.clone());
+        let connector = Connector::new(
+            cfg,
+            verifiers,
+            metrics.clone(),
+            learning.and_then(Result::ok),
+        );
         let pool = Pool::new(workers::count(), cfg.max_idle_connections, cfg.idle_timeout);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {

@@ -33,6 +33,7 @@ pub fn config_of(upstreams: Vec<UpstreamConfig>) -> Config {
         limits: Default::default(),
         shutdown_timeout: Duration::from_secs(5),
         upstreams,
+        known_pins: None,
     }
 }
 
