@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the deployment files the way their consumers will read them:
-# - deploy/systemd/pinproxy.service with `systemd-analyze verify` (which also
+# - deploy/systemd/pinproxy.service and pinproxy.socket with `systemd-analyze verify` (which also
 #   needs the ExecStart binary, so pass one: deploy/lint.sh path/to/pinproxy) and
 #   prints `systemd-analyze security`'s exposure score for it;
 # - deploy/kubernetes/*.yaml with `kubernetes-validate --strict` (PyPI; ships its
@@ -16,8 +16,8 @@ if [ ! -x "$exec_start" ]; then
     [ -x "$binary" ] || { echo "lint: build pinproxy first or pass its path (needed at $exec_start)" >&2; exit 1; }
     install -m 0755 "$binary" "$exec_start"
 fi
-echo "== systemd-analyze verify $unit"
-systemd-analyze verify "$unit"
+echo "== systemd-analyze verify $unit deploy/systemd/pinproxy.socket"
+systemd-analyze verify "$unit" deploy/systemd/pinproxy.socket
 echo "ok"
 echo "== systemd-analyze security $unit"
 systemd-analyze security --offline=true "$unit" | tail -n 1

@@ -82,7 +82,7 @@ impl Admin {
             format!("cannot listen on {addr} for the admin endpoint ([admin] listen): {e}")
         })?;
         let local = socket.bound(addr);
-        let policy = Arc::new(Policy::new(addr, &config.access, true));
+        let policy = Arc::new(Policy::new(&local, &config.access, true));
         let task = tokio::spawn(accept_loop(socket, policy, health));
         Ok(Admin { local, task })
     }

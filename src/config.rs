@@ -105,13 +105,26 @@ pub struct ProxyConfig {
     pub access: Access,
 }
 
-/// Where a listener binds: a TCP address or a Unix socket file.
+/// Where a listener binds: a TCP address, a Unix socket file, or a socket
+/// systemd passed (socket activation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// `IP:PORT` (port 0: any free port).
     Tcp(SocketAddr),
     /// `unix:/path`.
     Unix(UnixSocket),
+    /// `systemd:NAME`: the listening socket systemd passed under that name
+    /// (`FileDescriptorName=` in the .socket unit).
+    Systemd(SystemdSocket),
+}
+
+/// A socket systemd passed, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdSocket {
+    /// Its `FileDescriptorName=`.
+    pub name: String,
+    /// A TCP socket on a non-loopback address is accepted (`allow_non_loopback`).
+    pub allow_non_loopback: bool,
 }
 
 /// A Unix-socket listener's file and who may open it.
@@ -133,7 +146,7 @@ impl Listen {
     pub fn tcp(&self) -> Option<SocketAddr> {
         match self {
             Listen::Tcp(addr) => Some(*addr),
-            Listen::Unix(_) => None,
+            Listen::Unix(_) | Listen::Systemd(_) => None,
         }
     }
 
@@ -144,6 +157,7 @@ impl Listen {
         match (self, other) {
             (Listen::Tcp(a), Listen::Tcp(b)) => a == b && a.port() != 0,
             (Listen::Unix(a), Listen::Unix(b)) => a.path == b.path,
+            (Listen::Systemd(a), Listen::Systemd(b)) => a.name == b.name,
             _ => false,
         }
     }
@@ -160,6 +174,7 @@ impl fmt::Display for Listen {
         match self {
             Listen::Tcp(addr) => addr.fmt(f),
             Listen::Unix(s) => write!(f, "unix:{}", s.path.display()),
+            Listen::Systemd(s) => write!(f, "systemd:{}", s.name),
         }
     }
 }
@@ -890,6 +905,24 @@ fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(Listen, Acc
             }
             Listen::Tcp(addr)
         }
+        Listen::Systemd(socket) => {
+            let unix_only = k
+                .socket_mode
+                .as_ref()
+                .map(|m| ("socket_mode", m.span()))
+                .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
+            if let Some((key, span)) = unix_only {
+                return Err((
+                    span,
+                    format!(
+                        "{key} does not apply to systemd:{}: the .socket unit sets the file's SocketMode=, SocketUser= \
+                         and SocketGroup=",
+                        socket.name
+                    ),
+                ));
+            }
+            Listen::Systemd(socket)
+        }
     };
     let mut allowed_hosts = Vec::new();
     for h in k.allowed_hosts {
@@ -1345,6 +1378,22 @@ pub fn parse_client_target(text: &str) -> Result<Listen, String> {
 /// `IP:PORT` (loopback unless allowed) or `unix:/absolute/path`; a Unix
 /// socket gets the default mode here, `socket_mode` and `socket_group` later.
 fn parse_listen(text: &str, allow_non_loopback: bool, allow_how: &str) -> Result<Listen, String> {
+    if let Some(name) = text.strip_prefix("systemd:") {
+        // systemd's FileDescriptorName=: up to 255 printable ASCII characters, no ':'.
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !valid {
+            return Err(format!(
+                "listen {text:?}: after systemd: comes the socket's FileDescriptorName= (letters, digits, '-', '_', \
+                 '.'), for example \"systemd:gaia\""
+            ));
+        }
+        return Ok(Listen::Systemd(SystemdSocket {
+            name: name.to_string(),
+            allow_non_loopback,
+        }));
+    }
     if let Some(path) = text.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         if !path.is_absolute() || path.file_name().is_none() {

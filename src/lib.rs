@@ -7,7 +7,8 @@
 //! trust decision, `cmd` the subcommands other than `run`.
 //!
 //! The flow from a client to the upstream socket:
-//! `config` (what to do) → `server` (listeners from `listen`, accept loop,
+//! `config` (what to do) → `server` (listeners from `listen`, or from
+//! `socket_activation` for sockets systemd passed; accept loop,
 //! drain; who the client is from `peer`) → `http::access` (may this client
 //! and this request use the listener?) → `http::forward` (one request:
 //! headers, errors, access log, upgrades) → `upstream` (pools, failover and
@@ -35,6 +36,7 @@ pub(crate) mod reload;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub(crate) mod socket_activation;
 pub(crate) mod systemd;
 pub mod tls;
 pub(crate) mod upstream;

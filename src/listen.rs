@@ -18,14 +18,15 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::config::{Listen, UnixSocket};
+use crate::socket_activation as systemd;
 
 /// A bound listening socket.
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
     /// A Unix-socket listener and the file it owns (held for its `Drop`, which
-    /// removes the file if it is still ours).
-    Unix(UnixListener, #[allow(dead_code)] SocketFile),
+    /// removes the file if it is still ours); none for a socket systemd passed.
+    Unix(UnixListener, #[allow(dead_code)] Option<SocketFile>),
 }
 
 /// An accepted client connection.
@@ -44,7 +45,32 @@ impl Listener {
             Listen::Unix(socket) => {
                 let (std, file) = bind_unix(socket)?;
                 std.set_nonblocking(true)?;
-                Ok(Listener::Unix(UnixListener::from_std(std)?, file))
+                Ok(Listener::Unix(UnixListener::from_std(std)?, Some(file)))
+            }
+            Listen::Systemd(socket) => {
+                let inherited = systemd::take(&socket.name)?;
+                match inherited {
+                    systemd::Inherited::Tcp(std) => {
+                        let addr = std.local_addr()?;
+                        if !addr.ip().is_loopback() && !socket.allow_non_loopback {
+                            return Err(io::Error::new(
+                                io::ErrorKind::PermissionDenied,
+                                format!(
+                                    "systemd passed {addr} for systemd:{}, which is not a loopback address; set \
+                                     ListenStream=127.0.0.1:PORT in the .socket unit, or allow_non_loopback = true if \
+                                     that exposure is really intended",
+                                    socket.name
+                                ),
+                            ));
+                        }
+                        std.set_nonblocking(true)?;
+                        Ok(Listener::Tcp(TcpListener::from_std(std)?))
+                    }
+                    systemd::Inherited::Unix(std) => {
+                        std.set_nonblocking(true)?;
+                        Ok(Listener::Unix(UnixListener::from_std(std)?, None))
+                    }
+                }
             }
         }
     }
@@ -77,7 +103,7 @@ impl Listener {
         let shared = self.share()?;
         let file = match self {
             Listener::Tcp(_) => None,
-            Listener::Unix(_, file) => Some(file),
+            Listener::Unix(_, file) => file,
         };
         Ok(OwnedListener {
             shared,
@@ -89,7 +115,10 @@ impl Listener {
     pub fn bound(&self, configured: &Listen) -> Listen {
         match self {
             Listener::Tcp(tcp) => tcp.local_addr().map_or(configured.clone(), Listen::Tcp),
-            Listener::Unix(..) => configured.clone(),
+            Listener::Unix(unix, _) => {
+                let addr = unix.local_addr().ok();
+                unix_bound(addr.as_ref().and_then(|a| a.as_pathname()), configured)
+            }
         }
     }
 }
@@ -115,8 +144,24 @@ impl OwnedListener {
     pub fn bound(&self, configured: &Listen) -> Listen {
         match &self.shared {
             SharedListener::Tcp(tcp) => tcp.local_addr().map_or(configured.clone(), Listen::Tcp),
-            SharedListener::Unix(..) => configured.clone(),
+            SharedListener::Unix(unix) => {
+                let addr = unix.local_addr().ok();
+                unix_bound(addr.as_ref().and_then(|a| a.as_pathname()), configured)
+            }
         }
+    }
+}
+
+/// What a Unix listener is bound to: as configured, or, for a socket systemd
+/// passed, its path (the unit's mode and owner apply, not pinproxy's).
+fn unix_bound(path: Option<&Path>, configured: &Listen) -> Listen {
+    match (configured, path) {
+        (Listen::Systemd(_), Some(path)) => Listen::Unix(crate::config::UnixSocket {
+            path: path.to_path_buf(),
+            mode: crate::config::DEFAULT_SOCKET_MODE,
+            group: None,
+        }),
+        _ => configured.clone(),
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
+use crate::config::{Access, Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::http::access::{Client, Policy};
 use crate::http::forward;
 use crate::http::idle::{self, Activity};
@@ -99,12 +99,13 @@ struct Acceptor {
 impl Acceptor {
     /// Applies a reload's rules to the next request, and a changed socket
     /// mode or group to the file at once.
-    fn update(&self, listen: &Listen, policy: Policy) {
+    fn update(&self, listen: &Listen, access: &Access, check_host: bool) {
         if let Listen::Unix(socket) = listen {
             if let Err(e) = crate::listen::apply_permissions(socket) {
                 tracing::error!(listen = %listen, error = %e, "cannot apply socket_mode / socket_group; the socket keeps its old permissions");
             }
         }
+        let policy = Policy::new(&self.local, access, check_host);
         self.policy.store(Arc::new(policy));
     }
 
@@ -341,9 +342,7 @@ impl Proxy {
                         None => summary.unchanged.push(cfg.name.clone()),
                     }
                     if access_changed {
-                        listener
-                            .acceptor
-                            .update(&cfg.listen, Policy::new(&cfg.listen, &cfg.access, true));
+                        listener.acceptor.update(&cfg.listen, &cfg.access, true);
                     }
                     listener.config = cfg.clone();
                     listener
@@ -364,7 +363,7 @@ impl Proxy {
         self.update_routes();
         if keep_proxy {
             if let (Some((listen, acceptor)), Some(p)) = (&mut self.forward_proxy, &config.proxy) {
-                acceptor.update(&p.listen, Policy::new(&p.listen, &p.access, false));
+                acceptor.update(&p.listen, &p.access, false);
                 *listen = p.listen.clone();
             }
         } else {
@@ -430,7 +429,9 @@ impl Proxy {
             cfg,
             self.metrics.upstream(&cfg.name),
         )));
-        let policy = Policy::new(&cfg.listen, &cfg.access, true);
+        // The rules follow what the socket is (a socket systemd passed is only
+        // known once taken).
+        let policy = Policy::new(&socket.bound(&cfg.listen), &cfg.access, true);
         let acceptor = self.accept(
             socket,
             &cfg.listen,
@@ -447,7 +448,7 @@ impl Proxy {
     /// Serves the `[proxy]` listener on `socket`: routed by host, so only the
     /// user and cross-site checks apply.
     fn start_proxy(&mut self, p: &ProxyConfig, socket: Socket) {
-        let policy = Policy::new(&p.listen, &p.access, false);
+        let policy = Policy::new(&socket.bound(&p.listen), &p.access, false);
         let acceptor = self.accept(
             socket,
             &p.listen,

@@ -49,6 +49,11 @@ pub async fn check(admin: &Listen, probe: Probe, timeout: Duration) -> Result<St
                 })?;
                 ask(unix, path).await
             }
+            Listen::Systemd(socket) => Err(format!(
+                "the admin endpoint listens on the socket systemd passes as {:?}, whose address only the .socket \
+                 unit knows: give it with --admin ADDR",
+                socket.name
+            )),
         }
     };
     let (status, text) = tokio::time::timeout(timeout, asked).await.map_err(|_| {

@@ -100,6 +100,9 @@ impl Policy {
         let (any_ip, socket_path) = match listen {
             Listen::Tcp(addr) => (!addr.ip().is_loopback(), None),
             Listen::Unix(s) => (false, Some(s.path.to_string_lossy().into_owned())),
+            // Only before the socket is taken: the server builds the rules from
+            // what it turned out to be (see `server`).
+            Listen::Systemd(_) => (false, None),
         };
         Policy {
             hosts: access.allowed_hosts.clone(),

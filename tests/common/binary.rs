@@ -34,10 +34,30 @@ impl Binary {
         Binary::spawn_after(Some(format!("umask {umask}")), args, env)
     }
 
+    /// Runs the binary the way `launcher` (a command that runs the program
+    /// given after it, such as `systemd-socket-activate -l …`) starts it.
+    pub fn spawn_by(launcher: &[&str], args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::spawn_with(Some(launcher), None, args, env)
+    }
+
     /// Runs the binary from a shell that runs `setup` first, if given.
     fn spawn_after(setup: Option<String>, args: &[&str], env: &[(&str, &str)]) -> Binary {
-        let mut cmd = match setup {
-            Some(setup) => {
+        Binary::spawn_with(None, setup, args, env)
+    }
+
+    fn spawn_with(
+        launcher: Option<&[&str]>,
+        setup: Option<String>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Binary {
+        let mut cmd = match (launcher, setup) {
+            (Some(launcher), _) => {
+                let mut cmd = Command::new(launcher[0]);
+                cmd.args(&launcher[1..]).arg(env!("CARGO_BIN_EXE_pinproxy"));
+                cmd
+            }
+            (None, Some(setup)) => {
                 let mut sh = Command::new("sh");
                 sh.args([
                     "-c",
@@ -46,7 +66,7 @@ impl Binary {
                 ]);
                 sh
             }
-            None => Command::new(env!("CARGO_BIN_EXE_pinproxy")),
+            (None, None) => Command::new(env!("CARGO_BIN_EXE_pinproxy")),
         };
         cmd.args(["--log-format", "json"])
             .args(args)
