@@ -54,7 +54,7 @@ impl TestProxy {
                     let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
                     match behaviour {
                         Behaviour::Forward(auth) => {
-                            let allowed = auth.map_or(true, |value| {
+                            let allowed = auth.is_none_or(|value| {
                                 head.lines().any(|l| {
                                     l.to_ascii_lowercase().starts_with("proxy-authorization:")
                                         && l.split_once(':').is_some_and(|(_, v)| v.trim() == value)

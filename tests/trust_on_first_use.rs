@@ -136,7 +136,7 @@ async fn alternating(a: SocketAddr, b: SocketAddr) -> SocketAddr {
     let turn = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let target = if turn.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            let target = if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 a
             } else {
                 b

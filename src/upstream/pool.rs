@@ -330,7 +330,7 @@ impl Pool {
         let h2 = H2 { send, in_use };
         {
             let mut slot = self.h2_slot();
-            if slot.as_ref().map_or(true, |h2| h2.send.is_closed()) {
+            if slot.as_ref().is_none_or(|h2| h2.send.is_closed()) {
                 *slot = Some(h2.clone());
             }
         }
