@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -24,7 +24,7 @@ use crate::http::access::{Decision, Policy};
 use crate::http::idle::{self, Activity};
 use crate::http::respond::ERROR_HEADER;
 use crate::listen::{Accepted, Listener};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::peer;
 
 /// Admin connections served at once. Probes and scrapes need few, but a
@@ -193,13 +193,22 @@ fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
         "/metrics" => {
-            let mut resp = Response::new(Full::new(Bytes::from(health.metrics.encode())));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            // OpenMetrics only when the scraper asks for it (Prometheus does);
+            // anything else (curl, promtool, older agents) gets the classic format.
+            let openmetrics = req
+                .headers()
+                .get_all(ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (health.metrics.encode(), metrics::OPENMETRICS)
+            } else {
+                (health.metrics.encode_classic(), metrics::CLASSIC)
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
         _ => text(

@@ -157,3 +157,64 @@ async fn the_renewal_alert_follows_only_pinned_certificates() {
     );
     promtool_expects(&scraped, &["soon"]);
 }
+
+/// `promtool check metrics` on a live scrape: a scraper that does not ask for
+/// OpenMetrics gets the classic format with HELP and TYPE for every series (it
+/// exited 3 on "no help text" for each counter when OpenMetrics was all there
+/// was); one that asks gets OpenMetrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_check_and_openmetrics_is_negotiated() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let config = temp_file(&config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    ));
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let url = format!("http://{}/x", bin.listening());
+    let admin = bin.admin();
+    bin.discard_output();
+    assert_eq!(get(&url).await.status, 200);
+
+    let classic = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(
+        classic.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = classic.text();
+    assert!(
+        text.contains("# TYPE pinproxy_requests_total counter"),
+        "{text}"
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let client = client();
+    let req = http::Request::get(format!("http://{admin}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0;q=0.9,text/plain;version=0.0.4;q=0.5",
+        )
+        .body(empty())
+        .unwrap();
+    let open = send(&client, req).await;
+    assert!(open.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(open.text().ends_with("# EOF\n"), "{}", open.text());
+    assert!(open.text().contains("# TYPE pinproxy_requests counter"));
+}
