@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pinproxy::cmd::{check, demo, fingerprint, health, pins};
 use pinproxy::config::{self, Config, EgressProxy, Flags};
 use pinproxy::service::{self, Source};
@@ -71,6 +71,20 @@ enum Command {
     ///
     /// The endpoint is --admin, or else the [admin] listen of the config file.
     Health(HealthArgs),
+
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// bash: pinproxy completions bash > /etc/bash_completion.d/pinproxy
+    /// zsh:  pinproxy completions zsh > "${fpath[1]}/_pinproxy"
+    /// fish: pinproxy completions fish > ~/.config/fish/completions/pinproxy.fish
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff): pinproxy man | man -l -
+    Man,
 
     /// The pins learned on first use (upstreams with trust_on_first_use): list
     /// them, or forget one so that its next connection learns it again.
@@ -231,6 +245,18 @@ fn main() -> ExitCode {
             Command::Fingerprint(args) => fingerprint(args).await,
             Command::Health(args) => health(args).await,
             Command::Pins(command) => pins(command),
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "pinproxy",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Command::Man => clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| format!("cannot write the manual page: {e}")),
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         }
     });

@@ -18,6 +18,60 @@ fn pinproxy(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn completions_and_the_manual_page_come_from_the_same_definitions_as_help() {
+    let bash = pinproxy(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout).to_string();
+    for word in [
+        "run",
+        "check",
+        "fingerprint",
+        "health",
+        "pins",
+        "forget",
+        "--egress-proxy",
+    ] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completion"
+        );
+    }
+    // bash accepts it as a script.
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    assert!(
+        check.wait().unwrap().success(),
+        "bash -n refused the completion script"
+    );
+
+    for (shell, marker) in [
+        ("zsh", "#compdef pinproxy"),
+        ("fish", "complete -c pinproxy"),
+    ] {
+        let out = pinproxy(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(marker),
+            "{shell}"
+        );
+    }
+    let bad = pinproxy(&["completions", "tcsh"]);
+    assert!(!bad.status.success());
+
+    let man = pinproxy(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH pinproxy 1"), "{page}");
+    for cmd in ["run", "fingerprint", "pins", "completions"] {
+        assert!(page.contains(cmd), "{cmd} missing from the manual page");
+    }
+}
+
+#[test]
 fn help_and_version() {
     let out = pinproxy(&["--help"]);
     assert!(out.status.success());
