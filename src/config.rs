@@ -37,6 +37,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Config {
     /// How long in-flight requests may run after SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long to keep accepting after SIGINT/SIGTERM, with `/readyz` at 503,
+    /// before the drain starts (`shutdown_drain_delay`, default 0).
+    pub shutdown_drain_delay: Duration,
     /// The optional admin endpoint (`/healthz`, `/readyz`, `/metrics`).
     pub admin: Option<AdminConfig>,
     /// The optional HTTP-proxy listener (`http_proxy=http://…`).
@@ -530,6 +533,19 @@ impl Config {
             Some(v) => duration(v.get_ref()).map_err(|m| at(v.span(), m))?,
             None => DEFAULT_SHUTDOWN_TIMEOUT,
         };
+        let shutdown_drain_delay = match &raw.shutdown_drain_delay {
+            Some(v) => {
+                let delay = duration(v.get_ref()).map_err(|m| at(v.span(), m))?;
+                if delay > Duration::from_secs(3600) {
+                    return Err(at(
+                        v.span(),
+                        "shutdown_drain_delay is at most 1h: it delays every stop and restart by that much".into(),
+                    ));
+                }
+                delay
+            }
+            None => Duration::ZERO,
+        };
         // Files the config names (client certificates) are found relative to it.
         let base = path.parent().unwrap_or(Path::new("."));
         let mut upstreams: Vec<UpstreamConfig> = Vec::new();
@@ -661,6 +677,7 @@ impl Config {
         };
         Ok(Config {
             shutdown_timeout,
+            shutdown_drain_delay,
             admin,
             proxy,
             limits,
@@ -718,6 +735,7 @@ impl Config {
         upstream.server_name = server_name;
         Ok(Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_drain_delay: Duration::ZERO,
             admin: None,
             proxy: None,
             limits: Limits::default(),
@@ -748,6 +766,7 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
+    shutdown_drain_delay: Option<Spanned<String>>,
     admin: Option<RawAdmin>,
     proxy: Option<RawAdmin>,
     limits: Option<RawLimits>,

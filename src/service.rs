@@ -77,6 +77,20 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     health.set_draining();
+    let delay = running.shutdown_drain_delay;
+    if !delay.is_zero() {
+        // Readiness is 503 at once, so nothing new is sent here; what is
+        // already on its way (a sidecar's job finishing, a `logout`) still gets
+        // in. A second signal ends the wait.
+        notifier.stopping("shutdown_drain_delay: still serving, /readyz at 503");
+        tracing::info!(delay = ?delay, "shutting down: still accepting for shutdown_drain_delay with /readyz at 503; a second signal skips the wait");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            signal = crate::shutdown::signal() => {
+                tracing::info!(signal, "second signal: draining now");
+            }
+        }
+    }
     notifier.stopping("draining in-flight requests");
     proxy.drain().await;
     // Readiness stays 503 until the very end; then the admin endpoint goes too.

@@ -228,6 +228,40 @@ async fn readiness_turns_503_while_draining_and_health_stays_200() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// `shutdown_drain_delay`: after SIGTERM the listeners keep accepting (a
+/// sidecar's job may still log out) while `/readyz` says 503; a second signal
+/// ends the wait and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drain_delay_keeps_accepting_with_readyz_503_until_it_ends() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let text = config_text(up.addr, &c.sha1_pin(), ADMIN).replace(
+        "shutdown_timeout = \"10s\"\n",
+        "shutdown_timeout = \"10s\"\nshutdown_drain_delay = \"10m\"\n",
+    );
+    assert!(text.contains("shutdown_drain_delay"));
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let addr = bin.listening();
+    let admin = bin.admin();
+    bin.signal("TERM");
+    let (bin, _) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["message"].as_str().is_some_and(|m| {
+                m.starts_with("shutting down: still accepting for shutdown_drain_delay")
+            })
+        })
+    })
+    .await;
+    assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 503);
+    // A new client connection after the signal is still served.
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
+    bin.signal("TERM");
+    let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test]
 async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config() {
     let (up, c) = TestServer::start_self_signed().await;

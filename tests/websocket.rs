@@ -48,6 +48,7 @@ fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
             access: Default::default(),
         }),
         shutdown_timeout: shutdown,
+        shutdown_drain_delay: Duration::ZERO,
         upstreams: vec![upstream_config(target, vec![c.sha1_pin()])],
         known_pins: None,
     }

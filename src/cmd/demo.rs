@@ -49,6 +49,7 @@ pub async fn run(
         proxy: None,
         limits: Default::default(),
         shutdown_timeout: Duration::from_secs(5),
+        shutdown_drain_delay: Duration::ZERO,
         upstreams: vec![
             upstream("gaia", listen, genuine_addr),
             upstream("impostor", impostor_listen, impostor_addr),

@@ -32,6 +32,7 @@ pub fn config_of(upstreams: Vec<UpstreamConfig>) -> Config {
         proxy: None,
         limits: Default::default(),
         shutdown_timeout: Duration::from_secs(5),
+        shutdown_drain_delay: Duration::ZERO,
         upstreams,
         known_pins: None,
     }
