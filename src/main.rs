@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -269,6 +270,11 @@ fn main() -> ExitCode {
 }
 
 fn fail(message: String) -> ExitCode {
+    // With JSON logs, the log stream gets it as one more JSON line (for
+    // collectors); a person still reads it on stderr.
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        tracing::error!(fatal = true, "{message}");
+    }
     eprintln!("pinproxy: error: {message}");
     ExitCode::FAILURE
 }
@@ -378,9 +384,29 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `RUST_LOG` can enable any of pinproxy's lines: it names a level
+/// (`debug`, `pinproxy=trace`, …), and not only other targets (`verbose`
+/// parses as a target called "verbose" and silences everything).
+fn rust_log_reaches_pinproxy(value: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    value.split(',').map(str::trim).any(|directive| {
+        let target = directive.split(['=', '[']).next().unwrap_or("");
+        LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            || target.starts_with("pinproxy")
+            || target.is_empty()
+    })
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let unheard = rust_log
+        .as_deref()
+        .filter(|v| !v.trim().is_empty() && !rust_log_reaches_pinproxy(v));
+    let filter = match unheard {
+        Some(_) => EnvFilter::new("info"),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     // Colours only for a person at a terminal, never into journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
@@ -395,4 +421,15 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    JSON_LOGS.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
+    if let Some(value) = unheard {
+        tracing::warn!(
+            rust_log = value,
+            "RUST_LOG names no level and no pinproxy target, so it would silence every line; logging at info \
+             instead. Write a level (RUST_LOG=debug) or target=level pairs (RUST_LOG=info,pinproxy::access=off)"
+        );
+    }
 }
+
+/// `--log-format json` is on: a fatal error is a JSON log line too.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);

@@ -72,6 +72,63 @@ fn completions_and_the_manual_page_come_from_the_same_definitions_as_help() {
 }
 
 #[test]
+fn a_fatal_error_in_json_mode_is_a_json_line_and_a_rust_log_that_silences_everything_is_named() {
+    let out = pinproxy(&[
+        "--log-format",
+        "json",
+        "check",
+        "--config",
+        "/nonexistent/proxy.toml",
+    ]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line in {stdout:?}"));
+    assert_eq!(
+        (line["level"].as_str(), line["fatal"].as_bool()),
+        (Some("ERROR"), Some(true)),
+        "{line}"
+    );
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/nonexistent/proxy.toml"),
+        "{line}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("pinproxy: error: "));
+
+    for (value, warned) in [
+        ("verbose", true),
+        ("debug", false),
+        ("pinproxy=trace", false),
+        ("info,pinproxy::access=off", false),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+            .args([
+                "--log-format",
+                "json",
+                "check",
+                "--config",
+                "/nonexistent/proxy.toml",
+            ])
+            .env("RUST_LOG", value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.contains("RUST_LOG names no level"),
+            warned,
+            "{value}: {stdout}"
+        );
+        // Either way the fatal error is logged: `verbose` no longer silences it.
+        assert!(stdout.contains("\"fatal\":true"), "{value}: {stdout}");
+    }
+}
+
+#[test]
 fn help_and_version() {
     let out = pinproxy(&["--help"]);
     assert!(out.status.success());
