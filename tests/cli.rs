@@ -414,8 +414,11 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
         .unwrap();
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut good, mut bad) = (None, None);
+    let (mut good, mut bad, mut fingerprint) = (None, None, None);
     while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains(" fingerprint ") && line.contains("trust-on-first-use") {
+            fingerprint = line.split('#').next().map(|c| c.trim().to_string());
+        }
         if let Some(rest) = line.strip_prefix("pinproxy listens on ") {
             good = rest.split_whitespace().next().map(str::to_string);
         }
@@ -432,6 +435,19 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
     let (good, bad) = (
         good.expect("listen URL printed"),
         bad.expect("impostor URL printed"),
+    );
+    // The fingerprint command runs as printed, from where the demo was started
+    // (`cargo run` puts no pinproxy on the PATH).
+    let fingerprint = fingerprint.expect("a fingerprint command printed");
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &fingerprint])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SHA1: "),
+        "{fingerprint}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let curl = |args: Vec<String>| async move {
         let out = tokio::process::Command::new("curl")

@@ -68,6 +68,8 @@ pub async fn run(
             .unwrap_or_default()
     };
     let (good, bad) = (url("gaia"), url("impostor"));
+    // `cargo run -- demo` leaves pinproxy off the PATH: name this very binary,
+    // relative to where the demo was started when it is below it.
     println!(
         "pinproxy demo
 ==============
@@ -83,18 +85,19 @@ refuses web pages from other sites: a page in your browser cannot use it.
 An impostor with a different certificate waits on {impostor_addr}; {bad} forwards there with the
 same pin, as if someone had redirected the traffic.
 
-Try:
+Try, in another terminal (the demo holds this one):
   curl -s -X POST {good}/web_api/login -H 'Content-Type: application/json' \\
        -d '{{\"user\":\"{user}\",\"password\":\"{password}\"}}'
   curl -s -X POST {good}/web_api/show-hosts -H 'Content-Type: application/json' \\
        -H 'X-chkp-sid: SID_FROM_LOGIN' -d '{{\"limit\":2}}'
   curl -si -X POST {bad}/web_api/login -d '{{}}'     # 502, X-Pinproxy-Error: fingerprint-mismatch
-  pinproxy fingerprint {genuine_addr}                # what trust-on-first-use would show
+  {me} fingerprint {genuine_addr}    # what trust-on-first-use would show
 
 Ctrl-C stops the demo.
 ",
         sha1 = fp.sha1_line(),
         words = fp.words_line(),
+        me = this_program(),
         user = mock_api::USER,
         password = mock_api::PASSWORD,
     );
@@ -103,4 +106,17 @@ Ctrl-C stops the demo.
     }
     proxy.serve(shutdown).await;
     Ok(())
+}
+
+/// How to run this binary again from the demo's working directory.
+fn this_program() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "pinproxy".into();
+    };
+    let relative = std::env::current_dir().ok().and_then(|cwd| {
+        exe.strip_prefix(cwd)
+            .ok()
+            .map(|r| format!("./{}", r.display()))
+    });
+    relative.unwrap_or_else(|| exe.display().to_string())
 }
