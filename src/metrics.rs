@@ -58,6 +58,8 @@ fn duration_histogram() -> Histogram {
 /// All of pinproxy's metrics and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` series, read from /proc at each scrape.
+    process: Process,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     handshakes: Family<HandshakeLabels, Counter>,
@@ -72,7 +74,8 @@ pub struct Metrics {
 impl Metrics {
     /// A fresh registry with every metric family registered under `pinproxy_`.
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("pinproxy");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("pinproxy");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -138,8 +141,10 @@ impl Metrics {
             // Present from the start, so `increase()` sees the first failure.
             reloads.get_or_create_owned(&ReloadLabels { result });
         }
+        let process = Process::register(&mut root);
         Arc::new(Metrics {
-            registry,
+            registry: root,
+            process,
             requests,
             duration,
             handshakes,
@@ -209,6 +214,7 @@ impl Metrics {
 
     /// Everything in the OpenMetrics text format (which Prometheus scrapes).
     pub fn encode(&self) -> String {
+        self.process.refresh();
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -444,5 +450,98 @@ mod tests {
         let text = metrics.encode();
         assert!(!text.contains("pinproxy_client_connections{upstream=\"old\"}"));
         assert!(text.contains("pinproxy_requests_total{upstream=\"old\",class=\"2xx\"} 1"));
+    }
+}
+
+/// The standard process metrics (as the Prometheus client libraries name
+/// them), so dashboards and alerts written for any exporter work here.
+#[derive(Debug)]
+struct Process {
+    resident_memory: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// CPU seconds already counted, to add only what is new.
+    cpu_counted: std::sync::Mutex<f64>,
+}
+
+impl Process {
+    fn register(root: &mut Registry) -> Process {
+        let process = Process {
+            resident_memory: Gauge::default(),
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            cpu_seconds: Counter::default(),
+            cpu_counted: std::sync::Mutex::new(0.0),
+        };
+        let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            process.resident_memory.clone(),
+        );
+        root.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            process.open_fds.clone(),
+        );
+        root.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors (soft limit)",
+            process.max_fds.clone(),
+        );
+        root.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            process.cpu_seconds.clone(),
+        );
+        root.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            start,
+        );
+        process
+    }
+
+    /// Reads /proc/self; a value that cannot be read keeps its last one.
+    fn refresh(&self) {
+        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+        {
+            self.resident_memory.set(kib * 1024);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds
+                .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
+        }
+        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
+        // utime and stime, the 14th and 15th fields, in clock ticks (USER_HZ,
+        // 100 on Linux); the command name before them may hold spaces.
+        let ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            });
+        if let Some(ticks) = ticks {
+            let seconds = ticks as f64 / 100.0;
+            let mut counted = self.cpu_counted.lock().unwrap_or_else(|p| p.into_inner());
+            if seconds > *counted {
+                self.cpu_seconds.inc_by(seconds - *counted);
+                *counted = seconds;
+            }
+        }
     }
 }

@@ -186,6 +186,26 @@ async fn metrics_pass_promtool_check_and_openmetrics_is_negotiated() {
         text.contains("# TYPE pinproxy_requests_total counter"),
         "{text}"
     );
+    // The standard process metrics, about this very process.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let rss = value("process_resident_memory_bytes");
+    assert!((1e6..1e9).contains(&rss), "{rss}");
+    let (open, max) = (value("process_open_fds"), value("process_max_fds"));
+    assert!(open >= 5.0 && max >= open, "{open} {max}");
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && now - started < 600.0, "{started} {now}");
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
