@@ -68,6 +68,10 @@ pub struct Metrics {
     upstream_connections: Family<UpstreamLabel, Gauge>,
     certificate_not_after: Family<UpstreamLabel, Gauge>,
     pin_learned: Family<UpstreamLabel, Gauge>,
+    last_handshake_time: Family<UpstreamLabel, Gauge>,
+    last_handshake_ok: Family<UpstreamLabel, Gauge>,
+    active_target: Family<UpstreamLabel, Gauge>,
+    config_stale: Gauge,
     reloads: Family<ReloadLabels, Counter>,
 }
 
@@ -124,6 +128,30 @@ impl Metrics {
             "Upstreams with trust_on_first_use: 1 while it runs on a pin learned on first use (known_pins), 0 until it has learned one",
             pin_learned.clone(),
         );
+        let last_handshake_time = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_last_handshake_timestamp_seconds",
+            "When the last TLS handshake with the upstream ended (unix seconds), whatever its result",
+            last_handshake_time.clone(),
+        );
+        let last_handshake_ok = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_last_handshake_ok",
+            "1 if the last TLS handshake with the upstream succeeded (pin matched), 0 if it failed",
+            last_handshake_ok.clone(),
+        );
+        let active_target = Family::<UpstreamLabel, Gauge>::default();
+        registry.register(
+            "upstream_active_target",
+            "Which address of the upstream new connections go to: 0 for the first, 1 for the first fallback, …",
+            active_target.clone(),
+        );
+        let config_stale = Gauge::default();
+        registry.register(
+            "config_stale",
+            "1 while the last config reload failed, so the running config is older than the file; 0 otherwise",
+            config_stale.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -153,6 +181,10 @@ impl Metrics {
             upstream_connections,
             certificate_not_after,
             pin_learned,
+            last_handshake_time,
+            last_handshake_ok,
+            active_target,
+            config_stale,
             reloads,
         })
     }
@@ -189,8 +221,11 @@ impl Metrics {
             },
             pin_learned: LearnedPin(NotAfter {
                 family: Some(self.pin_learned.clone()),
-                label,
+                label: label.clone(),
             }),
+            last_handshake_time: self.last_handshake_time.get_or_create_owned(&label),
+            last_handshake_ok: self.last_handshake_ok.get_or_create_owned(&label),
+            active_target: self.active_target.get_or_create_owned(&label),
         }
     }
 
@@ -204,12 +239,16 @@ impl Metrics {
         self.upstream_connections.remove(&label);
         self.certificate_not_after.remove(&label);
         self.pin_learned.remove(&label);
+        self.last_handshake_time.remove(&label);
+        self.last_handshake_ok.remove(&label);
+        self.active_target.remove(&label);
     }
 
     /// Counts one config reload.
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.config_stale.set(i64::from(!ok));
     }
 
     /// Everything in the OpenMetrics text format (which Prometheus scrapes).
@@ -283,6 +322,10 @@ pub struct UpstreamMetrics {
     pub certificate_not_after: NotAfter,
     /// Whether a `trust_on_first_use` upstream has learned its pin.
     pub pin_learned: LearnedPin,
+    last_handshake_time: Gauge,
+    last_handshake_ok: Gauge,
+    /// Which address new connections go to (0: the first).
+    pub active_target: Gauge,
 }
 
 /// The `pinproxy_upstream_pin_learned` series of one upstream: only for
@@ -362,6 +405,9 @@ impl UpstreamMetrics {
                     upstream: String::new(),
                 },
             }),
+            last_handshake_time: Gauge::default(),
+            last_handshake_ok: Gauge::default(),
+            active_target: Gauge::default(),
         }
     }
 
@@ -380,6 +426,12 @@ impl UpstreamMetrics {
             Handshake::Error => &self.handshake_error,
         }
         .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.last_handshake_time.set(now);
+        self.last_handshake_ok
+            .set(i64::from(result == Handshake::Ok));
     }
 
     /// Counts one failed TCP connect.

@@ -63,6 +63,13 @@ async fn fail_over_then_restore_primary(
         "served by the secondary, with its own pin"
     );
     assert_eq!(secondary.tls_accepted(), 1);
+    assert!(
+        proxy
+            .metrics()
+            .encode()
+            .contains("pinproxy_upstream_active_target{upstream=\"test\"} 1"),
+        "the metrics say the fallback is in use"
+    );
     let primary = TestServer::start_on(
         primary_addr,
         server_config(vec![a.der.clone()], a.key(), false),

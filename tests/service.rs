@@ -78,6 +78,23 @@ async fn admin_endpoint_reports_health_and_metrics_move_after_a_mismatch() {
     let after = metrics(admin).await;
     assert_eq!(metric(&after, mismatch), 1.0);
     assert_eq!(metric(&after, errors), 1.0);
+    // The last handshake: when, and that it failed.
+    assert_eq!(
+        metric(
+            &after,
+            "pinproxy_upstream_last_handshake_ok{upstream=\"gaia\"}"
+        ),
+        0.0
+    );
+    let when = metric(
+        &after,
+        "pinproxy_upstream_last_handshake_timestamp_seconds{upstream=\"gaia\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(now - when < 600.0 && when <= now + 1.0, "{when} {now}");
     assert_eq!(
         metric(
             &after,
@@ -312,6 +329,8 @@ async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config()
         metric(&m, "pinproxy_config_reloads_total{result=\"error\"}"),
         1.0
     );
+    // The last reload failed: the running config is older than the file.
+    assert_eq!(metric(&m, "pinproxy_config_stale"), 1.0);
     drop(bin);
 }
 

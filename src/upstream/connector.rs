@@ -239,6 +239,10 @@ impl Connector {
             match self.connect_to(target, alpn).await {
                 Ok(tls) => {
                     inner.failover.used(index, &inner.upstream, &target.address);
+                    inner
+                        .metrics
+                        .active_target
+                        .set(i64::try_from(index).unwrap_or(0));
                     return Ok(tls);
                 }
                 Err(e) if count > 1 && e.fails_over() => {
