@@ -57,6 +57,12 @@ pub struct Entry<'a> {
     /// The local user behind the client connection, where known (a Unix
     /// socket, or a TCP listener with `allowed_users`).
     pub client_uid: Option<u32>,
+    /// The client's address (TCP listeners).
+    pub client: Option<&'a str>,
+    /// The upstream address the request went to (the failover target in use).
+    pub upstream_address: Option<&'a str>,
+    /// The client's `X-Request-Id`, if it sent one (passed on upstream too).
+    pub request_id: Option<&'a str>,
 }
 
 /// Writes the line for `entry`, unless `RUST_LOG` turned the access log off.
@@ -131,6 +137,15 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
             if let Some(uid) = e.client_uid {
                 let _ = write!(out, " client_uid={uid}");
             }
+            if let Some(client) = e.client {
+                let _ = write!(out, " client={client}");
+            }
+            if let Some(address) = e.upstream_address {
+                let _ = write!(out, " upstream_address={address}");
+            }
+            if let Some(id) = e.request_id {
+                let _ = write!(out, " request_id={id:?}");
+            }
             writeln!(out)
         }
         Format::Text { ansi: true } => {
@@ -159,6 +174,15 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
             if let Some(uid) = e.client_uid {
                 let _ = write!(out, " \x1b[3mclient_uid{RESET}{DIM}={RESET}{uid}");
             }
+            if let Some(client) = e.client {
+                let _ = write!(out, " \x1b[3mclient{RESET}{DIM}={RESET}{client}");
+            }
+            if let Some(address) = e.upstream_address {
+                let _ = write!(out, " \x1b[3mupstream_address{RESET}{DIM}={RESET}{address}");
+            }
+            if let Some(id) = e.request_id {
+                let _ = write!(out, " \x1b[3mrequest_id{RESET}{DIM}={RESET}{id:?}");
+            }
             writeln!(out)
         }
         Format::Json => {
@@ -179,6 +203,16 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
             let _ = serde_json::to_writer(&mut *out, e.error);
             if let Some(uid) = e.client_uid {
                 let _ = write!(out, ",\"client_uid\":{uid}");
+            }
+            for (name, value) in [
+                ("client", e.client),
+                ("upstream_address", e.upstream_address),
+                ("request_id", e.request_id),
+            ] {
+                if let Some(value) = value {
+                    let _ = write!(out, ",\"{name}\":");
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
             }
             writeln!(out, ",\"target\":\"{TARGET}\"}}")
         }
@@ -201,6 +235,9 @@ mod tests {
             complete: false,
             error: "fingerprint-mismatch",
             client_uid: Some(1000),
+            client: Some("127.0.0.1:54321"),
+            upstream_address: Some("192.0.2.11:443"),
+            request_id: Some("job-42 \"retry\""),
         }
     }
 
@@ -235,6 +272,9 @@ mod tests {
                 complete = e.complete,
                 error = e.error,
                 client_uid = e.client_uid,
+                client = e.client.map(tracing::field::display),
+                upstream_address = e.upstream_address.map(tracing::field::display),
+                request_id = e.request_id,
                 "request"
             )
         };

@@ -502,8 +502,12 @@ impl Proxy {
 
 /// Serves one client connection (on a worker) until it closes or, on shutdown,
 /// its in-flight requests end.
-async fn serve<IO>(io: IO, uid: Option<u32>, context: ConnContext, mut drain: Draining)
-where
+async fn serve<IO>(
+    io: IO,
+    (uid, peer): (Option<u32>, Option<SocketAddr>),
+    context: ConnContext,
+    mut drain: Draining,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ConnContext {
@@ -524,6 +528,7 @@ where
         let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
         let client = Client {
             uid,
+            peer,
             policy: policy.load_full(),
             activity: activity.clone(),
         };
@@ -843,11 +848,11 @@ async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     let needed = context.policy.load().needs_uid();
                     let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
-                    serve(stream, uid, context, draining).await
+                    serve(stream, (uid, Some(peer)), context, draining).await
                 }
                 Accepted::Unix(stream) => {
                     let uid = peer::unix_peer(&stream);
-                    serve(stream, uid, context, draining).await
+                    serve(stream, (uid, None), context, draining).await
                 }
             }
             open.dec();

@@ -245,6 +245,50 @@ async fn readiness_turns_503_while_draining_and_health_stays_200() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The access line says who the client was, which failover address answered
+/// and the client's X-Request-Id, which also goes on to the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_name_the_client_the_address_used_and_the_request_id() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let vacant = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = format!(
+        "[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = [\"{vacant}\", \"{}\"]\n\
+         server_name = \"localhost\"\nfingerprints = [\"{}\"]\n",
+        up.addr,
+        c.sha1_pin()
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let addr = bin.listening();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let client_addr = tcp.local_addr().unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/echo")
+        .header("host", "localhost")
+        .header("x-request-id", "job-7")
+        .body(empty())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["headers"]["x-request-id"][0], "job-7", "passed on");
+    let (bin, line) = on(bin, |b| b.wait_for(|v| v["message"] == "request")).await;
+    assert_eq!(line["client"], client_addr.to_string(), "{line}");
+    assert_eq!(line["upstream_address"], up.addr.to_string(), "{line}");
+    assert_eq!(line["request_id"], "job-7", "{line}");
+    drop(bin);
+}
+
 /// `shutdown_drain_delay`: after SIGTERM the listeners keep accepting (a
 /// sidecar's job may still log out) while `/readyz` says 503; a second signal
 /// ends the wait and the process exits 0.

@@ -52,6 +52,8 @@ pub struct Policy {
 pub struct Client {
     /// The local user owning the client socket, where known.
     pub uid: Option<u32>,
+    /// The client's address, for a TCP listener.
+    pub peer: Option<std::net::SocketAddr>,
     /// The listener's rules, as they were when the request arrived.
     pub policy: Arc<Policy>,
     /// Its connection's busy/idle state; an upgraded tunnel keeps it busy.

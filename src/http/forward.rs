@@ -31,7 +31,7 @@ pub async fn handle(
     limits: &Limits,
     client: &Client,
 ) -> Response<LoggedBody> {
-    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client.uid);
+    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client);
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
             let mut response = forward(upstream, req, tunnels, limits, &client.activity).await;
@@ -60,7 +60,7 @@ pub fn refuse(
     tag: &'static str,
     text: String,
 ) -> Response<LoggedBody> {
-    let record = AccessRecord::new(name, metrics, req, client.uid);
+    let record = AccessRecord::new(name, metrics, req, client);
     LoggedBody::wrap(local_error(status, tag, text), record)
 }
 

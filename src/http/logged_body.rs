@@ -16,13 +16,18 @@ use http_body_util::Either;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access_log;
+use crate::http::access::Client;
 use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
 use crate::metrics::UpstreamMetrics;
+use crate::upstream::UpstreamAddress;
 
 pub(crate) struct AccessRecord {
     upstream: Arc<str>,
     client_uid: Option<u32>,
+    client: Option<String>,
+    request_id: Option<String>,
+    upstream_address: Option<Arc<str>>,
     metrics: Arc<UpstreamMetrics>,
     method: Method,
     path: String,
@@ -36,11 +41,14 @@ impl AccessRecord {
         upstream: &Arc<str>,
         metrics: &Arc<UpstreamMetrics>,
         req: &Request<B>,
-        client_uid: Option<u32>,
+        client: &Client,
     ) -> AccessRecord {
         AccessRecord {
             upstream: upstream.clone(),
-            client_uid,
+            client_uid: client.uid,
+            client: client.peer.map(|p| p.to_string()),
+            request_id: request_id(req.headers()),
+            upstream_address: None,
             metrics: metrics.clone(),
             method: req.method().clone(),
             // The query string is left out: it may carry tokens.
@@ -72,6 +80,10 @@ impl LoggedBody {
     ) -> Response<LoggedBody> {
         record.status = response.status().as_u16();
         record.error = response.headers().get(ERROR_HEADER).cloned();
+        record.upstream_address = response
+            .extensions()
+            .get::<UpstreamAddress>()
+            .map(|a| a.0.clone());
         response.map(|inner| LoggedBody {
             inner,
             record: Some(record),
@@ -138,6 +150,20 @@ impl Drop for LoggedBody {
             complete,
             error: r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             client_uid: r.client_uid,
+            client: r.client.as_deref(),
+            upstream_address: r.upstream_address.as_deref(),
+            request_id: r.request_id.as_deref(),
         });
     }
+}
+
+/// The client's `X-Request-Id`, as it goes into the access log: at most 128
+/// visible ASCII characters (anything else is not an id, and a log line is no
+/// place for a client's arbitrary bytes).
+fn request_id(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-request-id")?.to_str().ok()?;
+    let fine = !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    fine.then(|| value.to_string())
 }

@@ -88,19 +88,27 @@ impl AsyncWrite for Transport {
 pub(crate) struct TlsConn {
     tls: TlsStream<Transport>,
     open: Gauge,
+    /// The address it reached (which failover target), for the access log.
+    address: std::sync::Arc<str>,
     /// Held while the connection is open; dropping it frees a `max_connections` slot.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl TlsConn {
-    pub(super) fn new(pinned: Pinned, open: Gauge) -> TlsConn {
+    pub(super) fn new(pinned: Pinned, open: Gauge, address: std::sync::Arc<str>) -> TlsConn {
         let (tls, slot) = pinned.into_parts();
         open.inc();
         TlsConn {
             tls,
             open,
+            address,
             _slot: slot,
         }
+    }
+
+    /// The address it reached.
+    pub(super) fn address(&self) -> &std::sync::Arc<str> {
+        &self.address
     }
 
     /// The TLS session: what the server presented and what was negotiated.

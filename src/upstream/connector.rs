@@ -221,14 +221,19 @@ impl Connector {
                     })?
             }
         };
-        let tls = self.connect_any(alpn).await?;
+        let (tls, address) = self.connect_any(alpn).await?;
         Ok(TlsConn::new(
             Pinned { tls, slot },
             inner.metrics.upstream_connections.clone(),
+            address,
         ))
     }
 
-    async fn connect_any(&self, alpn: Alpn) -> Result<TlsStream<Transport>, UpstreamError> {
+    /// The verified stream and the address it reached.
+    async fn connect_any(
+        &self,
+        alpn: Alpn,
+    ) -> Result<(TlsStream<Transport>, Arc<str>), UpstreamError> {
         let inner = &*self.inner;
         let count = inner.targets.len();
         let first = inner.failover.first();
@@ -243,7 +248,7 @@ impl Connector {
                         .metrics
                         .active_target
                         .set(i64::try_from(index).unwrap_or(0));
-                    return Ok(tls);
+                    return Ok((tls, Arc::from(target.address.as_str())));
                 }
                 Err(e) if count > 1 && e.fails_over() => {
                     tracing::warn!(upstream = %inner.upstream, address = %target.address, error = %e, "address failed; trying the next");

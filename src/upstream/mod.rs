@@ -41,6 +41,11 @@ use crate::tls::known_pins::KnownPins;
 use crate::tls::verify::{PinVerifier, Trust};
 use crate::workers;
 
+/// Which address of the upstream answered (a response extension, for the
+/// access log: with failover it is not always the first).
+#[derive(Debug, Clone)]
+pub struct UpstreamAddress(pub Arc<str>);
+
 /// The body sent upstream: the client's own (within `max_request_body`), or none.
 pub struct RequestBody {
     inner: http_body_util::Either<Limited<Incoming>, Empty<Bytes>>,
@@ -259,7 +264,7 @@ impl Upstream {
         if self.http2 != Http2::Never {
             if let Some(h2) = self.pool.h2() {
                 match h2.send(req).await {
-                    Ok((resp, h2)) => return Ok(resp.map(|b| UpstreamBody::h2(b, h2))),
+                    Ok((resp, h2)) => return Ok(h2_response(resp, h2)),
                     Err(unsent) => req = self.unsent(unsent)?,
                 }
             }
@@ -285,9 +290,7 @@ impl Upstream {
             .await?;
         let result = if tls.is_h2() {
             let h2 = self.pool.add_h2(tls).await.map_err(|e| self.classify(&e))?;
-            h2.send(req)
-                .await
-                .map(|(resp, h2)| resp.map(|b| UpstreamBody::h2(b, h2)))
+            h2.send(req).await.map(|(resp, h2)| h2_response(resp, h2))
         } else {
             let h1 = H1::handshake(tls).await.map_err(|e| self.classify(&e))?;
             self.exchange(h1, worker, req).await
@@ -305,7 +308,9 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, TrySendError<Request<RequestBody>>> {
         origin_form(&mut req);
         let sending = req.body().watch();
-        let (resp, h1) = h1.exchange(req).await?;
+        let address = UpstreamAddress(h1.address.clone());
+        let (mut resp, h1) = h1.exchange(req).await?;
+        resp.extensions_mut().insert(address);
         let h1 = match h1 {
             // The answer came before the request body was all sent (an early
             // error, or a server that streams both ways): the connection must go
@@ -336,9 +341,13 @@ impl Upstream {
                 H1::handshake(tls).await.map_err(|e| self.classify(&e))?
             }
         };
+        let address = UpstreamAddress(h1.address.clone());
         let mut send = h1.upgradable();
         match send.send_request(req).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
+            Ok(mut resp) => {
+                resp.extensions_mut().insert(address);
+                Ok(resp.map(UpstreamBody::plain))
+            }
             Err(e) => Err(self.classify(&e)),
         }
     }
@@ -379,6 +388,13 @@ impl Upstream {
             closed_early: closed_early(err),
         }
     }
+}
+
+/// A response on the shared HTTP/2 connection, carrying its address.
+fn h2_response(mut resp: Response<Incoming>, h2: pool::H2Handle) -> Response<UpstreamBody> {
+    resp.extensions_mut()
+        .insert(UpstreamAddress(h2.address().clone()));
+    resp.map(|b| UpstreamBody::h2(b, h2))
 }
 
 /// HTTP/1.1 sends the origin form (the path); HTTP/2 needs the full URI.

@@ -39,6 +39,8 @@ type H1Conn = http1::Connection<TokioIo<TlsConn>, RequestBody>;
 pub(super) struct H1 {
     send: http1::SendRequest<RequestBody>,
     conn: H1Conn,
+    /// The address it reached.
+    pub(super) address: Arc<str>,
 }
 
 /// The result of one exchange on an HTTP/1.1 connection: the response and, while
@@ -49,8 +51,13 @@ impl H1 {
     /// Starts HTTP/1.1 on a pinned connection (no I/O happens here). Boxed
     /// once, so handing it from the pool to a request and back moves a pointer.
     pub(super) async fn handshake(tls: TlsConn) -> hyper::Result<Box<H1>> {
+        let address = tls.address().clone();
         let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
-        Ok(Box::new(H1 { send, conn }))
+        Ok(Box::new(H1 {
+            send,
+            conn,
+            address,
+        }))
     }
 
     /// True when the connection is open and ready for a request now. Polling it
@@ -81,7 +88,7 @@ impl H1 {
     /// the response head came while the request body was still being sent, so
     /// the body must go on even while the client does not read the response.
     pub(super) fn detach(self: Box<Self>) {
-        let H1 { send, conn } = *self;
+        let H1 { send, conn, .. } = *self;
         drop(send);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -93,7 +100,7 @@ impl H1 {
     /// Runs the connection as a task of its own, for a request that may switch
     /// protocols (the connection then becomes a tunnel and never returns).
     pub(super) fn upgradable(self: Box<Self>) -> http1::SendRequest<RequestBody> {
-        let H1 { send, conn } = *self;
+        let H1 { send, conn, .. } = *self;
         let conn = conn.with_upgrades();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -237,6 +244,7 @@ async fn tend(idle: Weak<Idle>) {
 #[derive(Clone)]
 struct H2 {
     send: http2::SendRequest<RequestBody>,
+    address: Arc<str>,
     /// One clone per request in flight on it (held by its response body).
     in_use: Arc<LastUse>,
 }
@@ -318,6 +326,7 @@ impl Pool {
     /// Starts HTTP/2 on a pinned connection (its task runs on this worker) and
     /// makes it the shared one unless another already is.
     pub(super) async fn add_h2(&self, tls: TlsConn) -> hyper::Result<H2Handle> {
+        let address = tls.address().clone();
         let (send, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(tls))
@@ -327,7 +336,11 @@ impl Pool {
             epoch: Instant::now(),
         });
         in_use.touch();
-        let h2 = H2 { send, in_use };
+        let h2 = H2 {
+            send,
+            address,
+            in_use,
+        };
         {
             let mut slot = self.h2_slot();
             if slot.as_ref().is_none_or(|h2| h2.send.is_closed()) {
@@ -384,6 +397,11 @@ async fn h2_idle(in_use: &Arc<LastUse>, timeout: Duration) {
 pub(super) struct H2Handle(H2);
 
 impl H2Handle {
+    /// The address the shared connection reached.
+    pub(super) fn address(&self) -> &Arc<str> {
+        &self.0.address
+    }
+
     /// Sends `req` and waits for the response head.
     pub(super) async fn send(
         mut self,
