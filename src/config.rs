@@ -521,7 +521,7 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let start = e.span().map_or(0, |s| s.start);
-            at(start..start, explain_toml_error(e.message()))
+            at(start..start, explain_toml_error(e.message(), text, start))
         })?;
         if raw.upstream.is_empty() {
             return Err(ConfigError {
@@ -1574,15 +1574,83 @@ fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn explain_toml_error(message: &str) -> String {
+/// serde's message for a TOML mistake, with the fix for the ones people make:
+/// `at` is where the parser stopped in `text`.
+fn explain_toml_error(message: &str, text: &str, at: usize) -> String {
     let message = message.trim();
-    if message.starts_with("unknown field") {
-        format!("{message}; remove or rename it (every key is documented in proxy.example.toml)")
-    } else if message.starts_with("missing field") {
-        format!("{message}; every [[upstream]] needs name, listen, address and fingerprints, and [admin] needs listen")
-    } else {
-        message.to_string()
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .unwrap_or("");
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (unknown, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let closest = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|known| (edit_distance(unknown, known), known))
+            .min()
+            .filter(|(distance, known)| *distance <= 2.max(known.len() / 4));
+        return match closest {
+            Some((_, known)) => format!("unknown key `{unknown}`: did you mean `{known}`? (every key is documented in proxy.example.toml)"),
+            None => format!("{message}; remove or rename it (every key is documented in proxy.example.toml)"),
+        };
     }
+    if message.starts_with("missing field") {
+        return format!("{message}; every [[upstream]] needs name, listen, address and fingerprints, and [admin] needs listen");
+    }
+    if message.contains("invalid type: map, expected a sequence") && line.starts_with("[upstream") {
+        return format!(
+            "{line} is one table, but upstreams are a list: write [[upstream]] (two brackets) for each one; \
+             [admin], [proxy] and [limits] take one"
+        );
+    }
+    if message.contains("expected a sequence") && message.contains("invalid type: string") {
+        return format!(
+            "{key} is a list: put the value in brackets, {key} = [\"…\"] (several are separated by commas)"
+        );
+    }
+    if let Some(number) = message
+        .strip_prefix("invalid type: integer `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(n, _)| n)
+    {
+        if message.ends_with("expected a string")
+            && (key.ends_with("_timeout") || key.ends_with("_after") || key.ends_with("_delay"))
+        {
+            return format!(
+                "{key} is a duration with its unit, in quotes: {key} = \"{number}s\" (or \"500ms\", \"2m\", \"1h\")"
+            );
+        }
+    }
+    if message.contains("expected a boolean") {
+        return format!("{key} is true or false, without quotes: {key} = true");
+    }
+    if message.contains("invalid basic string") || message.contains("invalid string") {
+        return format!(
+            "{message}: a string in \"…\" ends on its line. To paste the several lines `api fingerprint` prints, \
+             use a multi-line string: fingerprints = [\"\"\"\n<paste>\n\"\"\"] (or paste just its SHA1 line)"
+        );
+    }
+    message.to_string()
+}
+
+/// How many single-character edits turn `a` into `b` (Levenshtein).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// `file:line:column` (both 1-based) of byte `offset` in `text`.
@@ -1730,6 +1798,30 @@ mod tests {
             ),
             ("shutdown_timeout = \"1s\"\n".to_string(), "no [[upstream]]"),
             ("[[upstream]\n".to_string(), "proxy.toml:1:"),
+            (
+                good().replace("[[upstream]]", "[upstream]"),
+                "write [[upstream]] (two brackets)",
+            ),
+            (
+                good().replace(&format!("[\"{PIN}\"]"), &format!("\"{PIN}\"")),
+                "fingerprints is a list: put the value in brackets",
+            ),
+            (
+                good().replace("[[upstream]]", "[[upstream]]\nconnect_timeout = 5"),
+                "connect_timeout = \"5s\"",
+            ),
+            (
+                good().replace("[[upstream]]", "[[upstream]]\nlegacy_crypto = \"yes\""),
+                "legacy_crypto is true or false, without quotes",
+            ),
+            (
+                good().replace("shutdown_timeout", "shutdown_timout"),
+                "did you mean `shutdown_timeout`?",
+            ),
+            (
+                good().replace(&format!("[\"{PIN}\"]"), "[\"SHA1: 7D:FE:DE\n:EE\"]"),
+                "use a multi-line string",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err().to_string();
