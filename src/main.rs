@@ -162,6 +162,11 @@ struct CheckArgs {
     /// Also connect to every upstream and compare its certificate with the pins.
     #[arg(long)]
     connect: bool,
+
+    /// Print one JSON object (valid, ok, and with --connect one result per address:
+    /// match, mismatch, not_learned or failed) instead of the report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +201,11 @@ struct FingerprintArgs {
     /// Give up on connect or handshake after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+
+    /// Print one JSON object (sha1, words, sha256, pin, spki_pin, subject, issuer,
+    /// not_before/not_after as unix seconds, …) instead of the report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -304,7 +314,11 @@ async fn check(args: CheckArgs) -> Result<(), String> {
     let path = args.config.unwrap_or_else(config::default_path);
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let report = check::check(&path, &config, args.connect).await;
-    print!("{}", report.text);
+    if args.json {
+        print!("{}", report.json(&path));
+    } else {
+        print!("{}", report.text);
+    }
     if report.ok {
         Ok(())
     } else {
@@ -377,10 +391,12 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
         egress_proxy,
     )
     .await?;
-    print!(
-        "{}",
+    let report = if args.json {
+        fingerprint::report_json(&address, args.server_name.as_deref(), &presented)
+    } else {
         fingerprint::report(&address, args.server_name.as_deref(), &presented)
-    );
+    };
+    print!("{report}");
     Ok(())
 }
 

@@ -128,6 +128,57 @@ fn a_fatal_error_in_json_mode_is_a_json_line_and_a_rust_log_that_silences_everyt
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprint_and_check_connect_speak_json_for_automation() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let out = pinproxy(&["fingerprint", &up.addr.to_string(), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha1"], c.fingerprints().sha1_line());
+    assert_eq!(v["sha256"], c.fingerprints().sha256_line());
+    assert_eq!(v["verified"], false);
+    assert!(v["not_after"].as_i64().unwrap() > v["not_before"].as_i64().unwrap());
+
+    let (other, _) = TestServer::start_self_signed().await;
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"other\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n",
+        config_text(up.addr, &c.sha1_pin(), ""),
+        other.addr,
+        c.sha1_pin()
+    );
+    let file = temp_file(&text);
+    let out = pinproxy(&[
+        "check",
+        "--connect",
+        "--json",
+        "--config",
+        file.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "one upstream mismatches");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["valid"].as_bool(), v["ok"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    let results = v["connect"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{v}");
+    assert_eq!(
+        (
+            results[0]["upstream"].as_str(),
+            results[0]["result"].as_str()
+        ),
+        (Some("gaia"), Some("match"))
+    );
+    assert_eq!(
+        (
+            results[1]["upstream"].as_str(),
+            results[1]["result"].as_str()
+        ),
+        (Some("other"), Some("mismatch"))
+    );
+}
+
 #[test]
 fn help_and_version() {
     let out = pinproxy(&["--help"]);

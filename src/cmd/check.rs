@@ -19,6 +19,22 @@ pub struct Report {
     pub text: String,
     /// False if any upstream failed or mismatched (exit code 1).
     pub ok: bool,
+    /// One object per address handshaken with (`--connect`), for `--json`.
+    pub results: Vec<serde_json::Value>,
+}
+
+impl Report {
+    /// The report as one JSON object, for `check --json`.
+    pub fn json(&self, path: &Path) -> String {
+        serde_json::json!({
+            "config": path.display().to_string(),
+            "valid": true,
+            "ok": self.ok,
+            "connect": self.results,
+        })
+        .to_string()
+            + "\n"
+    }
 }
 
 /// Validates `config` (already parsed from `path`) and optionally connects.
@@ -75,8 +91,13 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
         }
     }
     if !connect {
-        return Report { text, ok: true };
+        return Report {
+            text,
+            ok: true,
+            results: Vec::new(),
+        };
     }
+    let mut results = Vec::new();
     text.push_str("\nConnecting to every upstream (nothing is sent after the handshake):\n");
     // One at a time, so the report reads in config order and a slow server is easy to spot.
     let mut ok = true;
@@ -92,6 +113,7 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
     for up in targets {
         let up = &up;
         let _ = write!(text, "  {:width$}  {}  ", up.name, up.address());
+        let mut result = serde_json::json!({"upstream": up.name, "address": up.address()});
         // The same verifier the proxy runs decides MATCH or MISMATCH; a learned
         // pin is read fresh from known_pins (and nothing is learned here).
         let learned = up
@@ -103,6 +125,9 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
             Some(Err(e)) => {
                 ok = false;
                 let _ = writeln!(text, "FAILED: {e}");
+                result["result"] = "failed".into();
+                result["error"] = e.to_string().into();
+                results.push(result);
                 continue;
             }
             None => Trust::Pins(up.pins.clone()),
@@ -118,6 +143,8 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
                     fp.sha1_line(),
                     presented.protocol
                 );
+                result["result"] = "not_learned".into();
+                result["sha1"] = fp.sha1_line().into();
             }
             Ok(presented) => {
                 let fp = Fingerprints::of(presented.chain[0].as_ref());
@@ -128,6 +155,10 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
                     fp.sha1_line(),
                     presented.protocol
                 );
+                result["result"] = "match".into();
+                result["pin"] = pin.into();
+                result["sha1"] = fp.sha1_line().into();
+                result["protocol"] = presented.protocol.clone().into();
             }
             Err(UpstreamError::FingerprintMismatch(m)) => {
                 ok = false;
@@ -138,12 +169,18 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
                     m.presented.sha1_line(),
                     m.presented.sha256_line()
                 );
+                result["result"] = "mismatch".into();
+                result["sha1"] = m.presented.sha1_line().into();
+                result["sha256"] = m.presented.sha256_line().into();
             }
             Err(e) => {
                 ok = false;
                 let _ = writeln!(text, "FAILED: {e}");
+                result["result"] = "failed".into();
+                result["error"] = e.to_string().into();
             }
         }
+        results.push(result);
     }
-    Report { text, ok }
+    Report { text, ok, results }
 }

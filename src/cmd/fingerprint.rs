@@ -113,6 +113,34 @@ pub(crate) async fn handshake(
     }
 }
 
+/// What `pinproxy fingerprint --json` prints: the same facts as [`report`], as
+/// one JSON object for automation.
+pub fn report_json(address: &str, server_name: Option<&str>, presented: &Presented) -> String {
+    let leaf = &presented.chain[0];
+    let fp = Fingerprints::of(leaf.as_ref());
+    let mut value = serde_json::json!({
+        "address": address,
+        "server_name": server_name,
+        "protocol": presented.protocol,
+        "cipher": presented.cipher,
+        "sha1": fp.sha1_line(),
+        "words": fp.words_line(),
+        "sha256": fp.sha256_line(),
+        "spki_pin": fp.spki_pin(),
+        "chain_length": presented.chain.len(),
+        "verified": false,
+    });
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        let validity = cert.validity();
+        value["subject"] = cert.subject().to_string().into();
+        value["issuer"] = cert.issuer().to_string().into();
+        value["not_before"] = validity.not_before.timestamp().into();
+        value["not_after"] = validity.not_after.timestamp().into();
+        value["expired"] = validity.time_to_expiration().is_none().into();
+    }
+    value.to_string() + "\n"
+}
+
 /// The human-readable report `pinproxy fingerprint` prints.
 pub fn report(address: &str, server_name: Option<&str>, presented: &Presented) -> String {
     let leaf = &presented.chain[0];
