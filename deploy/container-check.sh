@@ -49,7 +49,8 @@ ls -l "$binary"
 
 step "final stage of deploy/Dockerfile, from that binary"
 mkdir -p "$work/context"
-cp "$binary" "$work/context/pinproxy"
+# Stripped, as the Dockerfile's build stage does (install -s).
+strip -o "$work/context/pinproxy" "$binary"
 # Everything from the last FROM on, with the one COPY --from=build taken from the context instead.
 awk '/^FROM /{stage=""} {stage=stage $0 "\n"} END{printf "%s", stage}' deploy/Dockerfile > "$work/final.stage"
 grep -q '^FROM scratch' "$work/final.stage" || { echo "container-check: the final stage is not FROM scratch" >&2; exit 1; }
@@ -59,6 +60,9 @@ sed 's|^COPY --from=build /pinproxy /pinproxy$|COPY pinproxy /pinproxy|' "$work/
 cat "$work/Containerfile"
 buildah "${storage[@]}" build --format docker --isolation chroot "${ulimits[@]}" -f "$work/Containerfile" -t "$image" "$work/context"
 "${podman[@]}" images "$image"
+source_label=$("${podman[@]}" image inspect --format '{{index .Labels "org.opencontainers.image.source"}}' "$image")
+[ "$source_label" = "https://github.com/pinproxy/pinproxy" ] \
+    || { echo "container-check: OCI label org.opencontainers.image.source is '$source_label'" >&2; exit 1; }
 
 step "a self-signed HTTPS upstream and the example config pointed at it"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=mgmt.check.test \
