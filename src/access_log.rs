@@ -30,6 +30,14 @@ pub enum Format {
 
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
+/// Lines get journald's `<6>` priority prefix (stdout is the journal).
+static JOURNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prefixes each access line with `<6>` (info) for journald.
+pub fn set_journal(on: bool) {
+    JOURNAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Sets the layout once, at startup (plain text without it).
 pub fn set_format(format: Format) {
     let _ = FORMAT.set(format);
@@ -122,6 +130,9 @@ fn write_out(lines: &[u8]) {
 }
 
 fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format) {
+    if JOURNAL.load(std::sync::atomic::Ordering::Relaxed) {
+        out.extend_from_slice(b"<6>");
+    }
     let timestamp = humantime::format_rfc3339_micros(now);
     let nanos = e.duration.as_nanos();
     let (ms, fraction) = (nanos / 1_000_000, nanos % 1_000_000);

@@ -425,17 +425,27 @@ fn init_logging(format: LogFormat) {
     };
     // Colours only for a person at a terminal, never into journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // Under systemd, stdout is the journal: each line starts with its
+    // priority (sd-daemon's `<N>`), so `journalctl -p warning` works.
+    let journal = stdout_is_the_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
+        .with_ansi(ansi && !journal)
         .with_writer(std::io::stdout);
     pinproxy::access_log::set_format(match format {
-        LogFormat::Text => pinproxy::access_log::Format::Text { ansi },
+        LogFormat::Text => pinproxy::access_log::Format::Text {
+            ansi: ansi && !journal,
+        },
         LogFormat::Json => pinproxy::access_log::Format::Json,
     });
+    pinproxy::access_log::set_journal(journal);
+    let text = tracing_subscriber::fmt::format().with_ansi(ansi && !journal);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.event_format(Prioritised(text, journal)).init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(Prioritised(text.json().flatten_event(true), journal))
+            .init(),
     }
     JSON_LOGS.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
     if let Some(value) = unheard {
@@ -444,6 +454,47 @@ fn init_logging(format: LogFormat) {
             "RUST_LOG names no level and no pinproxy target, so it would silence every line; logging at info \
              instead. Write a level (RUST_LOG=debug) or target=level pairs (RUST_LOG=info,pinproxy::access=off)"
         );
+    }
+}
+
+/// True when systemd connected stdout to the journal: `JOURNAL_STREAM` names
+/// its device and inode (a child that inherited the variable but writes
+/// elsewhere must not add prefixes).
+fn stdout_is_the_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stdout()) else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
+}
+
+/// Writes sd-daemon's `<N>` priority before each line when `.1` is set.
+struct Prioritised<F>(F, bool);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Prioritised<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.1 {
+            let priority = match *event.metadata().level() {
+                tracing::Level::ERROR => 3,
+                tracing::Level::WARN => 4,
+                tracing::Level::INFO => 6,
+                _ => 7,
+            };
+            write!(writer, "<{priority}>")?;
+        }
+        self.0.format_event(ctx, writer, event)
     }
 }
 

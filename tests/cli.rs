@@ -180,6 +180,55 @@ async fn fingerprint_and_check_connect_speak_json_for_automation() {
 }
 
 #[test]
+fn under_systemd_each_line_carries_its_journald_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |journal: bool, format: &str| {
+        let path = dir.path().join(format!("{format}-{journal}.out"));
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinproxy"));
+        cmd.args([
+            "--log-format",
+            format,
+            "check",
+            "--config",
+            "/nonexistent/proxy.toml",
+        ])
+        .env("RUST_LOG", "verbose")
+        .stdout(file);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        assert!(!cmd.status().unwrap().success());
+        std::fs::read_to_string(&path).unwrap()
+    };
+    // The WARN about RUST_LOG is <4>; in JSON mode the fatal error is <3>.
+    let text = run(true, "text");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<4>") && l.contains("RUST_LOG")),
+        "{text}"
+    );
+    let json = run(true, "json");
+    let fatal = json
+        .lines()
+        .find(|l| l.contains("\"fatal\":true"))
+        .unwrap_or_default();
+    assert!(fatal.starts_with("<3>{"), "{json}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&fatal[3..]).is_ok(),
+        "{fatal}"
+    );
+    // Not the journal (the variable inherited, stdout elsewhere): no prefixes.
+    let plain = run(false, "text");
+    assert!(
+        !plain.contains("<4>") && plain.contains("RUST_LOG"),
+        "{plain}"
+    );
+}
+
+#[test]
 fn help_and_version() {
     let out = pinproxy(&["--help"]);
     assert!(out.status.success());
@@ -654,4 +703,64 @@ fn bad_server_names_urls_and_word_counts_are_explained_everywhere() {
     );
     let out = pinproxy(&["check", "--config", file.path().to_str().unwrap()]);
     refused(&out, "11 words, 12 needed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_access_lines_are_info_priority() {
+    use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
+    let (up, c) = TestServer::start_self_signed().await;
+    // stdout is a pipe that JOURNAL_STREAM names, as systemd's journal socket would be.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let id = std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap()))
+        .metadata()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &up.addr.to_string(),
+        ])
+        .args([
+            "--server-name",
+            "localhost",
+            "--fingerprint",
+            &c.sha1_pin().to_string(),
+        ])
+        .env("JOURNAL_STREAM", format!("{}:{}", id.dev(), id.ino()))
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(reader).lines();
+    let mut next = move || lines.next().unwrap().unwrap();
+    let listening = loop {
+        let line = next();
+        assert!(line.starts_with('<'), "every line has a priority: {line}");
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    assert!(listening.starts_with("<6>"), "{listening}");
+    let addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .unwrap()
+        .to_string();
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
+    let access = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || loop {
+            let line = next();
+            if line.contains("pinproxy::access") {
+                break line;
+            }
+        }),
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let access = access.expect("an access line within 20 s").unwrap();
+    assert!(access.starts_with("<6>"), "{access}");
 }
