@@ -257,7 +257,10 @@ fn a_bad_config_names_file_line_column_and_fix() {
     let file = temp_file(&text.replace("name", "nmae"));
     let out = pinproxy(&["run", "--config", file.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":2:1: unknown field `nmae`"), "{err}");
+    assert!(
+        err.contains(":2:1: unknown key `nmae`: did you mean `name`?"),
+        "{err}"
+    );
 
     let out = pinproxy(&["run", "--config", "/nonexistent/proxy.toml"]);
     assert_eq!(out.status.code(), Some(1));
