@@ -898,6 +898,12 @@ struct ListenerKeys<'a> {
 fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(Listen, Access)> {
     let listen = parse_listen(k.listen.get_ref(), k.allow_non_loopback, allow_how)
         .map_err(|m| (k.listen.span(), m))?;
+    // socket_mode and socket_group are about a socket file pinproxy creates.
+    let unix_only = k
+        .socket_mode
+        .as_ref()
+        .map(|m| ("socket_mode", m.span()))
+        .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
     let listen = match listen {
         Listen::Unix(socket) => Listen::Unix(UnixSocket {
             mode: match k.socket_mode {
@@ -910,27 +916,17 @@ fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(Listen, Acc
             },
             ..socket
         }),
-        Listen::Tcp(addr) => {
-            let unix_only = k
-                .socket_mode
-                .as_ref()
-                .map(|m| ("socket_mode", m.span()))
-                .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
-            if let Some((key, span)) = unix_only {
+        Listen::Tcp(addr) => match unix_only {
+            Some((key, span)) => {
                 return Err((
                     span,
                     format!("{key} applies to a unix:/path listener only; listen is {addr}"),
-                ));
+                ))
             }
-            Listen::Tcp(addr)
-        }
-        Listen::Systemd(socket) => {
-            let unix_only = k
-                .socket_mode
-                .as_ref()
-                .map(|m| ("socket_mode", m.span()))
-                .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
-            if let Some((key, span)) = unix_only {
+            None => Listen::Tcp(addr),
+        },
+        Listen::Systemd(socket) => match unix_only {
+            Some((key, span)) => {
                 return Err((
                     span,
                     format!(
@@ -938,10 +934,10 @@ fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(Listen, Acc
                          and SocketGroup=",
                         socket.name
                     ),
-                ));
+                ))
             }
-            Listen::Systemd(socket)
-        }
+            None => Listen::Systemd(socket),
+        },
     };
     let mut allowed_hosts = Vec::new();
     for h in k.allowed_hosts {
@@ -2037,6 +2033,20 @@ mod tests {
         ] {
             let err = unix(extra).unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");
+        }
+        // socket_mode is for socket files pinproxy makes: not TCP, not systemd's.
+        for (listen, want) in [
+            ("127.0.0.1:8443", "applies to a unix:/path listener only"),
+            (
+                "systemd:gaia",
+                "the .socket unit sets the file's SocketMode=",
+            ),
+        ] {
+            let text = good()
+                .replace("\"127.0.0.1:8443\"", &format!("\"{listen}\""))
+                .replace("[[upstream]]\n", "[[upstream]]\nsocket_mode = \"0660\"\n");
+            let err = parse(&text).unwrap_err().message;
+            assert!(err.contains(want), "{listen}: {err}");
         }
         let relative = parse(&good().replace("\"127.0.0.1:8443\"", "\"unix:gaia.sock\""));
         assert!(relative.unwrap_err().message.contains("absolute file path"));
