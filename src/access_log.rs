@@ -66,7 +66,7 @@ pub struct Entry<'a> {
     /// socket, or a TCP listener with `allowed_users`).
     pub client_uid: Option<u32>,
     /// The client's address (TCP listeners).
-    pub client: Option<&'a str>,
+    pub client: Option<std::net::SocketAddr>,
     /// The upstream address the request went to (the failover target in use).
     pub upstream_address: Option<&'a str>,
     /// The client's `X-Request-Id`, if it sent one (passed on upstream too).
@@ -215,8 +215,10 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
             if let Some(uid) = e.client_uid {
                 let _ = write!(out, ",\"client_uid\":{uid}");
             }
+            if let Some(client) = e.client {
+                let _ = write!(out, ",\"client\":\"{client}\"");
+            }
             for (name, value) in [
-                ("client", e.client),
                 ("upstream_address", e.upstream_address),
                 ("request_id", e.request_id),
             ] {
@@ -246,7 +248,7 @@ mod tests {
             complete: false,
             error: "fingerprint-mismatch",
             client_uid: Some(1000),
-            client: Some("127.0.0.1:54321"),
+            client: Some("127.0.0.1:54321".parse().unwrap()),
             upstream_address: Some("192.0.2.11:443"),
             request_id: Some("job-42 \"retry\""),
         }
