@@ -66,6 +66,28 @@ fn activated(
     (bin, stderr)
 }
 
+/// What a pinproxy that must fail to start printed (stdout and stderr). One
+/// that serves instead is killed after 20 s and fails the test.
+async fn startup_error(bin: Binary, mut stderr: BufReader<std::process::ChildStderr>) -> String {
+    let pid = bin.child.id();
+    let exited = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || bin.finish()),
+    )
+    .await;
+    let Ok(exited) = exited else {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        panic!("pinproxy did not exit with a startup error");
+    };
+    let (status, lines) = exited.unwrap();
+    assert!(!status.success());
+    let mut text = lines.join("\n");
+    stderr.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// GET over a Unix socket.
 async fn unix_get(path: &std::path::Path, uri: &str) -> (u16, String) {
     let stream = tokio::net::UnixStream::connect(path).await.unwrap();
@@ -137,26 +159,10 @@ async fn a_name_systemd_did_not_pass_is_a_startup_error_listing_the_ones_it_did(
     let (up, c) = TestServer::start_self_signed().await;
     let port = free_port();
     let file = temp_file(&config(&up, &c, "systemd:nope", ""));
-    let (bin, mut stderr) = activated(&[(&port.to_string(), "gaia")], &file);
+    let (bin, stderr) = activated(&[(&port.to_string(), "gaia")], &file);
     // Starts it; the connection is dropped when pinproxy exits.
     let _ = tokio::net::TcpStream::connect(port).await;
-    // It must exit; one that serves instead is killed and fails the test.
-    let pid = bin.child.id();
-    let exited = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || bin.finish()),
-    )
-    .await;
-    let Ok(exited) = exited else {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-        panic!("pinproxy did not exit with a startup error");
-    };
-    let (status, lines) = exited.unwrap();
-    assert!(!status.success());
-    let mut text = lines.join("\n");
-    stderr.read_to_string(&mut text).unwrap();
+    let text = startup_error(bin, stderr).await;
     assert!(
         text.contains("systemd passed no socket named \\\"nope\\\"; it passed: gaia")
             || text.contains("systemd passed no socket named \"nope\"; it passed: gaia"),
@@ -169,25 +175,9 @@ async fn a_passed_socket_on_a_public_address_needs_allow_non_loopback() {
     let (up, c) = TestServer::start_self_signed().await;
     let port = free_port().port();
     let file = temp_file(&config(&up, &c, "systemd:gaia", ""));
-    let (bin, mut stderr) = activated(&[(&format!("0.0.0.0:{port}"), "gaia")], &file);
+    let (bin, stderr) = activated(&[(&format!("0.0.0.0:{port}"), "gaia")], &file);
     let _ = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-    // It must exit; one that serves instead is killed and fails the test.
-    let pid = bin.child.id();
-    let exited = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || bin.finish()),
-    )
-    .await;
-    let Ok(exited) = exited else {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-        panic!("pinproxy did not exit with a startup error");
-    };
-    let (status, lines) = exited.unwrap();
-    assert!(!status.success());
-    let mut text = lines.join("\n");
-    stderr.read_to_string(&mut text).unwrap();
+    let text = startup_error(bin, stderr).await;
     assert!(text.contains("not a loopback address"), "{text}");
 }
 
