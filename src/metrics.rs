@@ -5,7 +5,8 @@
 //! looks a label set up. An upstream whose settings change on reload keeps its
 //! series (same name, same handles); one that disappears loses its gauges.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,12 @@ struct RequestLabels {
 struct HandshakeLabels {
     upstream: String,
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    upstream: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +70,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     handshakes: Family<HandshakeLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
     connect_failures: Family<UpstreamLabel, Counter>,
     client_connections: Family<UpstreamLabel, Gauge>,
     upstream_connections: Family<UpstreamLabel, Gauge>,
@@ -73,6 +81,8 @@ pub struct Metrics {
     active_target: Family<UpstreamLabel, Gauge>,
     config_stale: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    /// What the status page shows beyond the series, one record per upstream name.
+    observed: Mutex<HashMap<String, Arc<Mutex<Observed>>>>,
 }
 
 impl Metrics {
@@ -97,6 +107,12 @@ impl Metrics {
             "upstream_handshakes",
             "TLS handshakes with the upstream, by result: ok, fingerprint_mismatch, error",
             handshakes.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "errors",
+            "pinproxy's own error answers (502, 504, 403, …) by upstream and reason, the X-Pinproxy-Error value",
+            errors.clone(),
         );
         let connect_failures = Family::<UpstreamLabel, Counter>::default();
         registry.register(
@@ -176,6 +192,7 @@ impl Metrics {
             requests,
             duration,
             handshakes,
+            errors,
             connect_failures,
             client_connections,
             upstream_connections,
@@ -186,6 +203,7 @@ impl Metrics {
             active_target,
             config_stale,
             reloads,
+            observed: Mutex::default(),
         })
     }
 
@@ -201,7 +219,17 @@ impl Metrics {
                 result,
             })
         };
+        let observed = self
+            .observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
         UpstreamMetrics {
+            name: name.into(),
+            errors: Some(self.errors.clone()),
+            observed,
             requests: STATUS_CLASSES.map(|class| {
                 self.requests.get_or_create_owned(&RequestLabels {
                     upstream: name.to_string(),
@@ -242,6 +270,15 @@ impl Metrics {
         self.last_handshake_time.remove(&label);
         self.last_handshake_ok.remove(&label);
         self.active_target.remove(&label);
+        self.observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Whether the last config reload failed (the running config is stale).
+    pub fn config_stale(&self) -> bool {
+        self.config_stale.get() != 0
     }
 
     /// Counts one config reload.
@@ -308,6 +345,10 @@ fn openmetrics_to_classic(text: &str) -> String {
 /// The metric handles of one upstream, shared by its listener, pool and verifier.
 #[derive(Clone, Debug)]
 pub struct UpstreamMetrics {
+    name: Arc<str>,
+    /// `None` for detached handles.
+    errors: Option<Family<ErrorLabels, Counter>>,
+    observed: Arc<Mutex<Observed>>,
     requests: [Counter; 5],
     duration: Histogram,
     handshake_ok: Counter,
@@ -319,7 +360,7 @@ pub struct UpstreamMetrics {
     /// Open pinned TLS connections to the upstream.
     pub upstream_connections: Gauge,
     /// notAfter of the last certificate the upstream presented that matched a pin.
-    pub certificate_not_after: NotAfter,
+    certificate_not_after: NotAfter,
     /// Whether a `trust_on_first_use` upstream has learned its pin.
     pub pin_learned: LearnedPin,
     last_handshake_time: Gauge,
@@ -370,6 +411,106 @@ impl NotAfter {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// What the status page shows of an upstream beyond its series; shared by
+/// every handle of the upstream.
+#[derive(Debug, Default)]
+struct Observed {
+    presented: Option<Presented>,
+    last_handshake: Option<LastHandshake>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// The leaf certificate of an upstream's last full handshake, matched or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// SHA-1 of the DER certificate (what `api fingerprint` prints).
+    pub sha1: [u8; 20],
+    /// Its notAfter (unix seconds), if it parses.
+    pub not_after: Option<i64>,
+    /// Whether it matched a pin (else the handshake was refused).
+    pub matched: bool,
+}
+
+/// How an upstream's last TLS handshake ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastHandshake {
+    /// When it ended (unix seconds).
+    pub at: i64,
+    /// The address it was with (with failover, not always the first).
+    pub address: String,
+    /// Why it failed; `None` if it succeeded.
+    pub error: Option<String>,
+}
+
+/// One upstream's counters and last observations at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Requests answered by status class, 1xx to 5xx.
+    pub requests: [u64; 5],
+    /// pinproxy's own error answers by reason.
+    pub errors: BTreeMap<String, u64>,
+    /// Handshakes that matched a pin.
+    pub handshakes_ok: u64,
+    /// Handshakes refused for a certificate that matched no pin.
+    pub handshakes_mismatch: u64,
+    /// Handshakes that failed otherwise (timeouts included).
+    pub handshakes_error: u64,
+    /// TCP connects (or egress tunnels) that failed.
+    pub connect_failures: u64,
+    /// Open client connections on the upstream's listener.
+    pub client_connections: i64,
+    /// Open pinned connections to the upstream.
+    pub upstream_connections: i64,
+    /// Which address new connections go to (0: the first).
+    pub active_target: usize,
+    /// The certificate last presented.
+    pub presented: Option<Presented>,
+    /// The last handshake.
+    pub last_handshake: Option<LastHandshake>,
+}
+
+/// Where a verifier records what an upstream presents: every leaf for the
+/// status page, and the notAfter of a pinned one for `/metrics`.
+#[derive(Clone, Debug)]
+pub struct Certificates {
+    not_after: NotAfter,
+    observed: Arc<Mutex<Observed>>,
+}
+
+impl Certificates {
+    /// Records the leaf of a full handshake. Only a matched one sets the expiry
+    /// series: one that matched no pin could say anything, such as a far-future
+    /// date that silences the renewal alert.
+    pub fn presented(&self, sha1: [u8; 20], not_after: Option<i64>, matched: bool) {
+        if let (true, Some(at)) = (matched, not_after) {
+            self.not_after.set(at);
+        }
+        self.observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .presented = Some(Presented {
+            sha1,
+            not_after,
+            matched,
+        });
+    }
+
+    /// Forgets what was presented: the pins it was judged under are gone.
+    pub fn clear(&self) {
+        self.not_after.clear();
+        self.observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .presented = None;
+    }
+}
+
 /// How one upstream TLS handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handshake {
@@ -385,6 +526,9 @@ impl UpstreamMetrics {
     /// Handles that count into nothing, for code paths without a registry (`fingerprint`, `check`).
     pub fn detached() -> UpstreamMetrics {
         UpstreamMetrics {
+            name: "".into(),
+            errors: None,
+            observed: Arc::default(),
             requests: Default::default(),
             duration: duration_histogram(),
             handshake_ok: Counter::default(),
@@ -411,27 +555,78 @@ impl UpstreamMetrics {
         }
     }
 
-    /// Counts one answered request by its status class and records its duration.
-    pub fn request(&self, status: u16, seconds: f64) {
+    /// Counts one answered request by its status class and records its
+    /// duration; `error` is the `X-Pinproxy-Error` reason of pinproxy's own answers.
+    pub fn request(&self, status: u16, seconds: f64, error: Option<&str>) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].inc();
         self.duration.observe(seconds);
+        if let Some(reason) = error {
+            self.error(reason);
+        }
     }
 
-    /// Counts one handshake.
-    pub fn handshake(&self, result: Handshake) {
+    /// Counts one of pinproxy's own error answers (the rare path: it takes a lock).
+    fn error(&self, reason: &str) {
+        if let Some(family) = &self.errors {
+            family
+                .get_or_create(&ErrorLabels {
+                    upstream: self.name.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc();
+        }
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        *observed.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Counts one handshake with the server at `address`; `error` says why one
+    /// that failed did.
+    pub fn handshake(&self, result: Handshake, address: &str, error: Option<String>) {
         match result {
             Handshake::Ok => &self.handshake_ok,
             Handshake::FingerprintMismatch => &self.handshake_mismatch,
             Handshake::Error => &self.handshake_error,
         }
         .inc();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = unix_now();
         self.last_handshake_time.set(now);
         self.last_handshake_ok
             .set(i64::from(result == Handshake::Ok));
+        self.observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_handshake = Some(LastHandshake {
+            at: now,
+            address: address.to_string(),
+            error,
+        });
+    }
+
+    /// Where a verifier records the certificates this upstream presents.
+    pub fn certificates(&self) -> Certificates {
+        Certificates {
+            not_after: self.certificate_not_after.clone(),
+            observed: self.observed.clone(),
+        }
+    }
+
+    /// The upstream's counters and last observations now, for the status page.
+    pub fn snapshot(&self) -> Snapshot {
+        let observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        Snapshot {
+            requests: self.requests.each_ref().map(Counter::get),
+            errors: observed.errors.clone(),
+            handshakes_ok: self.handshake_ok.get(),
+            handshakes_mismatch: self.handshake_mismatch.get(),
+            handshakes_error: self.handshake_error.get(),
+            connect_failures: self.connect_failures.get(),
+            client_connections: self.client_connections.get(),
+            upstream_connections: self.upstream_connections.get(),
+            active_target: usize::try_from(self.active_target.get()).unwrap_or(0),
+            presented: observed.presented.clone(),
+            last_handshake: observed.last_handshake.clone(),
+        }
     }
 
     /// Counts one failed TCP connect.
@@ -457,10 +652,14 @@ mod tests {
     fn series_are_named_and_labelled_for_prometheus() {
         let metrics = Metrics::new();
         let gaia = metrics.upstream("gaia");
-        gaia.request(200, 0.003);
-        gaia.request(502, 0.2);
-        gaia.request(599, 0.2);
-        gaia.handshake(Handshake::FingerprintMismatch);
+        gaia.request(200, 0.003, None);
+        gaia.request(502, 0.2, Some("connect-failed"));
+        gaia.request(599, 0.2, None);
+        gaia.handshake(
+            Handshake::FingerprintMismatch,
+            "gaia:443",
+            Some("no".into()),
+        );
         gaia.certificate_not_after.set(1_900_000_000);
         metrics.reloaded(false);
         let text = metrics.encode();
@@ -471,6 +670,7 @@ mod tests {
             "pinproxy_request_duration_seconds_count{upstream=\"gaia\"} 3",
             "pinproxy_upstream_handshakes_total{upstream=\"gaia\",result=\"fingerprint_mismatch\"} 1",
             "pinproxy_upstream_handshakes_total{upstream=\"gaia\",result=\"ok\"} 0",
+            "pinproxy_errors_total{upstream=\"gaia\",reason=\"connect-failed\"} 1",
             "pinproxy_upstream_certificate_not_after_timestamp_seconds{upstream=\"gaia\"} 1900000000",
             "pinproxy_config_reloads_total{result=\"error\"} 1",
             "pinproxy_config_reloads_total{result=\"ok\"} 0",
@@ -497,7 +697,7 @@ mod tests {
     #[test]
     fn a_removed_upstream_loses_its_gauges_but_keeps_its_counters() {
         let metrics = Metrics::new();
-        metrics.upstream("old").request(200, 0.1);
+        metrics.upstream("old").request(200, 0.1, None);
         metrics.forget_upstream("old");
         let text = metrics.encode();
         assert!(!text.contains("pinproxy_client_connections{upstream=\"old\"}"));

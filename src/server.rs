@@ -334,7 +334,7 @@ impl Proxy {
                             if !same_trust {
                                 revoke(&old, "its pins, address or TLS settings changed");
                                 // Learned under pins that may be gone: wait for a handshake under the new ones.
-                                old.metrics().certificate_not_after.clear();
+                                old.metrics().certificates().clear();
                             }
                             summary.changed.push(cfg.name.clone());
                         }

@@ -80,13 +80,9 @@ pub(crate) async fn handshake(
 ) -> Result<Presented, UpstreamError> {
     let address = cfg.address();
     let verifier = Arc::new(
-        PinVerifier::new(
-            &cfg.name,
-            trust,
-            UpstreamMetrics::detached().certificate_not_after,
-        )
-        .with_legacy_crypto(cfg.legacy_crypto)
-        .recording(),
+        PinVerifier::new(&cfg.name, trust, UpstreamMetrics::detached().certificates())
+            .with_legacy_crypto(cfg.legacy_crypto)
+            .recording(),
     );
     let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
     let tls = connector.connect(Alpn::Configured, || false).await?;

@@ -140,7 +140,11 @@ impl Drop for LoggedBody {
         let Some(r) = self.record.take() else { return };
         let complete = self.complete || self.inner.is_end_stream();
         let duration = r.start.elapsed();
-        r.metrics.request(r.status, duration.as_secs_f64());
+        r.metrics.request(
+            r.status,
+            duration.as_secs_f64(),
+            r.error.as_ref().and_then(|v| v.to_str().ok()),
+        );
         access_log::write(&access_log::Entry {
             upstream: &r.upstream,
             method: r.method.as_str(),

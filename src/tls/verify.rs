@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::NotAfter;
+use crate::metrics::Certificates;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
@@ -81,7 +81,7 @@ pub struct PinVerifier {
     upstream: String,
     trust: Trust,
     signatures: Signatures,
-    not_after: NotAfter,
+    certificates: Certificates,
     warned_expired: AtomicBool,
     /// Set by [`PinVerifier::recording`] (for `fingerprint` and `check --connect`).
     seen: Option<Mutex<Option<Seen>>>,
@@ -89,15 +89,13 @@ pub struct PinVerifier {
 
 impl PinVerifier {
     /// A verifier for the upstream called `upstream` (used in log lines) that
-    /// records in `not_after` the notAfter of each presented certificate that
-    /// matches a pin (one that does not could say anything, such as a far-future
-    /// date that silences the renewal alert).
-    pub fn new(upstream: &str, trust: Trust, not_after: NotAfter) -> PinVerifier {
+    /// records each presented leaf certificate in `certificates`.
+    pub fn new(upstream: &str, trust: Trust, certificates: Certificates) -> PinVerifier {
         PinVerifier {
             upstream: upstream.to_string(),
             trust,
             signatures: Signatures::modern(),
-            not_after,
+            certificates,
             warned_expired: AtomicBool::new(false),
             seen: None,
         }
@@ -124,18 +122,23 @@ impl PinVerifier {
         self
     }
 
-    /// Records a pinned certificate's notAfter for `/metrics`; warns (once) if
-    /// it has expired.
-    fn note_validity(&self, der: &[u8], now: UnixTime) {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+    /// Records the presented leaf (for `/metrics` and the status page); warns
+    /// (once) if a pinned one has expired.
+    fn note(&self, der: &[u8], sha1: [u8; 20], matched: bool, now: UnixTime) {
+        let not_after = x509_parser::parse_x509_certificate(der)
+            .ok()
+            .map(|(_, cert)| cert.validity().not_after);
+        self.certificates
+            .presented(sha1, not_after.map(|t| t.timestamp()), matched);
+        let Some(not_after) = not_after.filter(|_| matched) else {
             return;
         };
-        let not_after = cert.validity().not_after.timestamp();
-        self.not_after.set(not_after);
-        if not_after < now.as_secs() as i64 && !self.warned_expired.swap(true, Ordering::Relaxed) {
+        if not_after.timestamp() < now.as_secs() as i64
+            && !self.warned_expired.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(
                 upstream = %self.upstream,
-                not_after = %cert.validity().not_after,
+                not_after = %not_after,
                 "the pinned certificate has expired; pinproxy still accepts it (expiry is not checked), but renew it on the server and update the pin"
             );
         }
@@ -176,15 +179,20 @@ impl ServerCertVerifier for PinVerifier {
                 matched,
             });
         }
+        let der = end_entity.as_ref();
         match (&self.trust, matched) {
             (Trust::FirstUse, _) => Ok(ServerCertVerified::assertion()),
             // Nothing learned yet: this may become the pin (see Trust::Learned).
-            (Trust::Learned(_), None) if learned.is_none() => Ok(ServerCertVerified::assertion()),
+            (Trust::Learned(_), None) if learned.is_none() => {
+                self.note(der, presented.sha1, true, now);
+                Ok(ServerCertVerified::assertion())
+            }
             (Trust::Pins(_) | Trust::Learned(_), Some(_)) => {
-                self.note_validity(end_entity.as_ref(), now);
+                self.note(der, presented.sha1, true, now);
                 Ok(ServerCertVerified::assertion())
             }
             (Trust::Pins(_) | Trust::Learned(_), None) => {
+                self.note(der, presented.sha1, false, now);
                 let expected = match (&self.trust, &learned) {
                     (Trust::Pins(pins), _) => pins.iter().map(CertPin::to_string).collect(),
                     (_, Some(learned)) => vec![learned.pin.clone()],

@@ -334,11 +334,14 @@ impl Connector {
             }
             Ok(tls)
         });
-        inner.metrics.handshake(match &handshake {
-            Ok(_) => Handshake::Ok,
-            Err(UpstreamError::FingerprintMismatch(_)) => Handshake::FingerprintMismatch,
-            Err(_) => Handshake::Error,
-        });
+        let (result, error) = match &handshake {
+            Ok(_) => (Handshake::Ok, None),
+            Err(e @ UpstreamError::FingerprintMismatch(_)) => {
+                (Handshake::FingerprintMismatch, Some(e.to_string()))
+            }
+            Err(e) => (Handshake::Error, Some(e.to_string())),
+        };
+        inner.metrics.handshake(result, &target.address, error);
         handshake
     }
 }

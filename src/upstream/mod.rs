@@ -144,7 +144,7 @@ impl Upstream {
                     _ => Trust::Pins(t.pins),
                 };
                 Arc::new(
-                    PinVerifier::new(&cfg.name, trust, metrics.certificate_not_after.clone())
+                    PinVerifier::new(&cfg.name, trust, metrics.certificates())
                         .with_legacy_crypto(cfg.legacy_crypto),
                 )
             })
