@@ -1,6 +1,7 @@
 //! The admin endpoint: `/healthz`, `/readyz` and `/metrics` in plain HTTP on
 //! their own (loopback) port, for systemd health checks, Kubernetes probes and
-//! Prometheus. It never forwards anything.
+//! Prometheus, and the status page (`/`, `/status`) for people. It never
+//! forwards anything.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use http::header::{
+    HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -26,6 +30,7 @@ use crate::http::respond::ERROR_HEADER;
 use crate::listen::{Accepted, Listener};
 use crate::metrics::{self, Metrics};
 use crate::peer;
+use crate::status::Board;
 
 /// Admin connections served at once. Probes and scrapes need few, but a
 /// local process holding connections open must not crowd them out: each one
@@ -65,6 +70,15 @@ impl Health {
     pub fn set_draining(&self) {
         self.state.store(DRAINING, Ordering::SeqCst);
     }
+
+    /// `ready`, `starting` or `draining`.
+    fn readiness(&self) -> &'static str {
+        match self.state.load(Ordering::SeqCst) {
+            READY => "ready",
+            DRAINING => "draining",
+            _ => "starting",
+        }
+    }
 }
 
 /// A bound admin endpoint; serving stops when this is dropped.
@@ -76,14 +90,18 @@ pub struct Admin {
 impl Admin {
     /// Binds `[admin] listen` and starts serving, to the clients its access
     /// rules admit (Host and cross-site checks as on every listener).
-    pub async fn bind(config: &AdminConfig, health: Health) -> Result<Admin, String> {
+    pub async fn bind(
+        config: &AdminConfig,
+        health: Health,
+        board: Arc<Board>,
+    ) -> Result<Admin, String> {
         let addr = &config.listen;
         let socket = Listener::bind(addr).await.map_err(|e| {
             format!("cannot listen on {addr} for the admin endpoint ([admin] listen): {e}")
         })?;
         let local = socket.bound(addr);
         let policy = Arc::new(Policy::new(&local, &config.access, true));
-        let task = tokio::spawn(accept_loop(socket, policy, health));
+        let task = tokio::spawn(accept_loop(socket, policy, health, board));
         Ok(Admin { local, task })
     }
 
@@ -99,7 +117,7 @@ impl Drop for Admin {
     }
 }
 
-async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
+async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health, board: Arc<Board>) {
     let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -117,6 +135,7 @@ async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
             }
         };
         let (health, policy, http) = (health.clone(), policy.clone(), http.clone());
+        let board = board.clone();
         tokio::spawn(async move {
             match accepted {
                 Accepted::Tcp(stream, peer) => {
@@ -124,11 +143,11 @@ async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health) {
                         .needs_uid()
                         .then(|| peer::tcp_client(&stream, peer))
                         .flatten();
-                    serve(stream, uid, &http, policy, health).await
+                    serve(stream, uid, &http, policy, (health, board)).await
                 }
                 Accepted::Unix(stream) => {
                     let uid = peer::unix_peer(&stream);
-                    serve(stream, uid, &http, policy, health).await
+                    serve(stream, uid, &http, policy, (health, board)).await
                 }
             }
             drop(permit);
@@ -141,7 +160,7 @@ async fn serve<IO>(
     uid: Option<u32>,
     http: &http1::Builder,
     policy: Arc<Policy>,
-    health: Health,
+    (health, board): (Health, Arc<Board>),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -159,12 +178,12 @@ async fn serve<IO>(
                 resp
             }
             Decision::Forward(cors) => {
-                let mut resp = respond(&health, &req);
+                let mut resp = respond(&health, &board, &req);
                 cors.apply(resp.headers_mut());
                 resp
             }
             // Nothing here is for web pages: a preflight gets no permissions.
-            Decision::Preflight(_) => respond(&health, &req),
+            Decision::Preflight(_) => respond(&health, &board, &req),
         };
         async move { Ok::<_, Infallible>(answer) }
     });
@@ -172,7 +191,7 @@ async fn serve<IO>(
     let _ = idle::drive(conn, &activity, ADMIN_IDLE, std::future::pending()).await;
 }
 
-fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(health: &Health, board: &Board, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -192,6 +211,14 @@ fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             ),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
+        "/" => page(
+            board.status(health.readiness()).html(),
+            "text/html; charset=utf-8",
+        ),
+        "/status" => page(
+            board.status(health.readiness()).json(),
+            "application/json",
+        ),
         "/metrics" => {
             // OpenMetrics only when the scraper asks for it (Prometheus does);
             // anything else (curl, promtool, older agents) gets the classic format.
@@ -213,9 +240,28 @@ fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; the admin endpoint serves /healthz, /readyz and /metrics\n",
+            "not found; the admin endpoint serves / (status page), /status (JSON), /healthz, /readyz and /metrics\n",
         ),
     }
+}
+
+/// The status page or its JSON: never cached, never framed, and (for the
+/// page) nothing loaded or run but its own inline style.
+fn page(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

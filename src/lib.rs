@@ -17,8 +17,8 @@
 //! Every client connection runs under an idle timer (`http::idle`).
 //!
 //! Around that path: `service` runs it as a long-lived process (reloads from
-//! `reload` of a file `permissions` trusts, readiness and `metrics` on the
-//! `admin` endpoint, which `cmd::health` asks, `systemd` notifications).
+//! `reload` of a file `permissions` trusts, readiness, `metrics` and the `status` page
+//! on the `admin` endpoint, which `cmd::health` asks, `systemd` notifications).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +37,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub(crate) mod socket_activation;
+pub(crate) mod status;
 pub(crate) mod systemd;
 pub mod tls;
 pub(crate) mod upstream;

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use crate::admin::{Admin, Health};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Listen};
 use crate::reload::{self, Trigger};
 use crate::server::Proxy;
+use crate::status::{Board, Running};
 use crate::systemd::Notifier;
 use crate::tls::known_pins::KnownPins;
 
@@ -43,16 +44,22 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut proxy = Proxy::bind(&config).await.map_err(|e| e.to_string())?;
     let health = Health::new(proxy.metrics().clone());
+    let board = Board::new(
+        proxy.metrics().clone(),
+        running_of(&proxy, &config, &source, None),
+    );
     let mut admin = match &config.admin {
-        Some(a) => Some(Admin::bind(a, health.clone()).await?),
+        Some(a) => Some(Admin::bind(a, health.clone(), board.clone()).await?),
         None => None,
     };
+    let admin_listen = admin.as_ref().map(|a| a.local().clone());
+    board.loaded(running_of(&proxy, &config, &source, admin_listen.clone()));
     // Ready before the log lines say so, so whoever reads them finds /readyz at 200.
     health.set_ready();
     log_listening(&proxy, &config, |_| true);
     log_proxy_listener(&proxy, &config);
     if let Some(a) = &admin {
-        tracing::info!(listen = %a.local(), "admin endpoint: /healthz /readyz /metrics");
+        tracing::info!(listen = %a.local(), "admin endpoint: / (status page) /status /healthz /readyz /metrics");
     }
     notifier.ready(&status(&config));
     let _watchdog = notifier.spawn_watchdog();
@@ -67,8 +74,12 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
                 let outcome = apply_reload(&source, trigger, &mut proxy, &mut running, &admin).await;
                 proxy.metrics().reloaded(outcome.is_ok());
                 match outcome {
-                    Ok(()) => notifier.ready(&status(&running)),
+                    Ok(()) => {
+                        board.loaded(running_of(&proxy, &running, &source, admin_listen.clone()));
+                        notifier.ready(&status(&running));
+                    }
                     Err(e) => {
+                        board.reload_failed(&e);
                         tracing::error!(trigger = %trigger, error = %e, "config reload failed; still serving the previous config");
                         notifier.ready(&format!("{}; last reload failed: {e}", status(&running)));
                     }
@@ -197,6 +208,21 @@ fn log_proxy_listener(proxy: &Proxy, config: &Config) {
             }
             None => tracing::info!(listen = %addr, hosts = %hosts.join(","), "HTTP-proxy listener"),
         }
+    }
+}
+
+/// What the status page shows of the running config.
+fn running_of(proxy: &Proxy, config: &Config, source: &Source, admin: Option<Listen>) -> Running {
+    Running {
+        config: config.clone(),
+        file: match source {
+            Source::File { path, .. } => Some(path.clone()),
+            Source::Flags(_) => None,
+        },
+        loaded_at: std::time::SystemTime::now(),
+        listeners: proxy.listens(),
+        proxy: proxy.proxy_listen(),
+        admin,
     }
 }
 

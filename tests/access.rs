@@ -669,44 +669,11 @@ async fn the_proxy_listener_refuses_web_pages_too() {
     assert_eq!(up.requests(), 1);
 }
 
-/// Headless Chromium (Debian's package), or `None` with the reason printed.
-fn chromium() -> Option<&'static str> {
-    let found = std::process::Command::new("chromium")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        println!("skipped: no chromium on this machine (.ci/run installs Debian's)");
-    }
-    found.then_some("chromium")
-}
-
 /// What Chromium shows for `url` once its scripts ran, with `evil.example`
 /// resolving to 127.0.0.1 (what a rebinding attacker's DNS answers).
 async fn browser_dom(browser: &str, url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--host-resolver-rules=MAP evil.example 127.0.0.1",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", url])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("chromium finished")
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let rules = "--host-resolver-rules=MAP evil.example 127.0.0.1";
+    headless(browser, &[rules, "--dump-dom"], url).await
 }
 
 /// Serves `html` to every request on a loopback port (the attacker's site).

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod binary;
+mod browser;
 mod certs;
 mod client;
 mod proxy;
@@ -12,4 +13,4 @@ mod server;
 
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
-pub use {binary::*, certs::*, client::*, proxy::*, server::*};
+pub use {binary::*, browser::*, certs::*, client::*, proxy::*, server::*};

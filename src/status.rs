@@ -1,0 +1,611 @@
+//! The status page on the admin endpoint: `GET /status` answers JSON and
+//! `GET /` the same data as one plain HTML page (no script, no external asset,
+//! readable on a phone). It answers the operator's first questions without a
+//! Prometheus: is each upstream's certificate the pinned one, when does it
+//! expire, did the last handshake work, which address is in use, and which
+//! config is running.
+//!
+//! Every value comes from what the service already keeps: the running config
+//! (handed over at start and on every reload, see [`Board`]) and the metric
+//! handles of each upstream ([`crate::metrics::Snapshot`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{Config, Listen, UpstreamConfig};
+use crate::http::proxy_mode::PROXY_LABEL;
+use crate::metrics::{Metrics, Snapshot};
+use crate::tls::known_pins::KnownPins;
+use crate::tls::pin::colon_hex;
+
+/// What the running service tells the status page: the config it serves and
+/// where its listeners are bound. Updated by `service` on every reload.
+pub(crate) struct Board {
+    running: ArcSwap<Running>,
+    /// The last reload's error while the running config is older than the file.
+    reload_error: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+}
+
+/// One loaded config and the sockets it is served on.
+pub(crate) struct Running {
+    /// The config being served.
+    pub config: Config,
+    /// Where it was read from (`None`: `run` flags).
+    pub file: Option<PathBuf>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Where each upstream's listener is bound (ports resolved).
+    pub listeners: Vec<(Arc<str>, Listen)>,
+    /// Where the `[proxy]` listener is bound.
+    pub proxy: Option<Listen>,
+    /// Where the admin endpoint is bound.
+    pub admin: Option<Listen>,
+}
+
+impl Board {
+    pub(crate) fn new(metrics: Arc<Metrics>, running: Running) -> Arc<Board> {
+        Arc::new(Board {
+            running: ArcSwap::from_pointee(running),
+            reload_error: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    /// A reload applied `running`.
+    pub(crate) fn loaded(&self, running: Running) {
+        self.running.store(Arc::new(running));
+        *self.reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A reload failed; the running config stays.
+    pub(crate) fn reload_failed(&self, error: &str) {
+        *self.reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    /// Everything the page shows, now; `readiness` is what `/readyz` says.
+    pub(crate) fn status(&self, readiness: &'static str) -> Status {
+        let running = self.running.load();
+        let now = SystemTime::now();
+        let reload_error = self
+            .reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let config = &running.config;
+        let mut listeners: Vec<ListenerStatus> = running
+            .listeners
+            .iter()
+            .map(|(name, listen)| ListenerStatus {
+                name: name.to_string(),
+                listen: listen.to_string(),
+                serves: format!("upstream {name}"),
+                open_connections: Some(self.metrics.upstream(name).snapshot().client_connections),
+            })
+            .collect();
+        if let (Some(listen), Some(_)) = (&running.proxy, &config.proxy) {
+            let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+            listeners.push(ListenerStatus {
+                name: "[proxy]".into(),
+                listen: listen.to_string(),
+                serves: format!("HTTP-proxy clients, by host: {}", names.join(", ")),
+                open_connections: Some(
+                    self.metrics
+                        .upstream(PROXY_LABEL)
+                        .snapshot()
+                        .client_connections,
+                ),
+            });
+        }
+        if let Some(listen) = &running.admin {
+            listeners.push(ListenerStatus {
+                name: "[admin]".into(),
+                listen: listen.to_string(),
+                serves: "/ /status /healthz /readyz /metrics".into(),
+                open_connections: None,
+            });
+        }
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|up| {
+                let listen = running
+                    .listeners
+                    .iter()
+                    .find(|(name, _)| **name == *up.name)
+                    .map_or_else(|| up.listen.to_string(), |(_, l)| l.to_string());
+                upstream_status(up, listen, &self.metrics.upstream(&up.name).snapshot(), now)
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            generated_at: Time::of(unix(now)),
+            readiness,
+            config: ConfigStatus {
+                file: running.file.as_ref().map(|p| p.display().to_string()),
+                loaded_at: Time::of(unix(running.loaded_at)),
+                stale: reload_error.is_some() || self.metrics.config_stale(),
+                last_reload_error: reload_error,
+            },
+            listeners,
+            upstreams,
+        }
+    }
+}
+
+/// The page's data; `/status` is this as JSON.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    version: &'static str,
+    generated_at: Time,
+    /// What `/readyz` says: `ready`, `starting` or `draining`.
+    readiness: &'static str,
+    config: ConfigStatus,
+    listeners: Vec<ListenerStatus>,
+    upstreams: Vec<UpstreamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConfigStatus {
+    file: Option<String>,
+    loaded_at: Time,
+    /// The last reload failed: the file says something else than what runs.
+    stale: bool,
+    last_reload_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListenerStatus {
+    name: String,
+    listen: String,
+    serves: String,
+    open_connections: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct UpstreamStatus {
+    name: String,
+    listen: String,
+    /// `pins`, or `trust_on_first_use`.
+    trust: &'static str,
+    /// The addresses in failover order, each with its pins.
+    targets: Vec<TargetStatus>,
+    /// The address new connections go to.
+    active_target: String,
+    /// The leaf certificate of the last full handshake, matched or not.
+    certificate: Option<CertificateStatus>,
+    last_handshake: Option<HandshakeStatus>,
+    /// Requests answered, by status class (`1xx` … `5xx`).
+    requests: BTreeMap<&'static str, u64>,
+    /// pinproxy's own error answers, by `X-Pinproxy-Error` reason.
+    errors: BTreeMap<String, u64>,
+    handshakes: HandshakeCounts,
+    connect_failures: u64,
+    open_connections: OpenConnections,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetStatus {
+    address: String,
+    pins: Vec<String>,
+    active: bool,
+    client_certificate: bool,
+    /// `host:port` of the HTTP proxy it is reached through (never credentials).
+    egress_proxy: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CertificateStatus {
+    /// `7D:FE:…`, as `api fingerprint` prints it on the server.
+    sha1: String,
+    /// Whether it matched a pin; `false`: it was refused.
+    matched_pin: bool,
+    not_after: Option<Time>,
+    /// Negative once expired.
+    expires_in_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct HandshakeStatus {
+    at: Time,
+    ok: bool,
+    address: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct HandshakeCounts {
+    ok: u64,
+    fingerprint_mismatch: u64,
+    error: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct OpenConnections {
+    /// Client connections on the upstream's listener.
+    client: i64,
+    /// Pinned connections to the upstream, idle or busy.
+    upstream: i64,
+}
+
+/// A moment as unix seconds and as RFC 3339 (UTC).
+#[derive(Debug, Serialize)]
+struct Time {
+    unix: i64,
+    utc: String,
+}
+
+impl Time {
+    fn of(unix: i64) -> Time {
+        let at = u64::try_from(unix).map_or(UNIX_EPOCH, |s| UNIX_EPOCH + Duration::from_secs(s));
+        Time {
+            unix,
+            utc: humantime::format_rfc3339_seconds(at).to_string(),
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn upstream_status(
+    up: &UpstreamConfig,
+    listen: String,
+    seen: &Snapshot,
+    now: SystemTime,
+) -> UpstreamStatus {
+    let targets = up.targets();
+    // A learning upstream's one pin is the one in known_pins, if any yet.
+    let learned = up
+        .known_pins
+        .as_deref()
+        .map(|path| KnownPins::shared(path).ok().and_then(|k| k.get(&up.name)));
+    let target_status = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TargetStatus {
+            address: t.address(),
+            pins: match &learned {
+                Some(learned) => learned.iter().map(|l| l.pin.clone()).collect(),
+                None => t.pins.iter().map(ToString::to_string).collect(),
+            },
+            active: i == seen.active_target,
+            client_certificate: t.client_identity.is_some(),
+            egress_proxy: t.egress_proxy.as_ref().map(|p| p.address.clone()),
+        })
+        .collect();
+    let certificate = seen.presented.as_ref().map(|c| CertificateStatus {
+        sha1: colon_hex(&c.sha1),
+        matched_pin: c.matched,
+        not_after: c.not_after.map(Time::of),
+        expires_in_seconds: c.not_after.map(|at| at.saturating_sub(unix(now))),
+    });
+    let last_handshake = seen.last_handshake.as_ref().map(|h| HandshakeStatus {
+        at: Time::of(h.at),
+        ok: h.error.is_none(),
+        address: h.address.clone(),
+        error: h.error.clone(),
+    });
+    UpstreamStatus {
+        name: up.name.clone(),
+        listen,
+        trust: if learned.is_some() {
+            "trust_on_first_use"
+        } else {
+            "pins"
+        },
+        active_target: targets
+            .get(seen.active_target)
+            .or(targets.first())
+            .map(|t| t.address())
+            .unwrap_or_default(),
+        targets: target_status,
+        certificate,
+        last_handshake,
+        requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .into_iter()
+            .zip(seen.requests)
+            .collect(),
+        errors: seen.errors.clone(),
+        handshakes: HandshakeCounts {
+            ok: seen.handshakes_ok,
+            fingerprint_mismatch: seen.handshakes_mismatch,
+            error: seen.handshakes_error,
+        },
+        connect_failures: seen.connect_failures,
+        open_connections: OpenConnections {
+            client: seen.client_connections,
+            upstream: seen.upstream_connections,
+        },
+    }
+}
+
+impl Status {
+    /// `/status`.
+    pub(crate) fn json(&self) -> String {
+        // Plain data: serializing it cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// `/`: the same data as a page. Everything that comes from the config or
+    /// from a server (error texts quote what servers and proxies said) is escaped.
+    pub(crate) fn html(&self) -> String {
+        let mut page = String::with_capacity(8 * 1024);
+        let _ = self.write_html(&mut page);
+        page
+    }
+
+    fn write_html(&self, out: &mut String) -> std::fmt::Result {
+        write!(
+            out,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>pinproxy status</title><style>{STYLE}</style></head><body>\n\
+             <header><h1>pinproxy status</h1><p>version {} · <span class=\"{}\">{}</span> · {}</p></header>\n",
+            esc(self.version),
+            if self.readiness == "ready" { "ok" } else { "bad" },
+            esc(self.readiness),
+            esc(&self.generated_at.utc),
+        )?;
+
+        let c = &self.config;
+        out.push_str("<section><h2>Config</h2><dl>");
+        item(
+            out,
+            "File",
+            &esc(c.file.as_deref().unwrap_or("(command-line flags)")),
+        )?;
+        item(out, "Loaded", &esc(&c.loaded_at.utc))?;
+        let reload = match &c.last_reload_error {
+            Some(e) => format!(
+                "<span class=\"bad\">failed; still serving the config loaded above</span>: {}",
+                esc(e)
+            ),
+            None if c.stale => {
+                "<span class=\"bad\">failed; still serving the config loaded above</span>".into()
+            }
+            None => "<span class=\"ok\">ok</span>".into(),
+        };
+        item(out, "Last reload", &reload)?;
+        out.push_str("</dl></section>\n<section><h2>Listeners</h2><ul>");
+        for l in &self.listeners {
+            write!(
+                out,
+                "<li><b>{}</b> <code>{}</code>: {}",
+                esc(&l.name),
+                esc(&l.listen),
+                esc(&l.serves)
+            )?;
+            if let Some(n) = l.open_connections {
+                write!(out, " · {n} open")?;
+            }
+            out.push_str("</li>");
+        }
+        out.push_str("</ul></section>\n");
+
+        for up in &self.upstreams {
+            up.write_html(out)?;
+        }
+        out.push_str("<footer>Same data as JSON: <a href=\"status\">/status</a> · metrics: <a href=\"metrics\">/metrics</a></footer>\n</body></html>\n");
+        Ok(())
+    }
+}
+
+impl UpstreamStatus {
+    fn write_html(&self, out: &mut String) -> std::fmt::Result {
+        let (class, verdict) = match &self.last_handshake {
+            Some(h) if h.ok => ("ok", "handshake ok"),
+            Some(_) => ("bad", "handshake failed"),
+            None => ("idle", "no handshake yet"),
+        };
+        write!(
+            out,
+            "<section class=\"upstream\" id=\"upstream-{}\"><h2>{} <span class=\"badge {class}\">{verdict}</span></h2><dl>",
+            esc(&self.name),
+            esc(&self.name)
+        )?;
+        item(
+            out,
+            "Listener",
+            &format!("<code>{}</code>", esc(&self.listen)),
+        )?;
+        let mut addresses = String::from("<ol>");
+        for t in &self.targets {
+            write!(addresses, "<li><code>{}</code>", esc(&t.address))?;
+            if t.active {
+                addresses.push_str(" <b>in use</b>");
+            }
+            if let Some(p) = &t.egress_proxy {
+                write!(addresses, " via proxy <code>{}</code>", esc(p))?;
+            }
+            if t.client_certificate {
+                addresses.push_str(" · client certificate");
+            }
+            addresses.push_str("<br>pins: ");
+            if t.pins.is_empty() {
+                addresses.push_str("none learned yet (trust on first use)");
+            }
+            for pin in &t.pins {
+                write!(addresses, "<code class=\"fp\">{}</code> ", esc(pin))?;
+            }
+            addresses.push_str("</li>");
+        }
+        addresses.push_str("</ol>");
+        item(out, "Addresses", &addresses)?;
+        if self.trust == "trust_on_first_use" {
+            item(out, "Trust", "on first use (known_pins)")?;
+        }
+        match &self.certificate {
+            Some(c) => {
+                let matched = if c.matched_pin {
+                    "<span class=\"ok\">matches a pin</span>"
+                } else {
+                    "<span class=\"bad\">matches no pin: refused</span>"
+                };
+                item(
+                    out,
+                    "Certificate SHA-1",
+                    &format!("<code class=\"fp sha1\">{}</code> {matched}", esc(&c.sha1)),
+                )?;
+                if let (Some(at), Some(left)) = (&c.not_after, c.expires_in_seconds) {
+                    // Only a pinned certificate's date means anything.
+                    let class = match (c.matched_pin, left < 30 * 86_400) {
+                        (false, _) => "idle",
+                        (true, true) => "bad",
+                        (true, false) => "ok",
+                    };
+                    item(
+                        out,
+                        "Not after",
+                        &format!(
+                            "{} (<span class=\"{class}\">{}</span>)",
+                            esc(&at.utc),
+                            until(left)
+                        ),
+                    )?;
+                }
+            }
+            None => item(out, "Certificate", "none presented yet")?,
+        }
+        match &self.last_handshake {
+            Some(h) => {
+                let result = match &h.error {
+                    None => "<span class=\"ok\">ok</span>".to_string(),
+                    Some(e) => format!("<span class=\"bad\">failed</span>: {}", esc(e)),
+                };
+                item(
+                    out,
+                    "Last handshake",
+                    &format!(
+                        "{result}<br><small>{} with <code>{}</code></small>",
+                        esc(&h.at.utc),
+                        esc(&h.address)
+                    ),
+                )?;
+            }
+            None => item(out, "Last handshake", "none yet")?,
+        }
+        let requests: Vec<String> = self
+            .requests
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        item(out, "Requests", &requests.join(" · "))?;
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", esc(reason)))
+            .collect();
+        item(
+            out,
+            "pinproxy errors",
+            &if errors.is_empty() {
+                "none".to_string()
+            } else {
+                errors.join(" · ")
+            },
+        )?;
+        let h = &self.handshakes;
+        item(
+            out,
+            "Handshakes",
+            &format!(
+                "ok {} · fingerprint mismatch {} · error {} · connect failures {}",
+                h.ok, h.fingerprint_mismatch, h.error, self.connect_failures
+            ),
+        )?;
+        item(
+            out,
+            "Open connections",
+            &format!(
+                "clients {} · upstream {}",
+                self.open_connections.client, self.open_connections.upstream
+            ),
+        )?;
+        out.push_str("</dl></section>\n");
+        Ok(())
+    }
+}
+
+/// One row of a definition list; `html` is already escaped.
+fn item(out: &mut String, name: &str, html: &str) -> std::fmt::Result {
+    write!(out, "<dt>{name}</dt><dd>{html}</dd>")
+}
+
+/// "in 364 days", "expired 2 hours ago".
+fn until(seconds: i64) -> String {
+    let span = |s: u64| {
+        let (n, unit) = match s {
+            0..=5_399 => (s / 60, "minute"),
+            5_400..=172_799 => (s / 3600, "hour"),
+            _ => (s / 86_400, "day"),
+        };
+        format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+    };
+    if seconds >= 0 {
+        format!("in {}", span(seconds.unsigned_abs()))
+    } else {
+        format!("expired {} ago", span(seconds.unsigned_abs()))
+    }
+}
+
+/// Escapes text for HTML element content and double-quoted attributes.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One small stylesheet, inline (the page's CSP allows nothing external).
+/// A two-column definition list that becomes one column on a phone.
+const STYLE: &str = "\
+body{font:16px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:64rem;padding:.75rem;color:#1b1b1b;background:#fafafa}\
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.15rem;margin:0 0 .5rem}\
+header p{margin:.2rem 0 1rem;color:#555}\
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.75rem 1rem;margin:0 0 1rem}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:0}\
+dt{font-weight:600;color:#444}dd{margin:0;min-width:0;overflow-wrap:anywhere}\
+ol,ul{margin:0;padding-left:1.2rem}li{margin:.2rem 0;overflow-wrap:anywhere}\
+code{font:.9em ui-monospace,Menlo,Consolas,monospace}.fp{word-break:break-all}\
+.ok{color:#0a6b2b}.bad{color:#b00020;font-weight:600}.idle{color:#666}\
+.badge{font-size:.8rem;font-weight:600;border:1px solid currentColor;border-radius:1rem;padding:0 .5rem;vertical-align:middle}\
+footer{color:#555;font-size:.9rem}\
+@media (max-width:40rem){dl{grid-template-columns:1fr;gap:0}dt{margin-top:.5rem}body{padding:.5rem}}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_servers_and_config_say_is_escaped() {
+        assert_eq!(
+            esc("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+    }
+
+    #[test]
+    fn expiry_reads_as_a_person_would_say_it() {
+        assert_eq!(until(364 * 86_400 + 5), "in 364 days");
+        assert_eq!(until(3 * 3600), "in 3 hours");
+        assert_eq!(until(-86_400 * 2), "expired 2 days ago");
+        assert_eq!(until(60), "in 1 minute");
+    }
+}
