@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the Debian package: target/debian/pinproxy_<version>-1_<arch>.deb
+# (needs cargo-deb: `cargo install cargo-deb --locked`; installed here if missing).
+#
+# What cargo-deb packages (see [package.metadata.deb] in Cargo.toml) is made
+# here first, from the built binary, so it never drifts from it:
+# - the man page and the bash/zsh/fish completions (`pinproxy man`,
+#   `pinproxy completions SHELL`, generated from the same clap definitions as --help);
+# - the unit: deploy/systemd/pinproxy.service with ExecStart=/usr/bin/pinproxy, and
+#   the socket unit as it is; the system user from pinproxy.sysusers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version '^3'
+cargo build --release --locked
+binary=target/release/pinproxy
+
+assets=target/debian-assets
+units=target/debian-units
+rm -rf "$assets" "$units"
+mkdir -p "$assets" "$units"
+"$binary" man | gzip -9n > "$assets/pinproxy.1.gz"
+for shell in bash zsh fish; do
+    "$binary" completions "$shell" > "$assets/pinproxy.$shell"
+done
+{
+    echo "# pinproxy's unit, as installed by its Debian package (/usr/bin/pinproxy, system user"
+    echo "# pinproxy from /usr/lib/sysusers.d/pinproxy.conf). Not enabled on install: edit"
+    echo "# /etc/pinproxy/proxy.toml, then: systemctl enable --now pinproxy"
+    sed -e '1,/^\[Unit\]/{/^\[Unit\]/!d}' -e 's#/usr/local/bin/pinproxy#/usr/bin/pinproxy#g' \
+        deploy/systemd/pinproxy.service
+} > "$units/pinproxy.service"
+grep -q '^ExecStart=/usr/bin/pinproxy ' "$units/pinproxy.service"
+cp deploy/systemd/pinproxy.socket "$units/pinproxy.socket"
+cp deploy/debian/pinproxy.sysusers "$units/pinproxy.sysusers"
+
+cargo deb --no-build --locked
