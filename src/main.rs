@@ -312,7 +312,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
 async fn check(args: CheckArgs) -> Result<(), String> {
     let path = args.config.unwrap_or_else(config::default_path);
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            if args.json {
+                print!("{}", check::invalid_json(&path, &e));
+            }
+            return Err(e.to_string());
+        }
+    };
     let report = check::check(&path, &config, args.connect).await;
     if args.json {
         print!("{}", report.json(&path));

@@ -275,6 +275,49 @@ fn a_bad_config_names_file_line_column_and_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/from-env.toml"));
 }
 
+/// `pinproxy check` reports every mistake in the file at once (one line each,
+/// in file order), and `check --json` lists them for automation.
+#[test]
+fn check_reports_every_mistake_in_the_file_at_once() {
+    let text = "[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"192.0.2.10:443\"\n\
+                fingerprints = [\"SHA1: 7D:FE:DE\"]\nconnect_timeout = 5\n\
+                [[upstream]]\nnmae = \"backup\"\nname = \"backup\"\nlisten = \"127.0.0.1:0\"\n\
+                address = \"192.0.2.11\"\nfingerprints = [\"SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D\"]\n";
+    let file = temp_file(text);
+    let path = file.path().to_str().unwrap();
+    let out = pinproxy(&["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut at = 0;
+    for want in [
+        format!("{path}:5:17: bad pin"),
+        format!("{path}:6:19: connect_timeout is a duration"),
+        format!("{path}:8:1: unknown key `nmae`"),
+        format!("{path}:11:11: "),
+    ] {
+        let found = err[at..]
+            .find(&want)
+            .unwrap_or_else(|| panic!("{want:?} missing (or out of order) in {err}"));
+        at += found + want.len();
+    }
+    assert!(err.contains("has no port"), "{err}");
+
+    let out = pinproxy(&["check", "--json", "--config", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let locations: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["location"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        locations,
+        ["5:17", "6:19", "8:1", "11:11"].map(|at| format!("{path}:{at}"))
+    );
+}
+
 #[test]
 fn run_flags_refuse_a_non_loopback_listener_and_bad_pins() {
     let pin = "7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D";

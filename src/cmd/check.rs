@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::cmd::fingerprint;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::Trust;
@@ -35,6 +35,23 @@ impl Report {
         .to_string()
             + "\n"
     }
+}
+
+/// `check --json` for a file that is not a valid config: every mistake with
+/// its location.
+pub fn invalid_json(path: &Path, error: &ConfigError) -> String {
+    let errors: Vec<serde_json::Value> = error
+        .all()
+        .map(|e| serde_json::json!({ "location": e.location, "message": e.message }))
+        .collect();
+    serde_json::json!({
+        "config": path.display().to_string(),
+        "valid": false,
+        "ok": false,
+        "errors": errors,
+    })
+    .to_string()
+        + "\n"
 }
 
 /// Validates `config` (already parsed from `path`) and optionally connects.

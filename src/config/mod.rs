@@ -14,6 +14,11 @@ use toml::Spanned;
 use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::CertPin;
 
+mod errors;
+
+pub use errors::ConfigError;
+use errors::{every_error, explain_toml_error, Problem};
+
 /// Default for `connect_timeout`: TCP connect to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for `handshake_timeout`: the TLS handshake after connecting.
@@ -497,35 +502,29 @@ impl UpstreamConfig {
     }
 }
 
-/// A configuration error with its location.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}: {message}")]
-pub struct ConfigError {
-    /// `file:line:column`, or the command-line flag.
-    pub location: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
 impl Config {
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::parse(&read(path)?, path)
     }
 
-    /// Checks TOML `text`; `path` is only used to name the file in errors.
+    /// Checks TOML `text`; `path` names the file in errors, and the directory
+    /// files named in it are found relative to. Reports every mistake in it.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| ConfigError {
-            location: location(path, text, span.start),
-            message,
-        };
+        every_error(text, path, |text| Config::check(text, path))
+    }
+
+    /// One check of `text`, to its first mistake.
+    fn check(text: &str, path: &Path) -> Result<Config, Problem> {
+        let at = Problem::at;
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let start = e.span().map_or(0, |s| s.start);
-            at(start..start, explain_toml_error(e.message(), text, start))
+            let span = e.span().unwrap_or(0..0);
+            let message = explain_toml_error(e.message(), text, span.start);
+            at(span, message)
         })?;
         if raw.upstream.is_empty() {
-            return Err(ConfigError {
-                location: path.display().to_string(),
+            return Err(Problem {
+                span: None,
                 message: "no [[upstream]] table: add one with name, listen, address and fingerprints (see proxy.example.toml)".into(),
             });
         }
@@ -627,7 +626,7 @@ impl Config {
         }
         let side_listener = |raw: &Option<RawAdmin>,
                              table: &str|
-         -> Result<Option<(Listen, Access)>, ConfigError> {
+         -> Result<Option<(Listen, Access)>, Problem> {
             let Some(a) = raw else { return Ok(None) };
             if table == "proxy" {
                 if let Some(h) = a.allowed_hosts.first() {
@@ -688,10 +687,7 @@ impl Config {
 
     /// Builds a one-upstream config from `pinproxy run` flags.
     pub fn from_flags(flags: &Flags) -> Result<Config, ConfigError> {
-        let flag = |name: &str, message: String| ConfigError {
-            location: name.to_string(),
-            message,
-        };
+        let flag = |name: &str, message: String| ConfigError::new(name, message);
         let listen = parse_listen(
             &flags.listen,
             flags.allow_non_loopback,
@@ -1234,7 +1230,6 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
     }
     match (&u.address, u.target.is_empty()) {
         (Some(address), true) => {
-            let pins = shared.ok_or_else(|| need_pins(u.name.span()))?;
             let texts: Vec<&str> = match address.get_ref() {
                 toml::Value::String(one) => vec![one.as_str()],
                 toml::Value::Array(many) if !many.is_empty() => many
@@ -1249,8 +1244,14 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
                     ))
                 }
             };
-            for text in texts {
-                let (host, port) = parse_address(text).map_err(|m| (address.span(), m))?;
+            let addresses = texts
+                .into_iter()
+                .map(|text| parse_address(text).map_err(|m| (address.span(), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            // After the addresses: a missing pin list is often what a malformed
+            // one left behind (see config/errors.rs), and must not hide them.
+            let pins = shared.ok_or_else(|| need_pins(u.name.span()))?;
+            for (host, port) in addresses {
                 targets.push(Target {
                     host,
                     port,
@@ -1570,94 +1571,6 @@ fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// serde's message for a TOML mistake, with the fix for the ones people make:
-/// `at` is where the parser stopped in `text`.
-fn explain_toml_error(message: &str, text: &str, at: usize) -> String {
-    let message = message.trim();
-    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("").trim();
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"'))
-        .unwrap_or("");
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (unknown, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let closest = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(|known| (edit_distance(unknown, known), known))
-            .min()
-            .filter(|(distance, known)| *distance <= 2.max(known.len() / 4));
-        return match closest {
-            Some((_, known)) => format!("unknown key `{unknown}`: did you mean `{known}`? (every key is documented in proxy.example.toml)"),
-            None => format!("{message}; remove or rename it (every key is documented in proxy.example.toml)"),
-        };
-    }
-    if message.starts_with("missing field") {
-        return format!("{message}; every [[upstream]] needs name, listen, address and fingerprints, and [admin] needs listen");
-    }
-    if message.contains("invalid type: map, expected a sequence") && line.starts_with("[upstream") {
-        return format!(
-            "{line} is one table, but upstreams are a list: write [[upstream]] (two brackets) for each one; \
-             [admin], [proxy] and [limits] take one"
-        );
-    }
-    if message.contains("expected a sequence") && message.contains("invalid type: string") {
-        return format!(
-            "{key} is a list: put the value in brackets, {key} = [\"…\"] (several are separated by commas)"
-        );
-    }
-    if let Some(number) = message
-        .strip_prefix("invalid type: integer `")
-        .and_then(|r| r.split_once('`'))
-        .map(|(n, _)| n)
-    {
-        if message.ends_with("expected a string")
-            && (key.ends_with("_timeout") || key.ends_with("_after") || key.ends_with("_delay"))
-        {
-            return format!(
-                "{key} is a duration with its unit, in quotes: {key} = \"{number}s\" (or \"500ms\", \"2m\", \"1h\")"
-            );
-        }
-    }
-    if message.contains("expected a boolean") {
-        return format!("{key} is true or false, without quotes: {key} = true");
-    }
-    if message.contains("invalid basic string") || message.contains("invalid string") {
-        return format!(
-            "{message}: a string in \"…\" ends on its line. To paste the several lines `api fingerprint` prints, \
-             use a multi-line string: fingerprints = [\"\"\"\n<paste>\n\"\"\"] (or paste just its SHA1 line)"
-        );
-    }
-    message.to_string()
-}
-
-/// How many single-character edits turn `a` into `b` (Levenshtein).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous + usize::from(ca != *cb);
-            previous = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
-        }
-    }
-    row[b.len()]
-}
-
-/// `file:line:column` (both 1-based) of byte `offset` in `text`.
-fn location(path: &Path, text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("{}:{line}:{column}", path.display())
-}
-
 impl fmt::Display for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({} -> {})", self.name, self.listen, self.address())
@@ -1669,15 +1582,15 @@ impl fmt::Display for UpstreamConfig {
 /// Refused, before reading, when someone other than root and pinproxy's own user
 /// could have changed it (see `permissions.rs`).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
-    crate::permissions::check(path).map_err(|message| ConfigError {
-        location: path.display().to_string(),
-        message,
-    })?;
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
-        location: path.display().to_string(),
-        message: format!(
-            "cannot read the config file: {e}; pass another with --config FILE or set PINPROXY_CONFIG"
-        ),
+    crate::permissions::check(path)
+        .map_err(|message| ConfigError::new(path.display().to_string(), message))?;
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            path.display().to_string(),
+            format!(
+                "cannot read the config file: {e}; pass another with --config FILE or set PINPROXY_CONFIG"
+            ),
+        )
     })
 }
 
@@ -1820,9 +1733,68 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains(want), "{want:?} not in {err:?}");
+            let err = parse(&text).unwrap_err();
+            assert!(err.to_string().contains(want), "{want:?} not in {err}");
+            // One mistake, one error: what blanking its line would make other
+            // checks say is not reported (see errors.rs).
+            assert!(
+                err.more.is_empty(),
+                "one mistake reported as several:\n{err}"
+            );
         }
+    }
+
+    #[test]
+    fn every_mistake_in_the_file_is_reported_in_file_order() {
+        let text = format!(
+            "shutdown_timeout = 30\n\
+             [admin]\n\
+             listen = \"0.0.0.0:9901\"\n\
+             [[upstream]]\n\
+             name = \"gaia\"\n\
+             listen = \"127.0.0.1:8443\"\n\
+             address = \"192.0.2.10:443\"\n\
+             fingerprints = [\"SHA1: 12\"]\n\
+             conect_timeout = \"5s\"\n\
+             [[upstream]]\n\
+             name = \"backup\"\n\
+             listen = \"127.0.0.1:8444\"\n\
+             address = \"192.0.2.11:443\"\n\
+             fingerprints = [\"{PIN}\"]\n\
+             legacy_crypto = \"yes\"\n\
+             idle_timeout = \"forever\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        let found: Vec<(&str, &str)> = err
+            .all()
+            .map(|e| (e.location.as_str(), e.message.as_str()))
+            .collect();
+        let want = [
+            ("proxy.toml:1:20", "shutdown_timeout is a duration"),
+            ("proxy.toml:3:10", "allow_non_loopback"),
+            ("proxy.toml:8:17", "bad pin"),
+            ("proxy.toml:9:1", "did you mean `connect_timeout`?"),
+            ("proxy.toml:15:17", "legacy_crypto is true or false"),
+            ("proxy.toml:16:16", "\"forever\""),
+        ];
+        assert_eq!(found.len(), want.len(), "{err}");
+        for ((location, message), (want_location, want_text)) in found.iter().zip(want) {
+            assert_eq!(*location, want_location, "{err}");
+            assert!(
+                message.contains(want_text),
+                "{want_text:?} not in {message:?}"
+            );
+        }
+        // One line per mistake, as the CLI prints it.
+        assert_eq!(err.to_string().lines().count(), want.len());
+    }
+
+    #[test]
+    fn past_a_syntax_error_nothing_else_is_guessed() {
+        let text = good().replace("name = \"gaia\"", "name = \"gaia") + "bogus = 1\n";
+        let err = parse(&text).unwrap_err();
+        assert!(err.more.is_empty(), "{err}");
+        assert!(err.message.contains("invalid basic string"), "{err}");
     }
 
     #[test]
@@ -1861,7 +1833,7 @@ mod tests {
     #[test]
     fn the_documented_example_parses_and_sets_every_key() {
         let c = Config::parse(
-            include_str!("../proxy.example.toml"),
+            include_str!("../../proxy.example.toml"),
             Path::new("proxy.example.toml"),
         )
         .unwrap();
