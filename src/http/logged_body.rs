@@ -80,7 +80,12 @@ impl LoggedBody {
         mut record: AccessRecord,
     ) -> Response<LoggedBody> {
         record.status = response.status().as_u16();
-        record.error = response.headers().get(ERROR_HEADER).cloned();
+        // Only pinproxy's own answers (its body, not the upstream's) carry a
+        // reason: an upstream's header of that name is not ours to count.
+        record.error = match response.body() {
+            Either::Right(_) => response.headers().get(ERROR_HEADER).cloned(),
+            Either::Left(_) => None,
+        };
         record.upstream_address = response
             .extensions()
             .get::<UpstreamAddress>()

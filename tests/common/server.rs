@@ -329,6 +329,13 @@ async fn respond(
             h.insert("x-resp-end", "1".parse().unwrap());
             r
         }
+        // An upstream answer that looks like one of pinproxy's own errors.
+        "/spoofed-error" => {
+            let mut r = text(StatusCode::BAD_GATEWAY, "not pinproxy");
+            r.headers_mut()
+                .insert("x-pinproxy-error", "fingerprint-mismatch".parse().unwrap());
+            r
+        }
         "/upload" => {
             let mut body = req.into_body();
             let mut n = 0u64;
