@@ -313,8 +313,8 @@ fn redact(text: &str) -> String {
     }
 }
 
-/// Decodes `%XX` escapes (user names and passwords in URLs).
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
+/// Decodes `%XX` escapes (user names and passwords in URLs, socket paths in Host).
+pub(crate) fn percent_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -204,7 +204,7 @@ impl Policy {
     /// `Host` or `:authority`: `host[:port]`.
     fn host_allowed(&self, seen: &[u8]) -> bool {
         if let (Some(path), Ok(text)) = (&self.socket_path, std::str::from_utf8(seen)) {
-            if percent_decode(text).as_deref() == Some(path.as_str()) {
+            if crate::config::percent_decode(text).as_deref() == Some(path.as_bytes()) {
                 return true;
             }
         }
@@ -335,23 +335,6 @@ fn preflight_headers(origin: &HeaderValue, request: &HeaderMap) -> HeaderMap {
         ),
     );
     h
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
