@@ -276,11 +276,6 @@ impl Metrics {
             .remove(name);
     }
 
-    /// Whether the last config reload failed (the running config is stale).
-    pub fn config_stale(&self) -> bool {
-        self.config_stale.get() != 0
-    }
-
     /// Counts one config reload.
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };

@@ -130,7 +130,7 @@ impl Board {
             config: ConfigStatus {
                 file: running.file.as_ref().map(|p| p.display().to_string()),
                 loaded_at: Time::of(unix(running.loaded_at)),
-                stale: reload_error.is_some() || self.metrics.config_stale(),
+                stale: reload_error.is_some(),
                 last_reload_error: reload_error,
             },
             listeners,

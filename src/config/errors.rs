@@ -88,60 +88,55 @@ pub(super) fn every_error<T>(
         Ok(config) => return Ok(config),
         Err(problem) => problem,
     };
+    // The keys whose lines are blanked, by block (`None`: the top level).
+    let mut blanked: Vec<(Option<usize>, String)> = Vec::new();
+    let note = |blanked: &mut Vec<(Option<usize>, String)>, problem: &Problem| {
+        let Some(span) = &problem.span else { return };
+        let block = block_of(text, span.start);
+        blanked.push((block, key_at(text, span.start).to_string()));
+        if let Some(meant) = suggested_key(&problem.message) {
+            blanked.push((block, meant.to_string()));
+        }
+    };
+    note(&mut blanked, &first);
+    let mut range = first.span.as_ref().map(|s| whole_lines(text, s));
     let mut found = vec![first];
-    if text.parse::<toml::Table>().is_ok() {
-        let mut current = text.as_bytes().to_vec();
-        // The keys whose lines are blanked, by block (`None`: the top level).
-        let mut blanked: Vec<(Option<usize>, String)> = Vec::new();
-        let mut last = found[0].clone();
-        let mut range = last.span.as_ref().map(|s| whole_lines(text, s));
-        while let Some(lines) = range.take() {
-            if found.len() >= MAX_REPORTED
-                || current[lines.clone()].iter().all(u8::is_ascii_whitespace)
-            {
-                break;
+    if text.parse::<toml::Table>().is_err() {
+        range = None;
+    }
+    let mut current = text.as_bytes().to_vec();
+    while let Some(lines) = range.take() {
+        if found.len() >= MAX_REPORTED || current[lines.clone()].iter().all(u8::is_ascii_whitespace)
+        {
+            break;
+        }
+        for byte in &mut current[lines] {
+            if *byte != b'\n' {
+                *byte = b' ';
             }
-            if let Some(span) = &last.span {
-                let block = block_of(text, span.start);
-                blanked.push((block, key_at(text, span.start).to_string()));
-                if let Some(meant) = suggested_key(&last.message) {
-                    blanked.push((block, meant.to_string()));
-                }
-            }
-            for byte in &mut current[lines] {
-                if *byte != b'\n' {
-                    *byte = b' ';
-                }
-            }
-            // Spaces replace whole lines, so the text stays UTF-8.
-            let Ok(now) = std::str::from_utf8(&current) else {
-                break;
-            };
-            if now.parse::<toml::Table>().is_err() {
-                break;
-            }
-            let Err(next) = check(now) else { break };
-            let Some(span) = next.span.clone() else { break };
-            let block = block_of(text, span.start);
-            let follow_on = blanked
-                .iter()
-                .any(|(b, key)| (b.is_none() || *b == block) && mentions(&next.message, key));
-            if follow_on {
-                // What is left of this block is what the blanked lines broke:
-                // leave it out, and look on in the rest of the file.
-                range = Some(match block {
-                    Some(start) => start..block_end(text, start),
-                    None => whole_lines(text, &span),
-                });
-                last = Problem {
-                    span: None,
-                    message: String::new(),
-                };
-            } else {
-                range = Some(whole_lines(text, &span));
-                found.push(next.clone());
-                last = next;
-            }
+        }
+        // Spaces replace whole lines, so the text stays UTF-8.
+        let Ok(now) = std::str::from_utf8(&current) else {
+            break;
+        };
+        if now.parse::<toml::Table>().is_err() {
+            break;
+        }
+        let Err(next) = check(now) else { break };
+        let Some(span) = next.span.clone() else { break };
+        let block = block_of(text, span.start);
+        let follow_on = blanked
+            .iter()
+            .any(|(b, key)| (b.is_none() || *b == block) && mentions(&next.message, key));
+        range = Some(match block {
+            // What is left of this block is what the blanked lines broke:
+            // leave it out, and look on in the rest of the file.
+            Some(start) if follow_on => start..block_end(text, start),
+            _ => whole_lines(text, &span),
+        });
+        if !follow_on {
+            note(&mut blanked, &next);
+            found.push(next);
         }
     }
     found.sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
