@@ -560,8 +560,11 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
         .unwrap();
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut good, mut bad, mut fingerprint) = (None, None, None);
+    let (mut good, mut bad, mut fingerprint, mut status) = (None, None, None, None);
     while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(rest) = line.trim().strip_prefix("open http://") {
+            status = rest.split_whitespace().next().map(str::to_string);
+        }
         if line.contains(" fingerprint ") && line.contains("trust-on-first-use") {
             fingerprint = line.split('#').next().map(|c| c.trim().to_string());
         }
@@ -660,6 +663,24 @@ async fn the_demo_serves_a_login_and_refuses_the_impostor() {
     assert!(refused
         .to_ascii_lowercase()
         .contains("x-pinproxy-error: fingerprint-mismatch"));
+
+    // The printed status page shows both: the genuine certificate matched, the
+    // impostor's refused.
+    let page = status.expect("a status page printed");
+    let json = curl(vec!["-s".into(), format!("http://{}status", page)]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let matched: Vec<(&str, bool)> = v["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["name"].as_str().unwrap(),
+                u["certificate"]["matched_pin"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(matched, [("gaia", true), ("impostor", false)], "{v:#}");
 }
 
 #[tokio::test]

@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::admin::{Admin, Health};
 use crate::cmd::mock_api;
-use crate::config::{self, Config, UpstreamConfig};
+use crate::config::{self, AdminConfig, Config, Listen, UpstreamConfig};
 use crate::server::Proxy;
+use crate::status::{Board, Running};
 use crate::tls::pin::{CertPin, Fingerprints};
 
 /// Runs the demo until `shutdown` completes.
@@ -59,6 +61,24 @@ pub async fn run(
     let proxy = Proxy::bind(&config).await.map_err(|e| {
         format!("{e}\nTry another address, e.g. `pinproxy demo --listen 127.0.0.1:0` for any free port.")
     })?;
+    // The status page, on another loopback port: what `[admin]` shows in production.
+    let health = Health::new(proxy.metrics().clone());
+    let admin_config = AdminConfig {
+        listen: Listen::Tcp(SocketAddr::new(listen.ip(), 0)),
+        access: Default::default(),
+    };
+    let running = |admin| Running {
+        config: config.clone(),
+        file: None,
+        loaded_at: std::time::SystemTime::now(),
+        listeners: proxy.listens(),
+        proxy: None,
+        admin,
+    };
+    let board = Board::new(proxy.metrics().clone(), running(None));
+    let admin = Admin::bind(&admin_config, health.clone(), board.clone()).await?;
+    board.loaded(running(Some(admin.local().clone())));
+    health.set_ready();
     let addrs = proxy.local_addrs();
     let url = |name: &str| {
         addrs
@@ -93,8 +113,12 @@ Try, in another terminal (the demo holds this one):
   curl -si -X POST {bad}/web_api/login -d '{{}}'     # 502, X-Pinproxy-Error: fingerprint-mismatch
   {me} fingerprint {genuine_addr}    # what trust-on-first-use would show
 
+The status page (each upstream, the certificate it presented, its last handshake):
+  open http://{status}/ in a browser, or curl -s http://{status}/status
+
 Ctrl-C stops the demo.
 ",
+        status = admin.local(),
         sha1 = fp.sha1_line(),
         words = fp.words_line(),
         me = this_program(),
