@@ -53,7 +53,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
     let admin_listen = admin.as_ref().map(|a| a.local().clone());
-    board.loaded(running_of(&proxy, &config, &source, admin_listen.clone()));
+    board.started(running_of(&proxy, &config, &source, admin_listen.clone()));
     // Ready before the log lines say so, so whoever reads them finds /readyz at 200.
     health.set_ready();
     log_listening(&proxy, &config, |_| true);
@@ -75,7 +75,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
                 proxy.metrics().reloaded(outcome.is_ok());
                 match outcome {
                     Ok(()) => {
-                        board.loaded(running_of(&proxy, &running, &source, admin_listen.clone()));
+                        board.reloaded(running_of(&proxy, &running, &source, admin_listen.clone()));
                         notifier.ready(&status(&running));
                     }
                     Err(e) => {

@@ -28,8 +28,9 @@ use crate::tls::pin::colon_hex;
 /// where its listeners are bound. Updated by `service` on every reload.
 pub(crate) struct Board {
     running: ArcSwap<Running>,
-    /// The last reload's error while the running config is older than the file.
-    reload_error: Mutex<Option<String>>,
+    /// When the last reload was, and its error if it failed (then the running
+    /// config is older than the file); `None` before the first.
+    last_reload: Mutex<Option<(SystemTime, Option<String>)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -37,7 +38,7 @@ pub(crate) struct Board {
 pub(crate) struct Running {
     /// The config being served.
     pub config: Config,
-    /// Where it was read from (`None`: `run` flags).
+    /// Where it was read from (`None`: `run` flags, or the demo).
     pub file: Option<PathBuf>,
     /// When it was loaded.
     pub loaded_at: SystemTime,
@@ -53,31 +54,43 @@ impl Board {
     pub(crate) fn new(metrics: Arc<Metrics>, running: Running) -> Arc<Board> {
         Arc::new(Board {
             running: ArcSwap::from_pointee(running),
-            reload_error: Mutex::new(None),
+            last_reload: Mutex::new(None),
             metrics,
         })
     }
 
-    /// A reload applied `running`.
-    pub(crate) fn loaded(&self, running: Running) {
+    /// Starting up: `running` is complete now (the admin endpoint is bound).
+    pub(crate) fn started(&self, running: Running) {
         self.running.store(Arc::new(running));
-        *self.reload_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A reload applied `running`.
+    pub(crate) fn reloaded(&self, running: Running) {
+        self.running.store(Arc::new(running));
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((SystemTime::now(), None));
     }
 
     /// A reload failed; the running config stays.
     pub(crate) fn reload_failed(&self, error: &str) {
-        *self.reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((SystemTime::now(), Some(error.to_string())));
     }
 
     /// Everything the page shows, now; `readiness` is what `/readyz` says.
     pub(crate) fn status(&self, readiness: &'static str) -> Status {
         let running = self.running.load();
         let now = SystemTime::now();
-        let reload_error = self
-            .reload_error
+        let last_reload = self
+            .last_reload
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .clone()
+            .map(|(at, error)| ReloadStatus {
+                at: Time::of(unix(at)),
+                ok: error.is_none(),
+                error,
+            });
         let config = &running.config;
         let mut listeners: Vec<ListenerStatus> = running
             .listeners
@@ -130,8 +143,8 @@ impl Board {
             config: ConfigStatus {
                 file: running.file.as_ref().map(|p| p.display().to_string()),
                 loaded_at: Time::of(unix(running.loaded_at)),
-                stale: reload_error.is_some(),
-                last_reload_error: reload_error,
+                stale: last_reload.as_ref().is_some_and(|r| !r.ok),
+                last_reload,
             },
             listeners,
             upstreams,
@@ -157,7 +170,15 @@ struct ConfigStatus {
     loaded_at: Time,
     /// The last reload failed: the file says something else than what runs.
     stale: bool,
-    last_reload_error: Option<String>,
+    /// `None` before the first reload.
+    last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReloadStatus {
+    at: Time,
+    ok: bool,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -361,18 +382,19 @@ impl Status {
         item(
             out,
             "File",
-            &esc(c.file.as_deref().unwrap_or("(command-line flags)")),
+            &esc(c.file.as_deref().unwrap_or("none (command-line flags)")),
         )?;
         item(out, "Loaded", &esc(&c.loaded_at.utc))?;
-        let reload = match &c.last_reload_error {
-            Some(e) => format!(
-                "<span class=\"bad\">failed; still serving the config loaded above</span>: {}",
-                esc(e)
-            ),
-            None if c.stale => {
-                "<span class=\"bad\">failed; still serving the config loaded above</span>".into()
-            }
-            None => "<span class=\"ok\">ok</span>".into(),
+        let reload = match &c.last_reload {
+            None => "none since start".to_string(),
+            Some(r) => match &r.error {
+                None => format!("<span class=\"ok\">ok</span>, {}", esc(&r.at.utc)),
+                Some(e) => format!(
+                    "<span class=\"bad\">failed; still serving the config loaded above</span>, {}: {}",
+                    esc(&r.at.utc),
+                    esc(e)
+                ),
+            },
         };
         item(out, "Last reload", &reload)?;
         out.push_str("</dl></section>\n<section><h2>Listeners</h2><ul>");

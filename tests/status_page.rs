@@ -209,8 +209,9 @@ async fn a_failed_reload_shows_as_stale_until_a_good_one() {
     let first = status().await;
     assert_eq!(first["config"]["stale"], false);
     assert_eq!(
-        first["config"]["last_reload_error"],
-        serde_json::Value::Null
+        first["config"]["last_reload"],
+        serde_json::Value::Null,
+        "no reload yet"
     );
 
     std::fs::write(
@@ -222,7 +223,8 @@ async fn a_failed_reload_shows_as_stale_until_a_good_one() {
     bin.wait_for(|v| v["message"] == "config reload failed; still serving the previous config");
     let stale = status().await;
     assert_eq!(stale["config"]["stale"], true);
-    let error = stale["config"]["last_reload_error"].as_str().unwrap();
+    assert_eq!(stale["config"]["last_reload"]["ok"], false);
+    let error = stale["config"]["last_reload"]["error"].as_str().unwrap();
     assert!(error.contains(config.path().to_str().unwrap()), "{error}");
     assert_eq!(stale["config"]["loaded_at"], first["config"]["loaded_at"]);
     let page = get(&format!("http://{admin}/")).await.text();
@@ -236,8 +238,9 @@ async fn a_failed_reload_shows_as_stale_until_a_good_one() {
     bin.wait_for(|v| v["message"] == "config reloaded");
     let fresh = status().await;
     assert_eq!(fresh["config"]["stale"], false);
+    assert_eq!(fresh["config"]["last_reload"]["ok"], true);
     assert_eq!(
-        fresh["config"]["last_reload_error"],
+        fresh["config"]["last_reload"]["error"],
         serde_json::Value::Null
     );
     assert!(

@@ -77,7 +77,7 @@ pub async fn run(
     };
     let board = Board::new(proxy.metrics().clone(), running(None));
     let admin = Admin::bind(&admin_config, health.clone(), board.clone()).await?;
-    board.loaded(running(Some(admin.local().clone())));
+    board.started(running(Some(admin.local().clone())));
     health.set_ready();
     let addrs = proxy.local_addrs();
     let url = |name: &str| {
