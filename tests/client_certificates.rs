@@ -54,13 +54,8 @@ async fn requiring_server(server: &TestCert, ca: &Ca, tls12_only: bool) -> std::
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .unwrap();
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        rustls::DEFAULT_VERSIONS
-    };
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
+        .with_protocol_versions(protocol_versions(tls12_only))
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(
@@ -330,15 +325,7 @@ async fn fingerprint_and_check_connect_show_the_client_certificate() {
     let pin = server_cert.sha1_pin();
     for (extra, passes) in [(identity_lines(&c, &k), true), (String::new(), false)] {
         let file = temp_file(&config_text(server, &pin, &extra));
-        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
-            .args([
-                "check",
-                "--connect",
-                "--config",
-                file.path().to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = check_connect(file.path());
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.success(), passes, "{text}");

@@ -294,15 +294,7 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
     assert_eq!(proxy.heads().len(), 1);
 
     let file = temp_file(&config_text(up.addr, &c.sha1_pin(), &egress(&url)));
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
-        .args([
-            "check",
-            "--connect",
-            "--config",
-            file.path().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = check_connect(file.path());
     assert!(
         out.status.success(),
         "{}",

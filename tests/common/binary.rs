@@ -228,6 +228,15 @@ pub fn python_with(packages: &[&str]) -> Command {
     cmd
 }
 
+/// `pinproxy check --connect --config PATH`, run to its end.
+pub fn check_connect(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["check", "--connect", "--config"])
+        .arg(path)
+        .output()
+        .expect("run pinproxy check")
+}
+
 /// Writes `text` to a fresh temporary file and returns it (kept alive by the caller).
 pub fn temp_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();

@@ -79,6 +79,16 @@ impl ResolvesServerCert for Fixed {
     }
 }
 
+/// TLS 1.2 only (an old appliance), or what rustls offers by default.
+pub fn protocol_versions(tls12_only: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    if tls12_only {
+        &TLS12_ONLY
+    } else {
+        rustls::DEFAULT_VERSIONS
+    }
+}
+
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -86,13 +96,8 @@ pub fn server_config(
 ) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let signing_key = provider.key_provider.load_private_key(key).unwrap();
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        rustls::DEFAULT_VERSIONS
-    };
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
+        .with_protocol_versions(protocol_versions(tls12_only))
         .unwrap()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Fixed(Arc::new(CertifiedKey::new(
