@@ -37,7 +37,11 @@ pub fn tcp_client(stream: &tokio::net::TcpStream, peer: SocketAddr) -> Option<u3
 
 /// The uid that owns the client socket of the TCP connection from `peer` to
 /// `local`, when that client is on this machine. An error when the kernel
-/// knows no such socket (the client is remote, or already gone).
+/// knows no such socket (the client is remote, or already gone), and when the
+/// socket it knows is not held by a process any more: a socket in TIME_WAIT or
+/// SYN_RECV reports uid 0 (the kernel keeps no owner for those), and one its
+/// process already closed (inode 0) proves nothing about who sent the bytes
+/// waiting for us. Such an owner is unknown, never root.
 pub fn tcp_owner(peer: SocketAddr, local: SocketAddr) -> io::Result<u32> {
     #[cfg(target_os = "linux")]
     {
@@ -130,7 +134,8 @@ mod linux {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         match message.payload {
             NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                Ok(response.header.uid)
+                let h = &response.header;
+                live_owner(h.state, h.inode, h.uid)
             }
             NetlinkPayload::Error(e) => match e.code {
                 Some(code) if -code.get() == 2 => Err(not_found()),
@@ -159,13 +164,41 @@ mod linux {
                 continue;
             };
             if l == want_local && r == want_remote {
-                // state, tx:rx queue, timer, retransmits, then uid.
-                return cols.nth(4).and_then(|uid| uid.parse().ok()).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "unreadable uid column")
-                });
+                // state, tx:rx queue, timer, retransmits, uid, timeout, inode.
+                let unreadable = || io::Error::new(io::ErrorKind::InvalidData, "unreadable line");
+                let state = cols.next().and_then(|s| u8::from_str_radix(s, 16).ok());
+                let uid = cols.nth(3).and_then(|uid| uid.parse().ok());
+                let inode = cols.nth(1).and_then(|inode| inode.parse().ok());
+                let (Some(state), Some(uid), Some(inode)) = (state, uid, inode) else {
+                    return Err(unreadable());
+                };
+                return live_owner(state, inode, uid);
             }
         }
         Err(not_found())
+    }
+
+    /// The owner of a socket a process still holds, in a state where the
+    /// kernel keeps its owner. TIME_WAIT and SYN_RECV entries are not full
+    /// sockets (their uid reads 0); inode 0 is a socket whose process closed
+    /// it (an orphan). Either way the owner cannot be established.
+    fn live_owner(state: u8, inode: u32, uid: u32) -> io::Result<u32> {
+        // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
+        // states of a connected full socket.
+        const CONNECTED: [u8; 6] = [1, 4, 5, 8, 9, 11];
+        if !CONNECTED.contains(&state) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the client socket is in TCP state {state} (closed or not yet accepted): its owner is unknown"),
+            ));
+        }
+        if inode == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the client closed its socket before pinproxy could ask who owns it: its owner is unknown",
+            ));
+        }
+        Ok(uid)
     }
 
     fn to_v6(ip: IpAddr) -> [u8; 16] {
@@ -213,6 +246,49 @@ mod tests {
                 "{bind}"
             );
             assert_eq!(tcp_owner_proc(peer, local).unwrap(), own_uid(), "{bind}");
+        }
+    }
+
+    #[test]
+    fn a_client_that_closed_its_socket_has_no_owner() {
+        // The TIME_WAIT race: a client writes and closes before pinproxy
+        // accepts. The kernel still knows the connection (in TIME_WAIT or as
+        // an orphan) and would report uid 0: that must never read as root.
+        use std::io::Write;
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = std::net::TcpListener::bind(bind) else {
+                continue;
+            };
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let peer = client.local_addr().unwrap();
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            drop(client);
+            let (server, accepted_peer) = listener.accept().unwrap();
+            assert_eq!(accepted_peer, peer);
+            let local = server.local_addr().unwrap();
+            for lookup in [tcp_owner_sock_diag, tcp_owner_proc] {
+                let err = lookup(peer, local).expect_err("a closed client socket has no owner");
+                assert_eq!(err.kind(), io::ErrorKind::NotFound, "{bind}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_half_closed_client_still_has_its_owner() {
+        // shutdown(SHUT_WR) but still held: the process is there to vouch.
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = std::net::TcpListener::bind(bind) else {
+                continue;
+            };
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            let local = server.local_addr().unwrap();
+            for lookup in [tcp_owner_sock_diag, tcp_owner_proc] {
+                assert_eq!(lookup(peer, local).unwrap(), own_uid(), "{bind}");
+            }
         }
     }
 

@@ -609,6 +609,52 @@ async fn allowed_users_refuse_another_uid_on_unix_and_tcp_listeners() {
     assert_eq!(access["client_uid"], me, "the access log names the user");
 }
 
+/// The TIME_WAIT race: a client queues a request behind a full listener and
+/// closes at once, so that when pinproxy accepts, the kernel keeps no owner
+/// for the client's socket (it reads uid 0). With `allowed_users = ["root"]`
+/// that must be "owner unknown", refused, never root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_accept_is_refused_not_taken_for_root() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: allowed_users = [\"root\"] must admit this test's own client");
+        return;
+    }
+    let (up, c) = TestServer::start_self_signed().await;
+    let text = format!(
+        "[limits]\nmax_client_connections = 1\n[[upstream]]\nname = \"tcp\"\nlisten = \"127.0.0.1:0\"\n\
+         address = \"{}\"\nfingerprints = [\"{}\"]\nallowed_users = [\"root\"]\n",
+        up.addr,
+        c.sha1_pin()
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    // Root's own kept-alive connection takes the one slot.
+    let mut held = KeptConnection::open(addr).await;
+    let first = held.get("/first").await.await.unwrap();
+    assert_eq!(first.status(), 200);
+    drop(first);
+    // Queued behind it: the request is written, the socket closed.
+    let mut queued = TcpStream::connect(addr).await.unwrap();
+    queued
+        .write_all(b"GET /queued HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    drop(queued);
+    drop(held);
+    // Either way the queued request leaves one line: a refusal, or its access line.
+    let line = bin.wait_for(|v| {
+        v["reason"] == "user-not-allowed" || (v["message"] == "request" && v["path"] == "/queued")
+    });
+    assert_eq!(line["reason"], "user-not-allowed", "{line}");
+    assert_eq!(line["seen"], "unknown", "{line}");
+    assert_eq!(
+        up.requests(),
+        1,
+        "the queued request never reached the upstream"
+    );
+}
+
 #[tokio::test]
 async fn the_demo_listens_on_loopback_only() {
     let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
