@@ -30,6 +30,7 @@ use crate::http::tunnel::Tunnels;
 use crate::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::peer;
+use crate::tls::known_pins::{KnownPins, Learned};
 use crate::upstream::Upstream;
 use crate::workers::{self, Workers};
 use prometheus_client::metrics::gauge::Gauge;
@@ -144,6 +145,9 @@ pub struct ReloadSummary {
     /// `[limits]` changed: they apply to listeners bound from now on; a restart
     /// applies them everywhere.
     pub limits_changed: bool,
+    /// Upstreams whose learned pin (`known_pins`) was forgotten or replaced: every
+    /// pooled connection and tunnel verified by the old one was closed.
+    pub pins_revoked: Vec<String>,
 }
 
 impl fmt::Display for ReloadSummary {
@@ -162,7 +166,11 @@ impl fmt::Display for ReloadSummary {
             list(&self.removed),
             list(&self.changed),
             list(&self.unchanged)
-        )
+        )?;
+        if !self.pins_revoked.is_empty() {
+            write!(f, "; learned pin revoked {}", list(&self.pins_revoked))?;
+        }
+        Ok(())
     }
 }
 
@@ -272,6 +280,45 @@ impl Proxy {
     /// addresses are bound, vanished ones closed. If any new address cannot be
     /// bound, nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<ReloadSummary, BindError> {
+        self.reload_revoking(config, &[]).await
+    }
+
+    /// The pin each running trust-on-first-use upstream has learned, as this
+    /// process holds it now: compare with [`Proxy::learned_pins_changed`] after
+    /// the `known_pins` files were read again.
+    pub fn learned_pins(&self) -> Vec<(String, Option<Learned>)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| {
+                let path = l.config.known_pins.as_deref()?;
+                let known = KnownPins::shared(path).ok()?;
+                Some((l.config.name.clone(), known.get(&l.config.name)))
+            })
+            .collect()
+    }
+
+    /// The upstreams whose learned pin differs from `before` (forgotten with
+    /// `pinproxy pins forget`, or replaced in the file): their connections were
+    /// verified by a pin that is no longer trusted.
+    pub fn learned_pins_changed(&self, before: &[(String, Option<Learned>)]) -> Vec<String> {
+        let now = self.learned_pins();
+        before
+            .iter()
+            .filter(|(name, pin)| {
+                pin.is_some() && now.iter().find(|(n, _)| n == name).map(|(_, p)| p) != Some(pin)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// [`Proxy::reload`], and the upstreams named in `revoked` lose every pooled
+    /// connection and tunnel even where their settings did not change: the
+    /// pin that verified them was taken back (see [`Proxy::learned_pins_changed`]).
+    pub async fn reload_revoking(
+        &mut self,
+        config: &Config,
+        revoked: &[String],
+    ) -> Result<ReloadSummary, BindError> {
         enum Plan {
             Keep(usize, Option<Box<Upstream>>),
             Bind(Socket),
@@ -288,8 +335,9 @@ impl Proxy {
             plans.push(match same_socket {
                 Some(i) => {
                     taken[i] = true;
-                    let swap = (!self.listeners[i].config.same_upstream(cfg))
-                        .then(|| Box::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
+                    let swap = (!self.listeners[i].config.same_upstream(cfg)
+                        || revoked.contains(&cfg.name))
+                    .then(|| Box::new(Upstream::new(cfg, self.metrics.upstream(&cfg.name))));
                     Plan::Keep(i, swap)
                 }
                 // Bound before anything changes, so a busy port leaves the old config serving.
@@ -326,17 +374,27 @@ impl Proxy {
                     match swap {
                         Some(mut upstream) => {
                             let old = listener.upstream.load_full();
-                            let same_trust = listener.config.same_trust(cfg);
+                            let pin_revoked = revoked.contains(&cfg.name);
+                            let same_trust = listener.config.same_trust(cfg) && !pin_revoked;
                             if same_trust {
                                 upstream.keep_tunnels_of(&old);
                             }
                             listener.upstream.store(Arc::new(*upstream));
-                            if !same_trust {
+                            if pin_revoked {
+                                summary.pins_revoked.push(cfg.name.clone());
+                                revoke(
+                                    &old,
+                                    "the pin it learned on first use was forgotten or replaced",
+                                );
+                                old.metrics().certificates().clear();
+                            } else if !same_trust {
                                 revoke(&old, "its pins, address or TLS settings changed");
                                 // Learned under pins that may be gone: wait for a handshake under the new ones.
                                 old.metrics().certificates().clear();
                             }
-                            summary.changed.push(cfg.name.clone());
+                            if !pin_revoked || !listener.config.same_upstream(cfg) {
+                                summary.changed.push(cfg.name.clone());
+                            }
                         }
                         None if access_changed => summary.changed.push(cfg.name.clone()),
                         None => summary.unchanged.push(cfg.name.clone()),

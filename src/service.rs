@@ -124,19 +124,31 @@ async fn apply_reload(
         .and_then(|text| Config::parse(&text, path))
         .map_err(|e| e.to_string())?;
     // `pinproxy pins forget` edits the file: read it again, so the next
-    // connection of a forgotten upstream learns its pin anew.
+    // connection of a forgotten upstream learns its pin anew, and what the old
+    // pin verified (pooled connections, tunnels) is closed.
+    let learned_before = proxy.learned_pins();
     KnownPins::reread_all()?;
+    let revoked = proxy.learned_pins_changed(&learned_before);
     for up in new.upstreams.iter().filter(|u| u.known_pins.is_some()) {
         if let Some(Ok(known)) = up.known_pins.as_deref().map(KnownPins::shared) {
             let learned = known.get(&up.name).is_some();
             proxy.metrics().upstream(&up.name).pin_learned.set(learned);
         }
     }
-    if new == *running {
+    if new == *running && revoked.is_empty() {
         tracing::info!(trigger = %trigger, "config reloaded: nothing changed");
         return Ok(());
     }
-    let summary = proxy.reload(&new).await.map_err(|e| e.to_string())?;
+    let summary = proxy
+        .reload_revoking(&new, &revoked)
+        .await
+        .map_err(|e| e.to_string())?;
+    for name in &summary.pins_revoked {
+        tracing::warn!(
+            upstream = %name,
+            "the pin this upstream learned on first use was forgotten or replaced: closed its pooled connections and tunnels; the next connection learns or checks the pin in known_pins"
+        );
+    }
     if summary.limits_changed {
         tracing::warn!("[limits] changed: listeners bound from now on use the new limits; restart pinproxy to apply them to every listener");
     }

@@ -249,3 +249,53 @@ fn trust_on_first_use_config_errors_say_how_to_fix_them() {
     );
     assert!(!ok && text.contains("single address"), "{text}");
 }
+
+/// An impostor won the first use; the operator forgets its pin and reloads.
+/// From then on no request may reach the impostor: its pooled connection was
+/// verified by the forgotten pin, so the reload must close it (and say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_learned_pin_closes_the_connections_it_verified() {
+    let (genuine, _) = TestServer::start_self_signed().await;
+    let (impostor, _) = TestServer::start_self_signed().await;
+    let (front, to_impostor) = redirector(genuine.addr, impostor.addr).await;
+    to_impostor.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_pins.toml");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, learning_config(front, &known)).unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    let mut bin = Binary::spawn(&["run", "--config", config_arg], &[]);
+    let url = format!("http://{}/x", bin.listening());
+    assert_eq!(get(&url).await.status, 200);
+    assert_eq!(impostor.requests(), 1, "the impostor won the first use");
+
+    // The operator notices, sends the name back to the genuine server and
+    // forgets the impostor's pin.
+    to_impostor.store(false, Ordering::SeqCst);
+    let (ok, said) = pinproxy(&["pins", "forget", "gaia", "--config", config_arg], &[]);
+    assert!(ok, "{said}");
+    bin.signal("HUP");
+    let reloaded = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("config reloaded"))
+    });
+    assert!(
+        reloaded["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("learned pin revoked gaia")),
+        "the reload must say what it revoked: {reloaded}"
+    );
+    for _ in 0..3 {
+        let answer = get(&url).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(
+        (impostor.requests(), genuine.requests()),
+        (1, 3),
+        "after the reload every request goes to the server that was learned anew"
+    );
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
