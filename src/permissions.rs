@@ -18,10 +18,35 @@ use std::path::{Component, Path, PathBuf};
 /// Symlinks followed before giving up, as the kernel does (ELOOP).
 const MAX_SYMLINKS: usize = 40;
 
-/// Checks everything on the way to `path`; `Err` says which path is unsafe, why,
-/// and the command that fixes it. A path that does not exist passes here, so
-/// reading it reports that plainly.
+/// What a checked file is, for the rules and the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protected {
+    /// The config file (and files it names, such as a client key).
+    Config,
+    /// The `known_pins` file pinproxy writes: its directory is pinproxy's own, so
+    /// a group that can write it is refused too (a group member could swap in
+    /// their server's pin).
+    PinStore,
+}
+
+impl Protected {
+    fn noun(self) -> &'static str {
+        match self {
+            Protected::Config => "the config",
+            Protected::PinStore => "the pin store (known_pins)",
+        }
+    }
+}
+
+/// Checks everything on the way to the config file `path`; `Err` says which
+/// path is unsafe, why, and the command that fixes it. A path that does not
+/// exist passes here, so reading it reports that plainly.
 pub fn check(path: &Path) -> Result<(), String> {
+    check_as(path, Protected::Config)
+}
+
+/// [`check`] with the rules of `what`.
+pub fn check_as(path: &Path, what: Protected) -> Result<(), String> {
     let euid = nix::unistd::geteuid().as_raw();
     let absolute = if path.is_absolute() {
         path.to_path_buf()
@@ -35,6 +60,7 @@ pub fn check(path: &Path) -> Result<(), String> {
         euid,
         symlinks: 0,
         root: path,
+        what,
     };
     match walk.resolve(&absolute) {
         Ok(_) => Ok(()),
@@ -55,6 +81,7 @@ struct Walk<'a> {
     symlinks: usize,
     /// The path as the user gave it, for messages.
     root: &'a Path,
+    what: Protected,
 }
 
 impl Walk<'_> {
@@ -101,9 +128,10 @@ impl Walk<'_> {
         let uid = meta.uid();
         if uid != 0 && uid != self.euid {
             return Err(Unsafe::Found(format!(
-                "refusing the config {}: {} is owned by {}, who is neither root nor the user pinproxy runs as ({}), \
-                 and could change the pins to trust their own server. Fix: chown root {} (or keep the config where \
-                 only root and {} can write, such as /etc/pinproxy)",
+                "refusing {} {}: {} is owned by {}, who is neither root nor the user pinproxy runs as ({}), \
+                 and could change the pins to trust their own server. Fix: chown root {} (or keep the file where \
+                 only root and {} can write, such as /etc/pinproxy or /var/lib/pinproxy)",
+                self.what.noun(),
                 self.root.display(),
                 path.display(),
                 user(uid),
@@ -113,17 +141,23 @@ impl Walk<'_> {
             )));
         }
         let mode = meta.mode();
-        let world_writable = mode & 0o002 != 0;
+        // The pin store also refuses group write: only pinproxy writes it.
+        let strict = self.what == Protected::PinStore;
+        let (others, who, bits) = if mode & 0o002 != 0 {
+            (true, "every user on this machine", "o-w")
+        } else if strict && mode & 0o020 != 0 {
+            (true, "its group", "g-w")
+        } else {
+            (false, "", "")
+        };
         let sticky_root_dir = meta.is_dir() && mode & 0o1000 != 0 && uid == 0;
-        if world_writable && !sticky_root_dir && !read_only(path) {
-            let (what, fix) = if meta.is_dir() {
-                ("directory", format!("chmod o-w {}", path.display()))
-            } else {
-                ("file", format!("chmod o-w {}", path.display()))
-            };
+        if others && !sticky_root_dir && !read_only(path) {
+            let what = if meta.is_dir() { "directory" } else { "file" };
+            let fix = format!("chmod {bits} {}", path.display());
             return Err(Unsafe::Found(format!(
-                "refusing the config {}: the {what} {} is writable by every user on this machine (mode {:04o}), so \
-                 anyone could {} and make pinproxy trust their own server. Fix: {fix}",
+                "refusing {} {}: the {what} {} is writable by {who} (mode {:04o}), so \
+                 they could {} and make pinproxy trust their own server. Fix: {fix}",
+                self.what.noun(),
                 self.root.display(),
                 path.display(),
                 mode & 0o7777,
@@ -248,6 +282,26 @@ mod tests {
         assert!(err.contains("uid 65534"), "{err}");
         assert!(
             err.contains(&format!("chown root {}", file.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_pin_store_also_refuses_group_write_the_config_does_not() {
+        let (dir, file) = layout();
+        chmod(&file, 0o664);
+        assert_eq!(check(&file), Ok(()));
+        let err = check_as(&file, Protected::PinStore).unwrap_err();
+        assert!(
+            err.contains(&format!("chmod g-w {}", file.display())),
+            "{err}"
+        );
+        assert!(err.contains("pin store"), "{err}");
+        chmod(&file, 0o644);
+        chmod(dir.path(), 0o770);
+        let err = check_as(&file, Protected::PinStore).unwrap_err();
+        assert!(
+            err.contains(&format!("chmod g-w {}", dir.path().display())),
             "{err}"
         );
     }

@@ -299,3 +299,111 @@ async fn forgetting_a_learned_pin_closes_the_connections_it_verified() {
     bin.signal("TERM");
     let _ = bin.finish();
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The pin store decides which server is trusted, so it gets the config
+/// file's rules (and no group write): checked at startup, in `check`, and
+/// before every read and write at run time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_store_others_can_write_is_refused_at_start_and_at_run_time() {
+    let (server, _) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let known = state.join("known_pins.toml");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, learning_config(server.addr, &known)).unwrap();
+    let config_arg = config.to_str().unwrap();
+
+    for (mode, fix) in [(0o777, "chmod o-w"), (0o775, "chmod g-w")] {
+        chmod(&state, mode);
+        let (ok, text) = pinproxy(&["check", "--config", config_arg], &[]);
+        assert!(
+            !ok && text.contains(&format!("{fix} {}", state.display())),
+            "{text}"
+        );
+        let (ok, text) = pinproxy(&["run", "--config", config_arg], &[]);
+        assert!(!ok && text.contains(fix), "{text}");
+    }
+    // A symlink to a store in an open directory is judged by its target.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    chmod(&state, 0o755);
+    std::fs::write(open.join("planted.toml"), "").unwrap();
+    std::os::unix::fs::symlink(open.join("planted.toml"), &known).unwrap();
+    let (ok, text) = pinproxy(&["check", "--config", config_arg], &[]);
+    assert!(
+        !ok && text.contains(&format!("chmod o-w {}", open.display())),
+        "{text}"
+    );
+    std::fs::remove_file(&known).unwrap();
+
+    // Safe at startup, opened up later: the first use cannot record its pin,
+    // and says so with its own tag, not as a failed handshake.
+    let mut bin = Binary::spawn(&["run", "--config", config_arg], &[]);
+    let url = format!("http://{}/x", bin.listening());
+    chmod(&state, 0o777);
+    let refused = get(&url).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.error_tag()),
+        (500, Some("pin-store-failed")),
+        "{}",
+        refused.text()
+    );
+    assert!(refused.text().contains("chmod o-w"), "{}", refused.text());
+    assert_eq!(server.requests(), 0);
+    assert!(!known.exists(), "nothing was learned");
+    // And a reload reads the store under the same rules.
+    bin.signal("HUP");
+    let failed = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reload failed"))
+    });
+    assert!(
+        failed.to_string().contains("chmod o-w"),
+        "the reload names the fix: {failed}"
+    );
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
+
+/// A missing state directory used to pass `check --connect` and start, then
+/// fail the first request as `502 handshake-failed`.
+#[test]
+fn a_missing_state_directory_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("missing/known_pins.toml");
+    let config = temp_file(&learning_config("192.0.2.10:443".parse().unwrap(), &known));
+    let config_arg = config.path().to_str().unwrap();
+    for args in [
+        &["check", "--config", config_arg][..],
+        &["run", "--config", config_arg],
+    ] {
+        let (ok, text) = pinproxy(args, &[]);
+        assert!(!ok, "{args:?}: {text}");
+        assert!(
+            text.contains("does not exist") && text.contains("mkdir -p"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// A damaged store is one mistake, reported once: blanking the line it is
+/// reported at must not also bring a false "no fingerprints".
+#[test]
+fn a_damaged_pin_store_is_reported_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_pins.toml");
+    std::fs::write(&known, "[gaia]\npin = 3\n").unwrap();
+    let config = temp_file(&learning_config("192.0.2.10:443".parse().unwrap(), &known));
+    let (ok, text) = pinproxy(&["check", "--config", config.path().to_str().unwrap()], &[]);
+    assert!(!ok && text.contains("known_pins"), "{text}");
+    assert!(!text.contains("no fingerprints"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+}

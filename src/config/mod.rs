@@ -586,8 +586,11 @@ impl Config {
             if let Some(span) = raw_u.learns() {
                 match &known_pins {
                     Some(path) => {
-                        // Unreadable or damaged: refuse it now (a reload keeps the running config).
-                        crate::tls::known_pins::KnownPins::open(path).map_err(|m| at(span.clone(), m))?;
+                        // Missing, unsafe, unreadable or damaged: refuse it now (a
+                        // reload keeps the running config).
+                        crate::tls::known_pins::check_store(path)
+                            .and_then(|()| crate::tls::known_pins::KnownPins::open(path))
+                            .map_err(|m| at(span.clone(), m))?;
                         up.known_pins = Some(path.clone());
                     }
                     None => {
@@ -1192,7 +1195,8 @@ fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
         (
             span,
             "no fingerprints: add fingerprints = [\"SHA1: …\"] (the SHA1 line of `api fingerprint` on the server) \
-             to the upstream, or to each [[upstream.target]]"
+             to the upstream, or to each [[upstream.target]] (or, without a pin to compare, \
+             trust_on_first_use = true)"
                 .to_string(),
         )
     };

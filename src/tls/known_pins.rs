@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::permissions::Protected;
 use crate::tls::pin::{CertPin, Fingerprints};
 
 /// One learned pin, as the file keeps it.
@@ -175,7 +176,51 @@ impl KnownPins {
     }
 }
 
+/// Checks where `path` would be kept, before anything is learned into it: its
+/// directory must exist and be writable by pinproxy (else the first connection
+/// would fail after a handshake that worked), and the file and every directory
+/// on the way must pass the pin store's permission rules.
+pub fn check_store(path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "known_pins {}: {} is not a directory; point known_pins at a file in a directory pinproxy owns",
+                path.display(),
+                dir.display()
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "known_pins {}: the directory {} does not exist, so a pin learned on first use could not be kept. \
+                 Fix: mkdir -p {} and give it to the user pinproxy runs as (under systemd, StateDirectory=pinproxy \
+                 creates /var/lib/pinproxy)",
+                path.display(),
+                dir.display(),
+                dir.display()
+            ))
+        }
+    }
+    crate::permissions::check_as(path, Protected::PinStore)?;
+    if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+        return Err(format!(
+            "known_pins {}: the directory {} is not writable by the user pinproxy runs as, so a pin learned on \
+             first use could not be kept. Fix: chown that user {}",
+            path.display(),
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 fn read(path: &Path) -> Result<BTreeMap<String, Learned>, String> {
+    // Whoever can write the store chooses the pin: the same rules as the config.
+    crate::permissions::check_as(path, Protected::PinStore)?;
     match fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             format!(
@@ -194,6 +239,8 @@ fn read(path: &Path) -> Result<BTreeMap<String, Learned>, String> {
 /// old file or the new one, never half of one.
 fn write(path: &Path, entries: &BTreeMap<String, Learned>) -> Result<(), String> {
     let failed = |e: std::io::Error| format!("cannot write known_pins {}: {e}", path.display());
+    // Checked again before each write: the directory may have changed hands.
+    crate::permissions::check_as(path, Protected::PinStore)?;
     let text = toml::to_string(entries).map_err(|e| format!("known_pins: {e}"))?;
     let dir = path
         .parent()

@@ -387,11 +387,9 @@ impl Connector {
                 expected: vec![learned.pin.clone()],
                 learned: Some(Box::new(learned)),
             })),
-            Err(e) => Err(UpstreamError::Handshake {
+            Err(reason) => Err(UpstreamError::PinStore {
                 address: target.address.clone(),
-                reason: format!(
-                    "the pin could not be recorded, so the connection is not used: {e}"
-                ),
+                reason,
             }),
         }
     }

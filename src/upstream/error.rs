@@ -22,6 +22,15 @@ pub enum UpstreamError {
         /// rustls' or the socket's explanation, with a hint where one helps.
         reason: String,
     },
+    /// The handshake completed but the pin learned on first use could not be
+    /// written to `known_pins`, so the connection is not used.
+    #[error("the pin learned from {address} could not be recorded, so the connection is not used: {reason}")]
+    PinStore {
+        /// `host:port` of the upstream.
+        address: String,
+        /// What went wrong with the file, with the fix.
+        reason: String,
+    },
     /// DNS or TCP failure.
     #[error("cannot connect to {address}: {reason}")]
     Connect {
@@ -80,6 +89,10 @@ impl UpstreamError {
                 (StatusCode::BAD_GATEWAY, "fingerprint-mismatch")
             }
             UpstreamError::Handshake { .. } => (StatusCode::BAD_GATEWAY, "handshake-failed"),
+            // pinproxy's own state, not the server: no gateway error.
+            UpstreamError::PinStore { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "pin-store-failed")
+            }
             UpstreamError::Connect { .. } => (StatusCode::BAD_GATEWAY, "connect-failed"),
             UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream-failed"),
