@@ -358,6 +358,17 @@ async fn a_pin_store_others_can_write_is_refused_at_start_and_at_run_time() {
     assert!(refused.text().contains("chmod o-w"), "{}", refused.text());
     assert_eq!(server.requests(), 0);
     assert!(!known.exists(), "nothing was learned");
+    // A certificate refused at first use is never shown as matching a pin,
+    // nor feeds the expiry alert.
+    let admin = bin.admin();
+    let status = get(&format!("http://{admin}/status")).await.json();
+    let gaia = &status["upstreams"][0];
+    assert_eq!(gaia["certificate"]["matched_pin"], false, "{gaia}");
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    assert!(
+        !metrics.contains("pinproxy_upstream_certificate_not_after_timestamp_seconds{"),
+        "{metrics}"
+    );
     // And a reload reads the store under the same rules.
     bin.signal("HUP");
     let failed = bin.wait_for(|v| {

@@ -145,6 +145,15 @@ impl PinVerifier {
     }
 }
 
+/// Records a leaf whose fate was decided outside the verifier (a pin learned
+/// on first use, or refused then): `matched` only once it was accepted.
+pub(crate) fn record_presented(certificates: &Certificates, der: &[u8], matched: bool) {
+    let not_after = x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp());
+    certificates.presented(Fingerprints::of(der).sha1, not_after, matched);
+}
+
 impl ServerCertVerifier for PinVerifier {
     fn verify_server_cert(
         &self,
@@ -183,10 +192,11 @@ impl ServerCertVerifier for PinVerifier {
         match (&self.trust, matched) {
             (Trust::FirstUse, _) => Ok(ServerCertVerified::assertion()),
             // Nothing learned yet: this may become the pin (see Trust::Learned).
-            (Trust::Learned(_), None) if learned.is_none() => {
-                self.note(der, presented.sha1, true, now);
-                Ok(ServerCertVerified::assertion())
-            }
+            // Not recorded here: whether it is accepted is decided when the
+            // connector records the pin, which then records the verdict (see
+            // [`record_presented`]), so a certificate refused then is never
+            // shown as matching.
+            (Trust::Learned(_), None) if learned.is_none() => Ok(ServerCertVerified::assertion()),
             (Trust::Pins(_) | Trust::Learned(_), Some(_)) => {
                 self.note(der, presented.sha1, true, now);
                 Ok(ServerCertVerified::assertion())

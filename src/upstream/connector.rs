@@ -20,6 +20,7 @@ use crate::config::{EgressProxy, Http2, Target, UpstreamConfig};
 use crate::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::known_pins::{KnownPins, Verdict};
 use crate::tls::pin::Fingerprints;
+use crate::tls::verify::record_presented;
 use crate::tls::verify::{self, PinMismatch, PinVerifier};
 
 /// Opens pinned TLS connections to one configured upstream.
@@ -367,7 +368,10 @@ impl Connector {
                 address: target.address.clone(),
                 reason: "the server presented no certificate to learn".into(),
             })?;
-        match known.check_or_learn(&inner.upstream, &target.address, leaf.as_ref()) {
+        let verdict = known.check_or_learn(&inner.upstream, &target.address, leaf.as_ref());
+        let accepted = matches!(verdict, Ok(Verdict::Known | Verdict::Learned(_)));
+        record_presented(&inner.metrics.certificates(), leaf.as_ref(), accepted);
+        match verdict {
             Ok(Verdict::Known) => Ok(()),
             Ok(Verdict::Learned(learned)) => {
                 let words = Fingerprints::of(leaf.as_ref()).words_line();
