@@ -90,8 +90,14 @@ async fn requiring_server(server: &TestCert, ca: &Ca, tls12_only: bool) -> std::
 fn files(dir: &Path, certificate: &str, key: &str) -> (PathBuf, PathBuf) {
     let (c, k) = (dir.join("client.pem"), dir.join("client.key"));
     std::fs::write(&c, certificate).unwrap();
-    std::fs::write(&k, key).unwrap();
+    write_key(&k, key);
     (c, k)
+}
+
+/// A key file as people keep them: readable by its owner only.
+fn write_key(path: &Path, key: &str) {
+    std::fs::write(path, key).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
 fn identity_lines(certificate: &Path, key: &Path) -> String {
@@ -251,7 +257,7 @@ fn bad_client_certificate_files_are_config_errors_with_the_fix() {
 
     // A key that belongs to another certificate.
     let mismatched = dir.path().join("other.key");
-    std::fs::write(&mismatched, &other_key).unwrap();
+    write_key(&mismatched, &other_key);
     let (ok, text) = check(&config_text(target, &pin, &identity_lines(&c, &mismatched)));
     assert!(!ok);
     // Line 9: client_key.
@@ -268,10 +274,44 @@ fn bad_client_certificate_files_are_config_errors_with_the_fix() {
 
     // Not PEM.
     let garbage = dir.path().join("garbage.key");
-    std::fs::write(&garbage, "not a key\n").unwrap();
+    write_key(&garbage, "not a key\n");
     let (ok, text) = check(&config_text(target, &pin, &identity_lines(&c, &garbage)));
     assert!(!ok);
     assert!(text.contains("expected a PEM private key"), "{text}");
+
+    // A key that lost its line breaks (a paste through a one-line field): the
+    // parser's complaint would quote the key; ours never does.
+    let flat = dir.path().join("flat.key");
+    write_key(&flat, &key.replace('\n', ""));
+    let (ok, text) = check(&config_text(target, &pin, &identity_lines(&c, &flat)));
+    assert!(
+        !ok && text.contains("not a well-formed PEM private key"),
+        "{text}"
+    );
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for chunk in body.as_bytes().chunks(16) {
+        let chunk = std::str::from_utf8(chunk).unwrap();
+        assert!(!text.contains(chunk), "key material {chunk:?} in: {text}");
+    }
+    // Nor as the bytes the parser would print ("[77, 73, 71, …]").
+    for chunk in body.as_bytes().chunks(8) {
+        let decimal: Vec<String> = chunk.iter().map(u8::to_string).collect();
+        assert!(!text.contains(&decimal.join(", ")), "key bytes in: {text}");
+    }
+
+    // A key every user can read is no longer private.
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (ok, text) = check(&config_text(target, &pin, &identity_lines(&c, &k)));
+    assert!(
+        !ok && text.contains(&format!("chmod o-r {}", k.display())),
+        "{text}"
+    );
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let (ok, text) = check(&config_text(target, &pin, &identity_lines(&c, &k)));
+    assert!(
+        ok,
+        "group read (root:pinproxy 0640) is how the service reads it: {text}"
+    );
 
     // A key in a world-writable directory: anyone could swap it.
     let open = dir.path().join("open");

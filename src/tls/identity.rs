@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -26,6 +26,34 @@ pub struct ClientIdentity {
     certified: Arc<CertifiedKey>,
 }
 
+/// An I/O error's kind in words, without the path (the message names it).
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "pinproxy may not read it (permission denied)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// A private key that every user on the machine can read is no longer
+/// private: refused, as SSH refuses such a key. Group read is how a root-owned
+/// key is given to the service's user (`root:pinproxy 0640`), so it passes.
+fn readable_by_owner_and_group_only(key: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(key) {
+        Ok(meta) if meta.mode() & 0o004 != 0 => Err(format!(
+            "client_key {}: readable by every user on this machine (mode {:04o}), so the key is not private. \
+             Fix: chmod o-r {} (and consider a new key: this one may have been copied)",
+            key.display(),
+            meta.mode() & 0o7777,
+            key.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl ClientIdentity {
     /// Reads both files, checks the key file's path like the config file's, and
     /// checks that the key belongs to the (first) certificate.
@@ -35,6 +63,7 @@ impl ClientIdentity {
             message,
         };
         crate::permissions::check(key).map_err(|e| in_key(format!("client_key: {e}")))?;
+        readable_by_owner_and_group_only(key).map_err(in_key)?;
         let chain = CertificateDer::pem_file_iter(certificate)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| IdentityError {
@@ -53,9 +82,19 @@ impl ClientIdentity {
                 ),
             });
         }
+        // The PEM parser's errors quote the offending line, which here is key
+        // material: none of its text may reach a log, a reload error or the
+        // status page. Our own words say what is wrong.
         let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            let what = match e {
+                pem::Error::Io(io) => io_reason(&io),
+                pem::Error::NoItemsFound => "no private key block in it".into(),
+                _ => "not a well-formed PEM private key (each -----BEGIN and -----END line on a line of its own, \
+                      the base64 between them in lines)"
+                    .into(),
+            };
             in_key(format!(
-                "client_key {}: {e} (expected a PEM private key: PKCS#8 \"BEGIN PRIVATE KEY\", PKCS#1 \"BEGIN RSA \
+                "client_key {}: {what} (expected a PEM private key: PKCS#8 \"BEGIN PRIVATE KEY\", PKCS#1 \"BEGIN RSA \
                  PRIVATE KEY\" or SEC1 \"BEGIN EC PRIVATE KEY\"; an encrypted key must be decrypted first)",
                 key.display()
             ))
@@ -68,8 +107,9 @@ impl ClientIdentity {
                     key.display(),
                     certificate.display()
                 )),
-                other => in_key(format!(
-                    "client_key {}: {other} (pinproxy signs with RSA, ECDSA P-256/P-384 or Ed25519 keys)",
+                _ => in_key(format!(
+                    "client_key {}: a key pinproxy cannot sign with (it signs with RSA, ECDSA P-256/P-384 or \
+                     Ed25519 keys)",
                     key.display()
                 )),
             })?;
