@@ -189,9 +189,16 @@ struct FingerprintArgs {
     client_certificate: Option<PathBuf>,
 
     /// Reach the server through this HTTP proxy (a CONNECT tunnel), as
-    /// `egress_proxy` does for an upstream: http://[user:password@]host:port, or
-    /// `env` for $HTTPS_PROXY.
-    #[arg(long, value_name = "URL")]
+    /// `egress_proxy` does for an upstream: http://[user:password@]host:port,
+    /// `env` for $HTTPS_PROXY, or file:PATH to read the URL from a file. A
+    /// password on the command line is visible to every local user (`ps`): give
+    /// such a URL in $PINPROXY_EGRESS_PROXY or a file instead.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "PINPROXY_EGRESS_PROXY",
+        hide_env_values = true
+    )]
     egress_proxy: Option<String>,
 
     /// The private key of --client-certificate (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -387,7 +394,16 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
         _ => None,
     };
     let egress_proxy = match &args.egress_proxy {
-        Some(url) => EgressProxy::parse(url).map_err(|e| format!("--egress-proxy: {e}"))?,
+        Some(url) => {
+            let url = match url.strip_prefix("file:") {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| format!("--egress-proxy file:{path}: {e}"))?
+                    .trim()
+                    .to_string(),
+                None => url.clone(),
+            };
+            EgressProxy::parse(&url).map_err(|e| format!("--egress-proxy: {e}"))?
+        }
         None => None,
     };
     let presented = fingerprint::probe(

@@ -292,6 +292,24 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
     );
     assert!(stdout.contains(&c.fingerprints().sha1_line()), "{stdout}");
     assert_eq!(proxy.heads().len(), 1);
+    // Kept off the command line (where `ps` shows a password): from the
+    // environment, or from a file.
+    let url_file = temp_file(&format!("{url}\n"));
+    let from_file = format!("file:{}", url_file.path().display());
+    for (args, env) in [
+        (vec![], vec![("PINPROXY_EGRESS_PROXY", url.as_str())]),
+        (vec!["--egress-proxy", from_file.as_str()], vec![]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+            .args(["fingerprint", &up.addr.to_string()])
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&c.fingerprints().sha1_line()), "{stdout}");
+    }
+    assert_eq!(proxy.heads().len(), 3, "both went through the proxy");
 
     let file = temp_file(&config_text(up.addr, &c.sha1_pin(), &egress(&url)));
     let out = check_connect(file.path());
@@ -300,7 +318,7 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(proxy.heads().len(), 2);
+    assert_eq!(proxy.heads().len(), 4);
 }
 
 #[test]
@@ -315,6 +333,9 @@ fn egress_proxy_values_that_cannot_work_are_config_errors() {
         ("proxy.internal:3128", "is not a URL"),
         ("http://proxy.internal", "needs HOST:PORT"),
         ("http://u:secret@proxy.internal", "needs HOST:PORT"),
+        // No scheme: still a password, never quoted.
+        ("alice:secret@proxy.internal:3128", "is not a URL"),
+        ("alice:secret@proxy.internal", "is not a URL"),
         ("http://proxy.internal:3128/path", "has a path"),
     ] {
         let file = temp_file(&config_text(target, &pin, &egress(value)));
@@ -331,4 +352,18 @@ fn egress_proxy_values_that_cannot_work_are_config_errors() {
         );
         assert!(!text.contains("secret"), "{value}: {text}");
     }
+    // egress_proxy = "env" quotes HTTPS_PROXY's problems, never its password.
+    let file = temp_file(&config_text(target, &pin, &egress("env")));
+    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["check", "--config", file.path().to_str().unwrap()])
+        .env("HTTPS_PROXY", "bob:pw-secret@proxy:8080")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("HTTPS_PROXY"),
+        "{text}"
+    );
+    assert!(!text.contains("secret") && !text.contains("bob"), "{text}");
 }

@@ -305,11 +305,16 @@ impl EgressProxy {
     }
 }
 
-/// `text` with any `user:password@` replaced, for messages.
-fn redact(text: &str) -> String {
-    match (text.split_once("://"), text.rsplit_once('@')) {
-        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
-        _ => text.to_string(),
+/// `text` with everything before its last `@` (the `user:password`) replaced,
+/// for messages: with or without a scheme, whatever the rest looks like.
+pub(crate) fn redact(text: &str) -> String {
+    match text.rsplit_once('@') {
+        Some((before, host)) => {
+            let scheme = before.split_once("://").map_or("", |(s, _)| s);
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}…@{host}")
+        }
+        None => text.to_string(),
     }
 }
 
