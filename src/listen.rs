@@ -105,10 +105,7 @@ impl Listener {
             Listener::Tcp(_) => None,
             Listener::Unix(_, file) => file,
         };
-        Ok(OwnedListener {
-            shared,
-            _file: file,
-        })
+        Ok(OwnedListener { shared, file })
     }
 
     /// Where it is bound: with port 0, the port the system chose.
@@ -127,8 +124,8 @@ impl Listener {
 /// (and removing its file) waits for this and every copy.
 pub struct OwnedListener {
     shared: SharedListener,
-    /// Held for its `Drop`.
-    _file: Option<SocketFile>,
+    /// Held for its `Drop`, and for a reload that changes its mode or group.
+    file: Option<SocketFile>,
 }
 
 impl OwnedListener {
@@ -224,30 +221,110 @@ impl Drop for SocketFile {
     }
 }
 
-/// Sets an existing socket file's mode and group (a reload that changed them).
-pub fn apply_permissions(socket: &UnixSocket) -> io::Result<()> {
-    set_permissions(&socket.path, socket)
+impl OwnedListener {
+    /// Sets the socket file's mode and group (a reload that changed them): only
+    /// on the file this process created, never through a symlink or on whatever
+    /// else now sits at the path (someone who can write the socket's directory
+    /// could have planted a link to a file of their choosing). A socket systemd
+    /// passed keeps the unit's settings.
+    pub fn apply_permissions(&self, socket: &UnixSocket) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.set_permissions(socket),
+            None => Ok(()),
+        }
+    }
 }
 
+impl SocketFile {
+    fn still_ours(&self) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(&self.path)?;
+        if meta.file_type().is_symlink() || (meta.dev(), meta.ino()) != self.id {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is no longer the socket pinproxy created (something replaced it{}): not changing it; check \
+                     who can write that directory, then restart pinproxy to recreate the socket",
+                    self.path.display(),
+                    if meta.file_type().is_symlink() { " with a symlink" } else { "" }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_permissions(&self, socket: &UnixSocket) -> io::Result<()> {
+        self.still_ours()?;
+        if let Some(gid) = socket.group {
+            // lchown: a link swapped in after the check is changed, not its target.
+            std::os::unix::fs::lchown(&self.path, None, Some(gid))
+                .map_err(|e| group_error(gid, e))?;
+        }
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &self.path,
+            nix::sys::stat::Mode::from_bits_truncate(socket.mode),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        )
+        .map_err(io::Error::from)?;
+        self.still_ours()
+    }
+}
+
+fn group_error(gid: u32, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot give the socket file to group {gid} (socket_group): {e}; pinproxy's user must be a member \
+             of that group"
+        ),
+    )
+}
+
+/// A socket in a directory every user may write (and that is not sticky) can
+/// be replaced by anyone, who then receives the clients' requests: refused.
+/// Group write lets the group do the same: warned about.
+fn check_socket_dir(dir: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // creating the socket reports it
+    };
+    let mode = meta.mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o002 != 0 && !sticky {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the socket's directory {} is writable by every user (mode {:04o}): anyone could replace the socket \
+                 and receive your tools' requests. Fix: chmod o-w {} (or use a directory of pinproxy's own, such as \
+                 /run/pinproxy)",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ),
+        ));
+    }
+    if mode & 0o020 != 0 && !sticky {
+        tracing::warn!(
+            directory = %dir.display(),
+            "the socket's directory is writable by its group: members could replace the socket; prefer a directory only pinproxy's user can write (chmod g-w)"
+        );
+    }
+    Ok(())
+}
+
+/// Mode and group of the socket while it is still in pinproxy's private
+/// directory, before anyone else can reach it.
 fn set_permissions(path: &Path, socket: &UnixSocket) -> io::Result<()> {
     if let Some(gid) = socket.group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot give the socket file to group {gid} (socket_group): {e}; pinproxy's user must be a member \
-                     of that group"
-                ),
-            )
-        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| group_error(gid, e))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket.mode))
 }
 
 fn bind_unix(socket: &UnixSocket) -> io::Result<(std::os::unix::net::UnixListener, SocketFile)> {
     let path = &socket.path;
-    clear_stale(path)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
+    check_socket_dir(dir)?;
+    clear_stale(path)?;
     // A private directory beside the final path: same file system, so the
     // rename is atomic, and nobody else can reach the socket while its mode is
     // still the umask's.

@@ -102,7 +102,7 @@ impl Acceptor {
     /// mode or group to the file at once.
     fn update(&self, listen: &Listen, access: &Access, check_host: bool) {
         if let Listen::Unix(socket) = listen {
-            if let Err(e) = crate::listen::apply_permissions(socket) {
+            if let Err(e) = self.socket.apply_permissions(socket) {
                 tracing::error!(listen = %listen, error = %e, "cannot apply socket_mode / socket_group; the socket keeps its old permissions");
             }
         }

@@ -539,6 +539,68 @@ async fn a_reload_adds_removes_and_re_permissions_unix_listeners() {
     );
 }
 
+/// Someone who can write the socket's directory swaps the socket for a
+/// symlink to a file of their choosing; a reload that changes socket_mode
+/// must not chmod that file through the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_changes_permissions_through_a_planted_symlink() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = socket_dir();
+    let sock = dir.path().join("gaia.sock");
+    let file = temp_file(&unix_config(up.addr, &c.sha1_pin(), &sock, ""));
+    let mut bin = Binary::spawn(&["run", "--config", file.path().to_str().unwrap()], &[]);
+    bin.listening_line();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&sock).unwrap();
+    std::os::unix::fs::symlink(&victim, &sock).unwrap();
+
+    std::fs::write(
+        file.path(),
+        unix_config(up.addr, &c.sha1_pin(), &sock, "socket_mode = \"0666\"\n"),
+    )
+    .unwrap();
+    bin.signal("HUP");
+    // The refusal comes before the reload's summary line, if at all.
+    let refused = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cannot apply socket_mode") || m == "config reloaded")
+    });
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer the socket pinproxy created")),
+        "{refused}"
+    );
+    assert_eq!(mode_of(&victim), 0o600, "the link's target was not touched");
+}
+
+#[test]
+fn a_socket_in_a_directory_anyone_can_write_is_refused() {
+    let dir = socket_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.path().join("gaia.sock");
+    let file = temp_file(&unix_config(
+        "192.0.2.10:443".parse().unwrap(),
+        &cert().sha1_pin(),
+        &sock,
+        "",
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["run", "--config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("chmod o-w {}", dir.path().display())),
+        "{text}"
+    );
+    assert!(!sock.exists());
+}
+
 /// `setpriv` arguments that run a command as `nobody`, if this process may.
 fn as_nobody() -> Option<[&'static str; 3]> {
     if nix::unistd::geteuid().as_raw() != 0 {
