@@ -155,3 +155,74 @@ async fn an_absurd_chunk_size_never_reaches_the_upstream_as_a_complete_request()
     );
     proxy.stop().await;
 }
+
+/// A pinned but hostile upstream: each path gets an answer meant to mislead
+/// the client through pinproxy.
+async fn lying_server() -> (std::net::SocketAddr, TestCert) {
+    let c = cert();
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    let addr = tls_server(config, |mut tls| async move {
+        let Some(head) = read_head(&mut tls).await else {
+            return;
+        };
+        let answer: &[u8] = if head.starts_with(b"GET /tagged ") {
+            // Dressed up as pinproxy's own fingerprint-mismatch.
+            b"HTTP/1.1 502 Bad Gateway\r\nX-Pinproxy-Error: fingerprint-mismatch\r\nContent-Length: 2\r\n\r\nno"
+        } else if head.starts_with(b"GET /both ") {
+            // Chunked with a stale Content-Length: 24 bytes of body, "3" announced.
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n18\r\nabcdefghijklmnopqrstuvwx\r\n0\r\n\r\n"
+        } else if head.starts_with(b"GET /switch ") {
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nraw bytes"
+        } else {
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        };
+        let _ = tls.write_all(answer).await;
+        let _ = tls.flush().await;
+        let _ = tls.shutdown().await;
+    })
+    .await;
+    (addr, c)
+}
+
+#[tokio::test]
+async fn a_hostile_upstream_cannot_speak_in_pinproxys_name_or_misframe_an_answer() {
+    let (addr, c) = lying_server().await;
+    let proxy = RunningProxy::start(upstream_config(addr, vec![c.sha1_pin()])).await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+
+    let tagged = raw(proxy.addr, &get("/tagged")).await;
+    assert!(tagged.starts_with("HTTP/1.1 502"), "{tagged}");
+    assert!(
+        !tagged.to_ascii_lowercase().contains("x-pinproxy-error"),
+        "only pinproxy tags its own answers: {tagged}"
+    );
+
+    let both = raw(proxy.addr, &get("/both")).await;
+    assert!(both.starts_with("HTTP/1.1 200"), "{both}");
+    assert!(
+        both.contains("abcdefghijklmnopqrstuvwx"),
+        "the whole body, not the first 3 bytes: {both:?}"
+    );
+    assert!(
+        !both.to_ascii_lowercase().contains("content-length: 3"),
+        "{both:?}"
+    );
+
+    let switch = raw(proxy.addr, &get("/switch")).await;
+    assert!(switch.starts_with("HTTP/1.1 502"), "{switch}");
+    assert!(
+        switch.contains("x-pinproxy-error: upstream-failed"),
+        "{switch}"
+    );
+    assert!(switch.contains("asked for no upgrade"), "{switch}");
+    assert!(!switch.contains("raw bytes"), "{switch}");
+
+    let old = raw(proxy.addr, &get("/old")).await;
+    assert!(
+        old.starts_with("HTTP/1.1 200"),
+        "an HTTP/1.1 client gets an HTTP/1.1 answer: {old}"
+    );
+    assert!(old.ends_with("ok"), "{old}");
+}

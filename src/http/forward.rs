@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::config::Limits;
 use crate::http::access::{Client, Decision};
-use crate::http::headers::remove_hop_by_hop;
+use crate::http::headers::{clean_response, remove_hop_by_hop};
 use crate::http::idle::Activity;
 use crate::http::logged_body::{AccessRecord, LoggedBody};
 use crate::http::respond::{body_too_large, local_error, refused, upstream_error, ResponseBody};
@@ -89,6 +89,7 @@ async fn forward(
     }
     // Upgrade and Connection are hop-by-hop, but an upgrade is asked of the next
     // hop too: keep the protocol, drop everything else they carried.
+    let client_version = req.version();
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -136,13 +137,33 @@ async fn forward(
     match result {
         Ok(mut resp) => {
             let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let accepted = upgrade_protocol(resp.headers());
+            if switched && (client_upgrade.is_none() || accepted.is_none()) {
+                // A 101 nobody asked for (or that names no protocol) would leave
+                // the client reading a stream it never agreed to.
+                return local_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-failed",
+                    format!(
+                        "pinproxy: upstream {:?} answered 101 Switching Protocols {}; not passed on\n",
+                        upstream.name,
+                        if client_upgrade.is_none() {
+                            "to a request that asked for no upgrade"
+                        } else {
+                            "without naming the protocol it switched to"
+                        }
+                    ),
+                );
+            }
             let tunnel = match (switched, client_upgrade) {
                 (true, Some(client)) => Some((client, hyper::upgrade::on(&mut resp))),
                 _ => None,
             };
             let (mut parts, body) = resp.into_parts();
-            let accepted = upgrade_protocol(&parts.headers);
-            remove_hop_by_hop(&mut parts.headers);
+            clean_response(&mut parts.headers);
+            // The client's protocol, whatever the server spoke (an HTTP/1.0
+            // status line is not passed to an HTTP/1.1 client).
+            parts.version = client_version;
             if let (Some((client, server)), Some(protocol)) = (tunnel, accepted) {
                 parts
                     .headers

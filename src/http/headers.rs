@@ -36,6 +36,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Readies an upstream response's headers for the client: hop-by-hop headers
+/// go; with `Transfer-Encoding` present, `Content-Length` goes too (RFC 9112
+/// §6.3: the body was framed by the transfer coding, and a stale length would
+/// cut it short); and a header only pinproxy may set (`X-Pinproxy-Error`) goes,
+/// so a server cannot make its answer pass for one of pinproxy's own.
+pub fn clean_response(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    headers.remove(crate::http::respond::ERROR_HEADER);
+    remove_hop_by_hop(headers);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
