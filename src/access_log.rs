@@ -124,6 +124,36 @@ pub fn flush() {
     });
 }
 
+/// `text` with every control character (C0, DEL, C1 such as U+009B, the
+/// terminal's CSI) and every character that reorders or breaks a line
+/// (U+2028/U+2029, the bidi controls such as U+202E) written as `\u{..}`: a
+/// client's path or Host, or a server's words, can then neither forge a log
+/// line nor hide part of one on a terminal, in text and JSON alike. Borrowed
+/// when there is nothing to escape (nearly always).
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{2028}' | '\u{2029}'
+            )
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn write_out(lines: &[u8]) {
     // Like tracing-subscriber, a failed log write is not the request's problem.
     let _ = std::io::stdout().lock().write_all(lines);
@@ -235,6 +265,23 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controls_and_bidi_characters_are_escaped() {
+        assert!(matches!(
+            printable("/web_api/show-hosts"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("/a\u{9b}31mb\u{2028}c\u{202e}d\te\u{7f}"),
+            "/a\\u{9b}31mb\\u{2028}c\\u{202e}d\\u{9}e\\u{7f}"
+        );
+        assert_eq!(
+            printable("caf\u{e9} \u{4e2d}"),
+            "caf\u{e9} \u{4e2d}",
+            "letters stay"
+        );
+    }
     use std::sync::{Arc, Mutex};
 
     fn entry() -> Entry<'static> {

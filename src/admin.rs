@@ -170,7 +170,7 @@ async fn serve<IO>(
         let _busy = busy.begin();
         let answer = match policy.check(&req, uid) {
             Decision::Refuse(r) => {
-                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %r.seen, client_uid = uid, "admin request refused");
+                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %crate::access_log::printable(&r.seen), client_uid = uid, "admin request refused");
                 let mut resp = Response::new(Full::new(Bytes::from(r.text)));
                 *resp.status_mut() = r.status;
                 resp.headers_mut()

@@ -601,6 +601,76 @@ fn a_socket_in_a_directory_anyone_can_write_is_refused() {
     assert!(!sock.exists());
 }
 
+/// A path and a Host carrying a terminal's CSI (U+009B), a line separator
+/// and a right-to-left override: in the log, in both formats, each is an
+/// escape, never the raw character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_bidi_characters_never_reach_the_log_raw() {
+    use std::io::BufRead;
+    let (up, c) = TestServer::start_self_signed().await;
+    for format in ["json", "text"] {
+        let dir = socket_dir();
+        let sock = dir.path().join("gaia.sock");
+        let config = temp_file(&unix_config(up.addr, &c.sha1_pin(), &sock, ""));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+            .args(["--log-format", format, "run", "--config"])
+            .arg(config.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (lines, rx) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let mut next = || {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a log line");
+            log.push(line.clone());
+            line
+        };
+        while !next().contains("listening") {}
+        let evil = "\u{9b}31mX\u{2028}Y\u{202e}Z";
+        for request in [
+            format!("GET /marker{evil} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+            format!("GET /x HTTP/1.1\r\nHost: evil{evil}.example\r\nConnection: close\r\n\r\n"),
+        ] {
+            let mut unix = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            unix.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = unix.read_to_end(&mut answer).await;
+        }
+        let mut access = false;
+        let mut refusal = false;
+        while !(access && refusal) {
+            let line = next();
+            access |= line.contains("marker");
+            refusal |= line.contains("request refused");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = log.join("\n");
+        for raw in ['\u{9b}', '\u{2028}', '\u{202e}'] {
+            assert!(
+                !log.contains(raw),
+                "{format}: {raw:?} raw in the log:\n{log}"
+            );
+        }
+        assert!(
+            log.contains("u{9b}31mX") && log.contains("u{202e}Z"),
+            "{format}: escaped, still readable:\n{log}"
+        );
+    }
+}
+
 /// `setpriv` arguments that run a command as `nobody`, if this process may.
 fn as_nobody() -> Option<[&'static str; 3]> {
     if nix::unistd::geteuid().as_raw() != 0 {

@@ -53,7 +53,8 @@ impl AccessRecord {
             metrics: metrics.clone(),
             method: req.method().clone(),
             // The query string is left out: it may carry tokens.
-            path: req.uri().path().to_string(),
+            // A client may put any byte above 0x7F in a path: escaped for the log.
+            path: crate::access_log::printable(req.uri().path()).into_owned(),
             start: Instant::now(),
             status: 0,
             error: None,

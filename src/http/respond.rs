@@ -6,6 +6,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderName, Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use crate::access_log::printable;
 use crate::http::access::Refusal;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 
@@ -21,7 +22,7 @@ pub(crate) fn refused(name: &str, uid: Option<u32>, r: Refusal) -> Response<Resp
     tracing::warn!(
         listener = %name,
         reason = r.tag,
-        seen = %r.seen,
+        seen = %printable(&r.seen),
         client_uid = uid,
         "request refused; nothing was sent upstream"
     );
@@ -89,7 +90,7 @@ pub(crate) fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Respon
             }
         }
         other => {
-            tracing::warn!(upstream = %upstream.name, error = %other, "upstream request failed");
+            tracing::warn!(upstream = %upstream.name, error = %printable(&other.to_string()), "upstream request failed");
             let repeat = match other {
                 UpstreamError::Protocol {
                     closed_early: true, ..
