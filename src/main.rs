@@ -443,10 +443,18 @@ fn init_logging(format: LogFormat) {
     let unheard = rust_log
         .as_deref()
         .filter(|v| !v.trim().is_empty() && !rust_log_reaches_pinproxy(v));
-    let filter = match unheard {
+    let mut filter = match unheard {
         Some(_) => EnvFilter::new("info"),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // The h2 crate warns once per connection it closes for rapid reset: a
+    // client could flood the log. pinproxy sums those up itself
+    // (`http::rapid_reset`); h2's own lines only when RUST_LOG names h2.
+    if !rust_log.as_deref().is_some_and(|v| v.contains("h2")) {
+        if let Ok(quiet) = "h2=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     // Colours only for a person at a terminal, never into journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     // Under systemd, stdout is the journal: each line starts with its

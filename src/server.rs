@@ -26,6 +26,7 @@ use crate::http::forward;
 use crate::http::idle::{self, Activity};
 use crate::http::logged_body::LoggedBody;
 use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
+use crate::http::rapid_reset;
 use crate::http::tunnel::Tunnels;
 use crate::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -617,6 +618,7 @@ async fn serve<IO>(
     // On drain an idle HTTP/1.1 connection closes at once, a busy one after its
     // response; HTTP/2 gets a GOAWAY.
     match idle::drive(conn, &idle, idle_limit, drain.signalled()).await {
+        Some(Err(e)) if rapid_reset::is_rapid_reset(&*e) => rapid_reset::note(),
         Some(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
         Some(Ok(())) => {}
         None => tracing::debug!("client connection closed: idle, and it did not close when asked"),

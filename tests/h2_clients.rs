@@ -215,3 +215,72 @@ async fn h2_requests_get_431_past_max_headers_or_max_header_bytes_as_http1_ones_
         "only the request within the limits went upstream"
     );
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): each such connection used to leave a
+/// WARN line from the h2 crate, so a client could fill the journal. Now they
+/// are counted and summed up in at most one line per minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_connections_leave_one_summary_line_not_one_each() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let config = temp_file(&config_text(up.addr, &c.sha1_pin(), ""));
+    let mut bin = Binary::spawn(
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    let addr = bin.listening();
+    const CONNECTIONS: usize = 12;
+    for _ in 0..CONNECTIONS {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend(frame(4, 0, 0, &[]));
+        let authority = format!("localhost:{}", addr.port());
+        let block = header_block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/x"),
+            (":authority", authority.as_str()),
+        ]);
+        for i in 0..500u32 {
+            all.extend(request_frames(1 + 2 * i, &block));
+            // RST_STREAM, CANCEL (0x8).
+            all.extend(frame(3, 0, 1 + 2 * i, &8u32.to_be_bytes()));
+        }
+        let (mut rd, mut wr) = tcp.split();
+        let write = async {
+            let _ = wr.write_all(&all).await;
+        };
+        let read = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        // The server answers with GOAWAY and closes the connection.
+        tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(write, read) })
+            .await
+            .expect("the server closes a rapid-reset connection");
+        tcp.shutdown().await.ok();
+    }
+    let summary = bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rapid reset"))
+    });
+    assert_eq!(summary["level"], "WARN", "{summary}");
+    // One more ordinary request, so every line of the floods has been written.
+    assert_eq!(get(&format!("http://{addr}/after")).await.status, 200);
+    bin.wait_for(|v| v["message"] == "request" && v["path"] == "/after");
+    let from_h2 = bin
+        .seen
+        .iter()
+        .filter(|l| l.contains("reached limit") || l.contains("\"target\":\"h2"))
+        .count();
+    let summaries = bin
+        .seen
+        .iter()
+        .filter(|l| l.contains("rapid reset"))
+        .count();
+    assert_eq!((from_h2, summaries), (0, 1), "{:#?}", bin.seen);
+}
