@@ -198,3 +198,59 @@ fn without_socket_activation_the_error_says_how_to_get_it() {
         "{text}"
     );
 }
+
+/// Runs pinproxy with one socket on descriptor 3 the way a launcher would:
+/// `socket` is Python that makes `s`; `pid` whether LISTEN_PID names pinproxy.
+fn with_passed_socket(socket: &str, pid: bool) -> std::process::Output {
+    let file = temp_file(
+        "[[upstream]]\nname = \"gaia\"\nlisten = \"systemd:gaia\"\naddress = \"192.0.2.10:443\"\nfingerprints = [\"SHA1: 7D:FE:DE:52:F4:AA:E0:8D:3C:51:1A:1E:3F:73:1C:69:B9:E8:0E:CB\"]\n",
+    );
+    let script = format!(
+        "import os, socket, sys\n{socket}\nos.dup2(s.fileno(), 3)\nos.set_inheritable(3, True)\n\
+         os.environ['LISTEN_FDS'] = '1'\nos.environ['LISTEN_FDNAMES'] = 'gaia'\n\
+         {}\nos.execv(sys.argv[1], sys.argv[1:])\n",
+        if pid {
+            "os.environ['LISTEN_PID'] = str(os.getpid())"
+        } else {
+            "os.environ.pop('LISTEN_PID', None)"
+        }
+    );
+    // A pinproxy that serves instead of refusing is stopped after 20 s.
+    std::process::Command::new("timeout")
+        .args([
+            "20",
+            "python3",
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_pinproxy"),
+            "run",
+            "--config",
+        ])
+        .arg(file.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_passed_socket_that_cannot_accept_or_is_not_ours_is_a_startup_error() {
+    let listening = "s = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()";
+    let bound_only = "s = socket.socket()\ns.bind(('127.0.0.1', 0))";
+    let connected = "l = socket.socket()\nl.bind(('127.0.0.1', 0))\nl.listen()\ns = socket.create_connection(l.getsockname())";
+    for (what, socket) in [
+        ("bound, not listening", bound_only),
+        ("connected", connected),
+    ] {
+        let out = with_passed_socket(socket, true);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {text}");
+        assert!(
+            text.contains("not a listening stream socket"),
+            "{what}: {text}"
+        );
+    }
+    let out = with_passed_socket(listening, false);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("LISTEN_PID is not set"), "{text}");
+}
