@@ -359,16 +359,7 @@ fn pins(command: PinsCommand) -> Result<(), String> {
 async fn health(args: HealthArgs) -> Result<(), String> {
     let admin = match args.admin {
         Some(text) => config::parse_client_target(&text).map_err(|e| format!("--admin: {e}"))?,
-        None => {
-            let path = args.config.unwrap_or_else(config::default_path);
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
-            config.admin.map(|a| a.listen).ok_or_else(|| {
-                format!(
-                    "{} has no [admin] table, so there is no endpoint to ask; add one (listen = \"127.0.0.1:9901\") or pass --admin",
-                    path.display()
-                )
-            })?
-        }
+        None => health::admin_in_file(&args.config.unwrap_or_else(config::default_path))?,
     };
     let probe = if args.live {
         health::Probe::Live

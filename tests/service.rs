@@ -563,3 +563,49 @@ fn a_world_writable_config_file_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// The shipped probes run `health --config FILE`. After a bad edit the running
+/// pinproxy keeps serving its last good config, so the probes must keep
+/// passing: a typo must not become a liveness failure, a restart, and a
+/// restart that fails on the same file (CrashLoopBackOff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_keep_passing_while_a_bad_edit_waits_in_the_file() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let good = config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    std::fs::write(&path, &good).unwrap();
+    let mut bin = Binary::spawn(&["run", "--config", path.to_str().unwrap()], &[]);
+    let url = format!("http://{}/x", bin.listening());
+    let admin = bin.admin();
+    // The probes read the admin address from the file, as the manifests do.
+    let pinned = good.replace("127.0.0.1:0\"", &format!("{admin}\""));
+    std::fs::write(&path, &pinned).unwrap();
+    let config = path.to_str().unwrap();
+    for (what, edit) in [
+        ("a misspelt key", pinned.replace("address =", "adress =")),
+        (
+            "broken TOML",
+            pinned.replace("name = \"gaia\"", "name = \"gaia"),
+        ),
+    ] {
+        std::fs::write(&path, &edit).unwrap();
+        bin.signal("HUP");
+        bin.wait_for(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reload failed"))
+        });
+        assert_eq!(get(&url).await.status, 200, "{what}: still serving");
+        for args in [&["--config", config][..], &["--config", config, "--live"]] {
+            let (code, out, err) = health(args).await;
+            assert_eq!(code, Some(0), "{what}: health {args:?}: {out} {err}");
+        }
+    }
+    bin.signal("TERM");
+    let _ = bin.finish();
+}

@@ -67,6 +67,56 @@ pub async fn check(admin: &Listen, probe: Probe, timeout: Duration) -> Result<St
     }
 }
 
+/// Where the config file at `path` puts the admin endpoint: only its
+/// `[admin] listen` is read, leniently. A probe must keep answering for a
+/// pinproxy that serves its last good config while the file holds a bad edit
+/// (a typo in a ConfigMap would otherwise fail the liveness probe, and the
+/// restart that follows fails on the same file: CrashLoopBackOff from one
+/// typo). So mistakes elsewhere in the file, even broken TOML, do not count.
+pub fn admin_in_file(path: &std::path::Path) -> Result<Listen, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let listen = match text.parse::<toml::Table>() {
+        Ok(table) => table
+            .get("admin")
+            .and_then(|admin| admin.get("listen"))
+            .and_then(|listen| listen.as_str())
+            .map(str::to_string),
+        Err(_) => admin_listen_line(&text),
+    };
+    let listen = listen.ok_or_else(|| {
+        format!(
+            "{} has no [admin] table with a listen address, so there is no endpoint to ask; add one \
+             (listen = \"127.0.0.1:9901\") or pass --admin",
+            path.display()
+        )
+    })?;
+    crate::config::parse_client_target(&listen)
+        .map_err(|e| format!("{}: [admin] {e}", path.display()))
+}
+
+/// `listen = "…"` in the `[admin]` table of a file that is not valid TOML
+/// as a whole, found line by line.
+fn admin_listen_line(text: &str) -> Option<String> {
+    let mut in_admin = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_admin = line.starts_with("[admin]");
+            continue;
+        }
+        if !in_admin {
+            continue;
+        }
+        let Some(value) = line.strip_prefix("listen").map(str::trim_start) else {
+            continue;
+        };
+        let value = value.strip_prefix('=')?.trim();
+        let value = value.strip_prefix('"')?;
+        return value.split_once('"').map(|(listen, _)| listen.to_string());
+    }
+    None
+}
+
 /// A listener on "any address" is asked on loopback.
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr {
@@ -94,4 +144,18 @@ where
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(failed)?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_is_found_in_a_file_that_does_not_parse() {
+        let broken = "[[upstream]]\nname = \"gaia\nlisten = 1\n[admin]\nlisten = \"127.0.0.1:9901\"  # probes\n[limits]\n";
+        assert!(broken.parse::<toml::Table>().is_err());
+        assert_eq!(admin_listen_line(broken).as_deref(), Some("127.0.0.1:9901"));
+        assert_eq!(admin_listen_line("[admin]\nallow_users = 1\n"), None);
+        assert_eq!(admin_listen_line("[limits]\nlisten = \"x\"\n"), None);
+    }
 }
