@@ -1,8 +1,9 @@
 //! The upstream pool: idle connections leave it as soon as the server closes
 //! them or `idle_timeout` passes (their `max_connections` slots with them); at
-//! `max_connections` an idle connection of another worker makes room instead of
-//! a request waiting; a response that starts before its request body is sent
-//! does not stall the upload.
+//! `max_connections` an idle connection of another worker serves instead of a
+//! request waiting, and a burst far beyond it is served by the connections
+//! there are, each handed to the next waiting request; a response that starts
+//! before its request body is sent does not stall the upload.
 
 mod common;
 
@@ -82,7 +83,7 @@ async fn h2_idle_timeout_closes_the_shared_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_max_connections_an_idle_connection_of_another_worker_makes_room() {
+async fn at_max_connections_an_idle_connection_of_another_worker_serves() {
     let (up, c) = TestServer::start_with_alpn(&[b"http/1.1"]).await;
     let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
     cfg.max_connections = 1;
@@ -99,7 +100,7 @@ async fn at_max_connections_an_idle_connection_of_another_worker_makes_room() {
     }
     for round in 0..16 {
         let answer = clients[round % 8].get("/x").await.await.unwrap();
-        // Without making room the request would wait connect_timeout for the
+        // Without taking it the request would wait connect_timeout for the
         // slot another worker's idle connection holds: 503 upstream-busy.
         assert_eq!(answer.status(), 200, "round {round}");
         http_body_util::BodyExt::collect(answer.into_body())
@@ -184,4 +185,40 @@ async fn an_answer_streamed_during_the_upload_does_not_stall_it() {
     let received = done.expect("the exchange finishes");
     assert!(received > ANSWER, "{received}");
     proxy.stop().await;
+}
+
+/// A burst far larger than `max_connections` against a fast upstream: every
+/// request is answered, none waits for `connect_timeout` while a connection
+/// sits idle (a finished connection goes to the oldest waiting request, on
+/// whichever worker), and no more than `max_connections` are ever opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_far_beyond_max_connections_is_served_by_the_connections_there_are() {
+    let (up, c) = TestServer::start_with_alpn(&[b"http/1.1"]).await;
+    let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
+    cfg.max_connections = 8;
+    cfg.connect_timeout = Duration::from_secs(3);
+    let proxy = Proxy::bind(&config_of(vec![cfg])).await.unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let started = std::time::Instant::now();
+    let answers: Vec<_> = (0..200)
+        .map(|i| {
+            tokio::spawn(async move {
+                let answer = get(&format!("http://{addr}/x{i}")).await;
+                (answer.status.as_u16(), answer.text())
+            })
+        })
+        .collect();
+    for answer in answers {
+        let (status, text) = answer.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    // Anyone who waited for connect_timeout would have got a 503 above; the
+    // whole burst takes less than one such wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(up.tls_accepted() <= 8, "{} connections", up.tls_accepted());
+    proxy.drain().await;
 }

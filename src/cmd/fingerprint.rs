@@ -85,7 +85,7 @@ pub(crate) async fn handshake(
             .recording(),
     );
     let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
-    let tls = connector.connect(Alpn::Configured, || false).await?;
+    let tls = connector.connect(Alpn::Configured).await?;
     let session = tls.session();
     let protocol = session
         .protocol_version()

@@ -193,35 +193,55 @@ impl Connector {
     /// Connects to the address in use (failing over in order when one cannot be
     /// reached or times out) and runs the pinned handshake. A pin mismatch never
     /// fails over: it is an attack or a misconfiguration, and must be seen.
-    ///
-    /// At `max_connections`, `make_room` may close an idle connection to free a
-    /// slot; otherwise the caller waits up to `connect_timeout` for one.
-    pub(crate) async fn connect(
+    /// At `max_connections` it waits up to `connect_timeout` for a slot (the
+    /// pool, which can also hand over a connection, uses [`Connector::try_slot`],
+    /// [`Connector::slot`] and [`Connector::connect_with`] instead).
+    pub(crate) async fn connect(&self, alpn: Alpn) -> Result<TlsConn, UpstreamError> {
+        let slot = match self.try_slot() {
+            Some(slot) => slot,
+            None => tokio::time::timeout(self.inner.connect_timeout, self.slot())
+                .await
+                .map_err(|_| self.busy())?,
+        };
+        self.connect_with(slot, alpn).await
+    }
+
+    /// A `max_connections` slot, if one is free now.
+    pub(crate) fn try_slot(&self) -> Option<Slot> {
+        self.inner.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The next `max_connections` slot to be freed (first come, first served).
+    pub(crate) async fn slot(&self) -> Slot {
+        match self.inner.slots.clone().acquire_owned().await {
+            Ok(slot) => slot,
+            // The semaphore is never closed while the connector exists.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// How long a request may wait for a connection at `max_connections`.
+    pub(crate) fn connect_timeout(&self) -> std::time::Duration {
+        self.inner.connect_timeout
+    }
+
+    /// The refusal of a request that waited `connect_timeout` while every
+    /// connection was in use (none idle, no slot freed).
+    pub(crate) fn busy(&self) -> UpstreamError {
+        UpstreamError::Busy {
+            upstream: self.inner.upstream.clone(),
+            max_connections: self.inner.max_connections,
+            waited: self.inner.connect_timeout,
+        }
+    }
+
+    /// [`Connector::connect`] on a slot already held.
+    pub(crate) async fn connect_with(
         &self,
+        slot: Slot,
         alpn: Alpn,
-        make_room: impl Fn() -> bool,
     ) -> Result<TlsConn, UpstreamError> {
         let inner = &*self.inner;
-        let slot = match inner.slots.clone().try_acquire_owned() {
-            Ok(slot) => Some(slot),
-            Err(_) if make_room() => inner.slots.clone().try_acquire_owned().ok(),
-            Err(_) => None,
-        };
-        let slot = match slot {
-            Some(slot) => slot,
-            // A flood of clients must not become a flood of TLS sessions to the server.
-            None => {
-                tokio::time::timeout(inner.connect_timeout, inner.slots.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .ok_or_else(|| UpstreamError::Busy {
-                        upstream: inner.upstream.clone(),
-                        max_connections: inner.max_connections,
-                        waited: inner.connect_timeout,
-                    })?
-            }
-        };
         let (tls, address) = self.connect_any(alpn).await?;
         Ok(TlsConn::new(
             Pinned { tls, slot },
@@ -346,6 +366,9 @@ impl Connector {
         handshake
     }
 }
+
+/// One of an upstream's `max_connections`: held by each open connection.
+pub(crate) type Slot = tokio::sync::OwnedSemaphorePermit;
 
 impl Connector {
     /// For an upstream that learns its pin: once the handshake has completed

@@ -32,6 +32,7 @@ pub(crate) use connector::{Alpn, Connector};
 pub use error::{chain, UpstreamError};
 pub use pool::UpstreamBody;
 
+use conn::TlsConn;
 use error::{closed_early, too_large};
 use pool::{Pool, H1};
 
@@ -95,6 +96,15 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Where a request's connection came from at the pool's edge.
+enum Obtained {
+    /// Made now, on a free `max_connections` slot (boxed: a TLS stream is
+    /// large, and this is the cold path).
+    New(Box<TlsConn>),
+    /// Idle on another worker, or handed over by a finished exchange.
+    Pooled(Box<H1>),
 }
 
 /// A configured upstream with its connection pool.
@@ -278,16 +288,68 @@ impl Upstream {
         Box::pin(self.connect_and_send(worker, req)).await
     }
 
-    /// `req` on a new connection.
+    /// A connection for a request that found none idle on its worker: a new
+    /// one while a `max_connections` slot is free; else an idle one of another
+    /// worker; else, first come first served, whichever comes first of a
+    /// connection finishing its exchange and a slot freed by one that closed,
+    /// for up to `connect_timeout`.
+    async fn obtain(&self, worker: usize, alpn: Alpn) -> Result<Obtained, UpstreamError> {
+        let connector = &self.connector;
+        if let Some(slot) = connector.try_slot() {
+            return Ok(Obtained::New(Box::new(
+                connector.connect_with(slot, alpn).await?,
+            )));
+        }
+        if let Some(h1) = self.pool.take_any_h1(worker).await {
+            return Ok(Obtained::Pooled(h1));
+        }
+        let mut handed = self.pool.wait();
+        // One may have gone idle between the look and joining the queue.
+        if let Some(h1) = self.pool.take_any_h1(worker).await {
+            return Ok(Obtained::Pooled(h1));
+        }
+        let waited = tokio::time::timeout(connector.connect_timeout(), async {
+            tokio::select! {
+                h1 = &mut handed => h1.map(Ok).ok(),
+                slot = connector.slot() => Some(Err(slot)),
+            }
+        })
+        .await;
+        match waited {
+            Ok(Some(Ok(h1))) => Ok(Obtained::Pooled(h1)),
+            Ok(Some(Err(slot))) => {
+                // A connection handed over at the same moment is used, not lost.
+                handed.close();
+                if let Ok(h1) = handed.try_recv() {
+                    return Ok(Obtained::Pooled(h1));
+                }
+                Ok(Obtained::New(Box::new(
+                    connector.connect_with(slot, alpn).await?,
+                )))
+            }
+            Ok(None) | Err(_) => Err(connector.busy()),
+        }
+    }
+
+    /// `req` on a new connection, or on one handed over at `max_connections`.
     async fn connect_and_send(
         &self,
         worker: usize,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let tls = self
-            .connector
-            .connect(Alpn::Configured, || self.pool.evict_one())
-            .await?;
+        let tls = match self.obtain(worker, Alpn::Configured).await? {
+            Obtained::New(tls) => *tls,
+            Obtained::Pooled(h1) => {
+                return match self.exchange(h1, worker, req).await {
+                    Ok(resp) => Ok(resp),
+                    // Closed by the server before the request went out: once
+                    // more, from the start.
+                    Err(unsent) => {
+                        Box::pin(self.connect_and_send(worker, self.unsent(unsent)?)).await
+                    }
+                };
+            }
+        };
         let result = if tls.is_h2() {
             let h2 = self.pool.add_h2(tls).await.map_err(|e| self.classify(&e))?;
             h2.send(req).await.map(|(resp, h2)| h2_response(resp, h2))
@@ -331,15 +393,13 @@ impl Upstream {
         mut req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         origin_form(&mut req);
-        let h1 = match self.pool.take_h1(workers::current()).await {
+        let worker = workers::current();
+        let h1 = match self.pool.take_h1(worker).await {
             Some(h1) => h1,
-            None => {
-                let tls = self
-                    .connector
-                    .connect(Alpn::Http1, || self.pool.evict_one())
-                    .await?;
-                H1::handshake(tls).await.map_err(|e| self.classify(&e))?
-            }
+            None => match self.obtain(worker, Alpn::Http1).await? {
+                Obtained::Pooled(h1) => h1,
+                Obtained::New(tls) => H1::handshake(*tls).await.map_err(|e| self.classify(&e))?,
+            },
         };
         let address = UpstreamAddress(h1.address.clone());
         let mut send = h1.upgradable();

@@ -14,10 +14,16 @@
 //!
 //! An HTTP/2 connection multiplexes, so it runs as its own task and every
 //! worker's requests share it.
+//!
+//! At `max_connections` no request waits while a connection is idle: it takes
+//! an idle one of any worker, and otherwise queues ([`Waiters`]); a connection
+//! that finishes an exchange goes to the oldest queued request before it may
+//! go idle, and a slot freed by a closed connection goes to the oldest too.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin as StdPin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::oneshot;
 
 use super::conn::TlsConn;
 use super::RequestBody;
@@ -116,11 +123,51 @@ struct IdleH1 {
     expires: Instant,
 }
 
+/// The requests waiting for a connection at `max_connections`, oldest first.
+#[derive(Default)]
+pub(super) struct Waiters {
+    queue: Mutex<VecDeque<oneshot::Sender<Box<H1>>>>,
+    /// The queue's length, read without the lock on every finished exchange.
+    waiting: AtomicUsize,
+}
+
+impl Waiters {
+    /// Queues a request; the connection comes through the receiver.
+    fn join(&self) -> oneshot::Receiver<Box<H1>> {
+        let (tx, rx) = oneshot::channel();
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_back(tx);
+        self.waiting.store(queue.len(), Ordering::Release);
+        rx
+    }
+
+    /// Gives `h1` to the oldest request still waiting; back if there is none.
+    fn hand_over(&self, mut h1: Box<H1>) -> Option<Box<H1>> {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return Some(h1);
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(waiter) = queue.pop_front() {
+            match waiter.send(h1) {
+                Ok(()) => {
+                    self.waiting.store(queue.len(), Ordering::Release);
+                    return None;
+                }
+                // Gone (answered by a freed slot, or timed out): the next one.
+                Err(back) => h1 = back,
+            }
+        }
+        self.waiting.store(0, Ordering::Release);
+        Some(h1)
+    }
+}
+
 /// One worker's idle HTTP/1.1 connections (most recently used last).
 pub(super) struct Idle {
     state: Mutex<IdleState>,
     max: usize,
     timeout: Duration,
+    waiters: Arc<Waiters>,
 }
 
 #[derive(Default)]
@@ -132,11 +179,12 @@ struct IdleState {
 }
 
 impl Idle {
-    fn new(max: usize, timeout: Duration) -> Arc<Idle> {
+    fn new(max: usize, timeout: Duration, waiters: Arc<Waiters>) -> Arc<Idle> {
         Arc::new(Idle {
             state: Mutex::new(IdleState::default()),
             max,
             timeout,
+            waiters,
         })
     }
 
@@ -158,9 +206,13 @@ impl Idle {
         }
     }
 
-    /// Keeps `h1` for the next request (unless the list is full), and makes sure
-    /// a tending task watches it. Called on the worker that made the connection.
+    /// Hands `h1` to the oldest request waiting for a connection, or else keeps
+    /// it for the next request (unless the list is full), making sure a tending
+    /// task watches it. Called on the worker whose request used it last.
     fn put(self: &Arc<Self>, h1: Box<H1>) {
+        let Some(h1) = self.waiters.hand_over(h1) else {
+            return;
+        };
         if self.max == 0 {
             return;
         }
@@ -195,16 +247,6 @@ impl Idle {
             h1,
             expires: Instant::now() + self.timeout,
         });
-    }
-
-    /// Closes one idle connection to free its `max_connections` slot.
-    fn evict_one(&self) -> bool {
-        let mut state = self.lock();
-        if state.conns.is_empty() {
-            return false;
-        }
-        state.conns.remove(0);
-        true
     }
 }
 
@@ -269,6 +311,7 @@ impl LastUse {
 /// An upstream's pool: one idle list per worker plus the shared HTTP/2 connection.
 pub(super) struct Pool {
     workers: Box<[Arc<Idle>]>,
+    waiters: Arc<Waiters>,
     h2: Arc<Mutex<Option<H2>>>,
     idle_timeout: Duration,
 }
@@ -278,10 +321,12 @@ impl Pool {
     /// in all, each for at most `idle_timeout`.
     pub(super) fn new(workers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
         let workers = workers.max(1);
+        let waiters = Arc::new(Waiters::default());
         Pool {
             workers: (0..workers)
-                .map(|_| Idle::new(max_idle.div_ceil(workers), idle_timeout))
+                .map(|_| Idle::new(max_idle.div_ceil(workers), idle_timeout, waiters.clone()))
                 .collect(),
+            waiters,
             h2: Arc::new(Mutex::new(None)),
             idle_timeout,
         }
@@ -301,10 +346,21 @@ impl Pool {
         self.idle(worker).take().await
     }
 
-    /// Closes one idle connection (of any worker) so a new one can be made at
-    /// `max_connections`; false when none is idle.
-    pub(super) fn evict_one(&self) -> bool {
-        self.workers.iter().any(|idle| idle.evict_one())
+    /// A ready idle HTTP/1.1 connection of any worker, `worker`'s first: at
+    /// `max_connections`, one idle anywhere serves rather than a request waiting.
+    pub(super) async fn take_any_h1(&self, worker: usize) -> Option<Box<H1>> {
+        let n = self.workers.len();
+        for i in 0..n {
+            if let Some(h1) = self.idle(worker + i).take().await {
+                return Some(h1);
+            }
+        }
+        None
+    }
+
+    /// Queues for the next connection that finishes an exchange.
+    pub(super) fn wait(&self) -> oneshot::Receiver<Box<H1>> {
+        self.waiters.join()
     }
 
     /// The shared HTTP/2 connection, while it is open.
