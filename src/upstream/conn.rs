@@ -6,82 +6,13 @@ use std::io;
 use std::pin::Pin as StdPin;
 use std::task::{Context, Poll};
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::ClientConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::connector::Pinned;
-
-/// What TLS runs over: a TCP connection to the server, or a CONNECT tunnel
-/// through an egress proxy.
-pub(crate) enum Transport {
-    /// Straight to the server.
-    Direct(TcpStream),
-    /// Through `egress_proxy` (see `egress.rs`).
-    Tunnel(TokioIo<Upgraded>),
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Direct(tcp) => StdPin::new(tcp).poll_read(cx, buf),
-            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Direct(tcp) => StdPin::new(tcp).poll_write(cx, buf),
-            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: StdPin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Direct(tcp) => StdPin::new(tcp).poll_write_vectored(cx, bufs),
-            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Transport::Direct(tcp) => tcp.is_write_vectored(),
-            Transport::Tunnel(tunnel) => tunnel.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Direct(tcp) => StdPin::new(tcp).poll_flush(cx),
-            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Direct(tcp) => StdPin::new(tcp).poll_shutdown(cx),
-            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_shutdown(cx),
-        }
-    }
-}
+use super::transport::Transport;
 
 /// A verified TLS connection; counted in `pinproxy_upstream_connections` while
 /// it is open.

@@ -12,9 +12,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
-use super::conn::Transport;
-use super::connector::connect_tcp;
 use super::error::{chain, UpstreamError};
+use super::transport::{connect_tcp, Transport};
 use crate::config::EgressProxy;
 
 /// A tunnel through `proxy` to `target` (`host:port`), within `timeout` for

@@ -26,7 +26,9 @@ mod conn;
 mod connector;
 mod egress;
 mod error;
+mod handshake_error;
 mod pool;
+mod transport;
 
 pub(crate) use connector::{Alpn, Connector};
 pub use error::{chain, UpstreamError};
@@ -425,7 +427,9 @@ impl Upstream {
     }
 
     fn classify(&self, err: &hyper::Error) -> UpstreamError {
-        if let Some(reason) = connector::client_certificate_refusal(err, self.client_certificate) {
+        if let Some(reason) =
+            handshake_error::client_certificate_refusal(err, self.client_certificate)
+        {
             return UpstreamError::Handshake {
                 address: self.address.clone(),
                 reason,

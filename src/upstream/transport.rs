@@ -1,0 +1,106 @@
+//! What TLS to an upstream runs over: a TCP connection to the server
+//! (`connect_tcp`), or a CONNECT tunnel through an egress proxy (made in
+//! `egress.rs`). Below both the connector and the egress proxy, so the arrows
+//! between them point one way.
+
+use std::io;
+use std::pin::Pin as StdPin;
+use std::task::{Context, Poll};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::error::UpstreamError;
+
+/// What TLS runs over: a TCP connection to the server, or a CONNECT tunnel
+/// through an egress proxy.
+pub(crate) enum Transport {
+    /// Straight to the server.
+    Direct(TcpStream),
+    /// Through `egress_proxy` (see `egress.rs`).
+    Tunnel(TokioIo<Upgraded>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Direct(tcp) => StdPin::new(tcp).poll_read(cx, buf),
+            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Direct(tcp) => StdPin::new(tcp).poll_write(cx, buf),
+            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Direct(tcp) => StdPin::new(tcp).poll_write_vectored(cx, bufs),
+            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Direct(tcp) => tcp.is_write_vectored(),
+            Transport::Tunnel(tunnel) => tunnel.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Direct(tcp) => StdPin::new(tcp).poll_flush(cx),
+            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Direct(tcp) => StdPin::new(tcp).poll_shutdown(cx),
+            Transport::Tunnel(tunnel) => StdPin::new(tunnel).poll_shutdown(cx),
+        }
+    }
+}
+
+pub(super) async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamError> {
+    let failed = |reason: String| UpstreamError::Connect {
+        address: address.to_string(),
+        reason,
+    };
+    let addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| failed(format!("name lookup failed: {e}")))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Requests and responses are written whole; don't let Nagle hold back the tail.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        "the name resolved to no address".to_string()
+    })))
+}
