@@ -1,17 +1,23 @@
-//! The only way to an upstream connection: TCP to the address in use (failing
-//! over in order), then the TLS handshake whose verifier checks the pin. Every
-//! connection a pool holds was made here.
+//! The only way to an upstream connection: TCP (or an egress tunnel) to the
+//! address in use, failing over in order, then the TLS handshake whose verifier
+//! checks the pin. Its result, a [`TlsConn`], can be made nowhere else (private
+//! fields and constructor), and the pool takes nothing else.
 
+use std::io;
+use std::pin::Pin as StdPin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::conn::TlsConn;
 use super::egress;
 use super::error::UpstreamError;
 use super::handshake_error::handshake_error;
@@ -244,7 +250,8 @@ impl Connector {
         let inner = &*self.inner;
         let (tls, address) = self.connect_any(alpn).await?;
         Ok(TlsConn::new(
-            Pinned { tls, slot },
+            tls,
+            slot,
             inner.metrics.upstream_connections.clone(),
             address,
         ))
@@ -422,16 +429,88 @@ impl Connector {
     }
 }
 
-/// A TLS stream that passed the pinned handshake, with the `max_connections`
-/// slot it occupies. Only this module can make one, so only the connector can
-/// make a [`TlsConn`], the one kind of connection the pool takes.
-pub(super) struct Pinned {
+/// A verified TLS connection; counted in `pinproxy_upstream_connections` while
+/// it is open.
+pub(crate) struct TlsConn {
     tls: TlsStream<Transport>,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    open: Gauge,
+    /// The address it reached (which failover target), for the access log.
+    address: Arc<str>,
+    /// Held while the connection is open; dropping it frees a `max_connections` slot.
+    _slot: Slot,
 }
 
-impl Pinned {
-    pub(super) fn into_parts(self) -> (TlsStream<Transport>, tokio::sync::OwnedSemaphorePermit) {
-        (self.tls, self.slot)
+impl TlsConn {
+    /// Private to this module: only the connector, after the pinned handshake,
+    /// makes a `TlsConn`, the one kind of connection the pool takes.
+    fn new(tls: TlsStream<Transport>, slot: Slot, open: Gauge, address: Arc<str>) -> TlsConn {
+        open.inc();
+        TlsConn {
+            tls,
+            open,
+            address,
+            _slot: slot,
+        }
+    }
+
+    /// The address it reached.
+    pub(super) fn address(&self) -> &Arc<str> {
+        &self.address
+    }
+
+    /// The TLS session: what the server presented and what was negotiated.
+    pub(crate) fn session(&self) -> &ClientConnection {
+        self.tls.get_ref().1
+    }
+
+    /// The server chose HTTP/2 by ALPN.
+    pub(super) fn is_h2(&self) -> bool {
+        self.session().alpn_protocol() == Some(b"h2")
+    }
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        StdPin::new(&mut self.tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: StdPin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        StdPin::new(&mut self.tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        StdPin::new(&mut self.tls).poll_shutdown(cx)
     }
 }

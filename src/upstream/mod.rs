@@ -1,6 +1,7 @@
-//! One upstream server: its connection pools ([`Upstream`]) over the pinned
-//! connector (`connector.rs`), the connections they hold (`conn.rs`), and what can
-//! go wrong on the way (`error.rs`).
+//! One upstream server: its connection pools ([`Upstream`], `pool.rs`) over the
+//! pinned connector (`connector.rs`, which alone makes the connections they
+//! hold), what those run over (`transport.rs`: TCP, or an `egress.rs` tunnel),
+//! and what can go wrong on the way (`error.rs`, `handshake_error.rs`).
 //!
 //! Every new connection runs a TLS handshake through [`PinVerifier`] (or resumes a
 //! session that one of them verified under the same pins); the pools only ever hand
@@ -22,7 +23,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::sync::watch;
 
-mod conn;
 mod connector;
 mod egress;
 mod error;
@@ -34,7 +34,7 @@ pub(crate) use connector::{Alpn, Connector};
 pub use error::{chain, UpstreamError};
 pub use pool::UpstreamBody;
 
-use conn::TlsConn;
+use connector::TlsConn;
 use error::{closed_early, too_large};
 use pool::{Pool, H1};
 

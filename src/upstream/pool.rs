@@ -36,7 +36,7 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
-use super::conn::TlsConn;
+use super::connector::TlsConn;
 use super::RequestBody;
 
 type H1Conn = http1::Connection<TokioIo<TlsConn>, RequestBody>;
