@@ -1,0 +1,259 @@
+//! One `[[upstream]]` table checked: its addresses and pins, failover targets,
+//! client certificate and egress proxy.
+
+use super::*;
+
+pub(super) fn parse_egress(text: &Option<Spanned<String>>) -> Located<Option<EgressProxy>> {
+    match text {
+        Some(t) => EgressProxy::parse(t.get_ref()).map_err(|m| (t.span(), m)),
+        None => Ok(None),
+    }
+}
+
+/// `client_certificate` and `client_key`, both or neither, read relative to
+/// the config file's directory.
+pub(super) fn parse_identity(
+    certificate: &Option<Spanned<String>>,
+    key: &Option<Spanned<String>>,
+    base: &Path,
+) -> Located<Option<ClientIdentity>> {
+    match (certificate, key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => {
+            let resolve = |p: &str| base.join(p);
+            ClientIdentity::load(&resolve(c.get_ref()), &resolve(k.get_ref()))
+                .map(Some)
+                .map_err(|e| (if e.in_key { k.span() } else { c.span() }, e.message))
+        }
+        (Some(c), None) => Err((
+            c.span(),
+            "client_certificate needs client_key too: add client_key = \"/etc/pinproxy/client.key\" (its PEM private key)".into(),
+        )),
+        (None, Some(k)) => Err((
+            k.span(),
+            "client_key needs client_certificate too: add client_certificate = \"/etc/pinproxy/client.pem\" (the PEM certificate chain)".into(),
+        )),
+    }
+}
+
+pub(super) fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<CertPin>> {
+    if list.get_ref().is_empty() {
+        return Err((
+            list.span(),
+            "fingerprints is empty: add the SHA1 line printed by `api fingerprint` on the server (or run `pinproxy fingerprint HOST:PORT`)".into(),
+        ));
+    }
+    list.get_ref()
+        .iter()
+        .map(|text| {
+            CertPin::parse(text.get_ref())
+                .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))
+        })
+        .collect()
+}
+
+/// Every target of an upstream, in failover order, with its pins.
+pub(super) fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
+    let shared = match &u.fingerprints {
+        Some(list) => Some(parse_pins(list)?),
+        None => None,
+    };
+    let shared_identity = parse_identity(&u.client_certificate, &u.client_key, base)?;
+    let shared_egress = parse_egress(&u.egress_proxy)?;
+    let need_pins = |span: std::ops::Range<usize>| {
+        (
+            span,
+            "no fingerprints: add fingerprints = [\"SHA1: …\"] (the SHA1 line of `api fingerprint` on the server) \
+             to the upstream, or to each [[upstream.target]] (or, without a pin to compare, \
+             trust_on_first_use = true)"
+                .to_string(),
+        )
+    };
+    let mut targets = Vec::new();
+    if let Some(span) = u.learns() {
+        if u.fingerprints.is_some() || u.target.iter().any(|t| t.fingerprints.is_some()) {
+            return Err((
+                span,
+                "trust_on_first_use learns the pin: remove fingerprints, or remove trust_on_first_use and keep them \
+                 (a configured pin is always better)"
+                    .into(),
+            ));
+        }
+        let single = match &u.address {
+            Some(address) if u.target.is_empty() => address.get_ref().as_str(),
+            _ => None,
+        };
+        let Some(text) = single else {
+            return Err((
+                span,
+                "trust_on_first_use learns one pin per upstream: give it a single address = \"HOST:PORT\" (no list, \
+                 no [[upstream.target]])"
+                    .into(),
+            ));
+        };
+        let (host, port) = parse_address(text).map_err(|m| (span.clone(), m))?;
+        targets.push(Target {
+            host,
+            port,
+            pins: Vec::new(),
+            client_identity: shared_identity,
+            egress_proxy: shared_egress,
+        });
+        return Ok(targets);
+    }
+    match (&u.address, u.target.is_empty()) {
+        (Some(address), true) => {
+            let texts: Vec<&str> = match address.get_ref() {
+                toml::Value::String(one) => vec![one.as_str()],
+                toml::Value::Array(many) if !many.is_empty() => many
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| (address.span(), "address list must hold \"HOST:PORT\" strings".to_string()))?,
+                _ => {
+                    return Err((
+                        address.span(),
+                        "address must be \"HOST:PORT\" or a list [\"HOST:PORT\", …] tried in order".into(),
+                    ))
+                }
+            };
+            let addresses = texts
+                .into_iter()
+                .map(|text| parse_address(text).map_err(|m| (address.span(), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            // After the addresses: a missing pin list is often what a malformed
+            // one left behind (see config/errors.rs), and must not hide them.
+            let pins = shared.ok_or_else(|| need_pins(u.name.span()))?;
+            for (host, port) in addresses {
+                targets.push(Target {
+                    host,
+                    port,
+                    pins: pins.clone(),
+                    client_identity: shared_identity.clone(),
+                    egress_proxy: shared_egress.clone(),
+                });
+            }
+        }
+        (None, false) => {
+            for t in &u.target {
+                let (host, port) = parse_address(t.address.get_ref()).map_err(|m| (t.address.span(), m))?;
+                let pins = match (&t.fingerprints, &shared) {
+                    (Some(own), _) => parse_pins(own)?,
+                    (None, Some(shared)) => shared.clone(),
+                    (None, None) => return Err(need_pins(t.address.span())),
+                };
+                let client_identity =
+                    match parse_identity(&t.client_certificate, &t.client_key, base)? {
+                        Some(own) => Some(own),
+                        None => shared_identity.clone(),
+                    };
+                let egress_proxy = match &t.egress_proxy {
+                    Some(_) => parse_egress(&t.egress_proxy)?,
+                    None => shared_egress.clone(),
+                };
+                targets.push(Target {
+                    host,
+                    port,
+                    pins,
+                    client_identity,
+                    egress_proxy,
+                });
+            }
+        }
+        (Some(address), false) => {
+            return Err((
+                address.span(),
+                "give either address or [[upstream.target]] tables, not both".into(),
+            ))
+        }
+        (None, true) => {
+            return Err((
+                u.name.span(),
+                "missing field `address`: add address = \"HOST:PORT\" (or a list, or [[upstream.target]] tables)".into(),
+            ))
+        }
+    }
+    Ok(targets)
+}
+
+pub(super) type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
+
+pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamConfig> {
+    let name = u.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err((
+            u.name.span(),
+            format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    let (listen, access) = check_listener(
+        &ListenerKeys {
+            listen: &u.listen,
+            allow_non_loopback: u.allow_non_loopback,
+            socket_mode: &u.socket_mode,
+            socket_group: &u.socket_group,
+            allowed_hosts: &u.allowed_hosts,
+            allowed_origins: &u.allowed_origins,
+            allowed_users: &u.allowed_users,
+        },
+        "set allow_non_loopback = true for this upstream",
+    )?;
+    let mut targets = parse_targets(u, base)?.into_iter();
+    let Some(primary) = targets.next() else {
+        return Err((u.name.span(), "no address".into()));
+    };
+    let server_name = match &u.server_name {
+        Some(sn) => Some(parse_server_name(sn.get_ref()).map_err(|m| (sn.span(), m))?),
+        None => None,
+    };
+    let timeout = |v: &Option<Spanned<String>>, default: Duration| -> Located<Duration> {
+        match v {
+            Some(s) => duration(s.get_ref()).map_err(|m| (s.span(), m)),
+            None => Ok(default),
+        }
+    };
+    let mut hosts = Vec::new();
+    for alias in &u.hosts {
+        hosts.push(parse_alias(alias.get_ref()).map_err(|m| (alias.span(), m))?);
+    }
+    let max_connections = match &u.max_connections {
+        Some(v) => count(v, "max_connections", 1..=100_000)?,
+        None => DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+    };
+    Ok(UpstreamConfig {
+        name: name.clone(),
+        listen,
+        access,
+        host: primary.host,
+        port: primary.port,
+        server_name,
+        pins: primary.pins,
+        client_identity: primary.client_identity,
+        egress_proxy: primary.egress_proxy,
+        // Set once the top-level known_pins is known.
+        known_pins: None,
+        fallbacks: targets.collect(),
+        failback_after: timeout(&u.failback_after, DEFAULT_FAILBACK_AFTER)?,
+        connect_timeout: timeout(&u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
+        handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
+        response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
+        idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        hosts,
+        http2: u.http2,
+        legacy_crypto: u.legacy_crypto,
+        tls_resumption: u.tls_resumption,
+        max_connections,
+        // As many as may be open: a pool smaller than the client concurrency closes
+        // connections that the next request then re-opens with a new handshake (the
+        // benchmark's 64 keep-alive clients made one handshake per eight requests
+        // with 32). idle_timeout still closes the ones no longer needed.
+        max_idle_connections: match &u.max_idle_connections {
+            Some(v) => count(v, "max_idle_connections", 0..=100_000)?,
+            None => max_connections,
+        },
+    })
+}
