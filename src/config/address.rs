@@ -1,6 +1,9 @@
 //! Addresses and names: `host:port`, server names for SNI, durations.
 
-use super::*;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 /// Splits `host:port` (or `[v6]:port`); the port is required.
 pub fn parse_address(text: &str) -> Result<(String, u16), String> {

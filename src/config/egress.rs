@@ -1,7 +1,9 @@
 //! `egress_proxy`: the HTTP CONNECT proxy an upstream is reached through, parsed
 //! with its credentials kept out of every message.
 
-use super::*;
+use std::fmt;
+
+use super::address::{join_host_port, parse_address};
 
 /// An HTTP proxy that upstream connections go through (`egress_proxy`): a
 /// CONNECT tunnel to the upstream's address, inside which pinproxy makes its

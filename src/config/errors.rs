@@ -74,6 +74,9 @@ impl Problem {
     }
 }
 
+/// A check's result: the value, or the span of the mistake and what to say.
+pub(super) type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
+
 /// How many mistakes one file may report: each costs one more check of it.
 const MAX_REPORTED: usize = 50;
 

@@ -1,7 +1,14 @@
 //! Listener keys: where a listener binds (`listen`: TCP, `unix:`, `systemd:`)
 //! and who may use it (hosts, origins, users, socket mode and group).
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::address::{check_server_name, parse_address};
+use super::errors::Located;
+use super::model::{Access, HostAlias, Listen, SystemdSocket, UnixSocket, DEFAULT_SOCKET_MODE};
 
 /// The keys every listener table has: where it binds and who may use it.
 pub(super) struct ListenerKeys<'a> {

@@ -1,7 +1,20 @@
 //! Reading the config: the file (with its permission check) or the `run` flags,
 //! turned into a checked [`Config`], every mistake located.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::tls::pin::CertPin;
+
+use super::address::{duration, parse_address, parse_server_name};
+use super::errors::{every_error, explain_toml_error, ConfigError, Problem};
+use super::listener::{check_listener, parse_listen, socket_mode};
+use super::model::{
+    Access, AdminConfig, Config, HostAlias, Limits, Listen, ProxyConfig, UnixSocket,
+    UpstreamConfig, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SOCKET_MODE,
+};
+use super::raw::{check_limits, RawAdmin, RawConfig};
+use super::upstream::check_upstream;
 
 impl Config {
     /// Reads and checks a TOML file.

@@ -1,7 +1,19 @@
 //! The typed configuration pinproxy runs on: what each table and key means once
 //! checked, with the defaults.
 
-use super::*;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+
+use crate::tls::identity::ClientIdentity;
+use crate::tls::pin::CertPin;
+
+use super::address::join_host_port;
+use super::egress::EgressProxy;
 
 /// Default for `connect_timeout`: TCP connect to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,7 +1,15 @@
 //! The serde layer: the file's tables as written, every value with its span so
 //! that a mistake can name its line, and the `[limits]` checks.
 
-use super::*;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::address::duration;
+use super::errors::Located;
+use super::listener::ListenerKeys;
+use super::model::{Http2, Limits};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

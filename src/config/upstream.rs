@@ -1,7 +1,24 @@
 //! One `[[upstream]]` table checked: its addresses and pins, failover targets,
 //! client certificate and egress proxy.
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::tls::identity::ClientIdentity;
+use crate::tls::pin::CertPin;
+
+use super::address::{duration, parse_address, parse_server_name};
+use super::egress::EgressProxy;
+use super::errors::Located;
+use super::listener::{check_listener, parse_alias, ListenerKeys};
+use super::model::{
+    Target, UpstreamConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILBACK_AFTER,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+    DEFAULT_RESPONSE_TIMEOUT,
+};
+use super::raw::{count, RawUpstream};
 
 pub(super) fn parse_egress(text: &Option<Spanned<String>>) -> Located<Option<EgressProxy>> {
     match text {
@@ -175,8 +192,6 @@ pub(super) fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>
     }
     Ok(targets)
 }
-
-pub(super) type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
 
 pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamConfig> {
     let name = u.name.get_ref();
