@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::admin::{Admin, Health};
 use crate::cmd::mock_api;
 use crate::config::{self, AdminConfig, Config, Listen, UpstreamConfig};
-use crate::server::Proxy;
-use crate::status::{Board, Running};
+use crate::ops::admin::{Admin, Health};
+use crate::ops::status::{Board, Running};
+use crate::serve::server::Proxy;
 use crate::tls::pin::{CertPin, Fingerprints};
 
 /// Runs the demo until `shutdown` completes.

@@ -15,11 +15,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::Either;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::access_log;
 use crate::http::access::Client;
 use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
-use crate::metrics::UpstreamMetrics;
+use crate::ops::access_log;
+use crate::ops::metrics::UpstreamMetrics;
 use crate::upstream::UpstreamAddress;
 
 pub(crate) struct AccessRecord {
@@ -54,7 +54,7 @@ impl AccessRecord {
             method: req.method().clone(),
             // The query string is left out: it may carry tokens.
             // A client may put any byte above 0x7F in a path: escaped for the log.
-            path: crate::access_log::printable(req.uri().path()).into_owned(),
+            path: crate::ops::access_log::printable(req.uri().path()).into_owned(),
             start: Instant::now(),
             status: 0,
             error: None,

@@ -6,8 +6,8 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderName, Response, StatusCode};
 use http_body_util::{Either, Full};
 
-use crate::access_log::printable;
 use crate::http::access::Refusal;
+use crate::ops::access_log::printable;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 
 /// The name of the header that says which failure a pinproxy error response reports.

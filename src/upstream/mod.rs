@@ -39,10 +39,10 @@ use error::{closed_early, too_large};
 use pool::{Pool, H1};
 
 use crate::config::{Http2, UpstreamConfig};
-use crate::metrics::UpstreamMetrics;
+use crate::ops::metrics::UpstreamMetrics;
+use crate::serve::workers;
 use crate::tls::known_pins::KnownPins;
 use crate::tls::verify::{PinVerifier, Trust};
-use crate::workers;
 
 /// Which address of the upstream answered (a response extension, for the
 /// access log: with failover it is not always the first).

@@ -27,10 +27,10 @@ use crate::config::{AdminConfig, Listen};
 use crate::http::access::{Decision, Policy};
 use crate::http::idle::{self, Activity};
 use crate::http::respond::ERROR_HEADER;
-use crate::listen::{Accepted, Listener};
-use crate::metrics::{self, Metrics};
-use crate::peer;
-use crate::status::Board;
+use crate::ops::metrics::{self, Metrics};
+use crate::ops::status::Board;
+use crate::serve::listen::{Accepted, Listener};
+use crate::serve::peer;
 
 /// Admin connections served at once. Probes and scrapes need few, but a
 /// local process holding connections open must not crowd them out: each one
@@ -170,7 +170,7 @@ async fn serve<IO>(
         let _busy = busy.begin();
         let answer = match policy.check(&req, uid) {
             Decision::Refuse(r) => {
-                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %crate::access_log::printable(&r.seen), client_uid = uid, "admin request refused");
+                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %crate::ops::access_log::printable(&r.seen), client_uid = uid, "admin request refused");
                 let mut resp = Response::new(Full::new(Bytes::from(r.text)));
                 *resp.status_mut() = r.status;
                 resp.headers_mut()

@@ -28,12 +28,12 @@ use crate::http::logged_body::LoggedBody;
 use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
 use crate::http::rapid_reset;
 use crate::http::tunnel::Tunnels;
-use crate::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
-use crate::metrics::{Metrics, UpstreamMetrics};
-use crate::peer;
+use crate::ops::metrics::{Metrics, UpstreamMetrics};
+use crate::serve::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
+use crate::serve::peer;
+use crate::serve::workers::{self, Workers};
 use crate::tls::known_pins::{KnownPins, Learned};
 use crate::upstream::Upstream;
-use crate::workers::{self, Workers};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// A listener could not be bound.

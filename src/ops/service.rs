@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use crate::admin::{Admin, Health};
 use crate::config::{self, Config, Listen};
-use crate::reload::{self, Trigger};
-use crate::server::Proxy;
-use crate::status::{Board, Running};
-use crate::systemd::Notifier;
+use crate::ops::admin::{Admin, Health};
+use crate::ops::reload::{self, Trigger};
+use crate::ops::status::{Board, Running};
+use crate::ops::systemd::Notifier;
+use crate::serve::server::Proxy;
 use crate::tls::known_pins::KnownPins;
 
 /// Where the running config came from, which decides what a reload re-reads.
@@ -97,7 +97,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::info!(delay = ?delay, "shutting down: still accepting for shutdown_drain_delay with /readyz at 503; a second signal skips the wait");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            signal = crate::shutdown::signal() => {
+            signal = crate::serve::shutdown::signal() => {
                 tracing::info!(signal, "second signal: draining now");
             }
         }

@@ -18,7 +18,7 @@ use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::access_log;
+use crate::ops::access_log;
 
 thread_local! {
     static CURRENT: Cell<usize> = const { Cell::new(0) };

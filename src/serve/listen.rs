@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::config::{Listen, UnixSocket};
-use crate::socket_activation as systemd;
+use crate::serve::socket_activation as systemd;
 
 /// A bound listening socket.
 pub enum Listener {
