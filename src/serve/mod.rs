@@ -1,8 +1,11 @@
 //! The serving side: the listening sockets (`listen`, or those systemd passed,
-//! `socket_activation`), the connection workers (`workers`), the accept loops,
-//! reload and drain (`server`), who the client is (`peer`) and the one shutdown
-//! signal (`shutdown`).
+//! `socket_activation`), the connection workers (`workers`), the proxy's
+//! listeners with reload and drain (`server`), their accept loops (`accept`),
+//! one client connection (`connection`), who the client is (`peer`) and the
+//! one shutdown signal (`shutdown`).
 
+mod accept;
+mod connection;
 pub(crate) mod listen;
 pub mod peer;
 pub mod server;

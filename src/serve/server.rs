@@ -1,9 +1,8 @@
-//! The listeners: bind every configured address up front, accept client
-//! connections (a bounded number at a time), serve HTTP/1.1 keep-alive on each,
-//! apply a reloaded config without disturbing what is in flight, and drain
-//! in-flight requests on shutdown.
+//! The proxy's listeners as a whole ([`Proxy`]): bind every configured address
+//! up front, start their accept loops (`accept.rs`, which serve each client
+//! connection with `connection.rs`), apply a reloaded config without disturbing
+//! what is in flight, and drain in-flight requests on shutdown.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,30 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinHandle;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
 
-use crate::config::{Access, Config, Limits, Listen, ProxyConfig, UpstreamConfig};
-use crate::http::access::{Client, Policy};
-use crate::http::forward;
-use crate::http::idle::{self, Activity};
-use crate::http::logged_body::LoggedBody;
-use crate::http::proxy_mode::{self, Routes, PROXY_LABEL};
-use crate::http::rapid_reset;
+use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
+use crate::http::access::Policy;
+use crate::http::proxy_mode::{Routes, PROXY_LABEL};
 use crate::http::tunnel::Tunnels;
 use crate::ops::metrics::{Metrics, UpstreamMetrics};
-use crate::serve::listen::{self, Accepted, OwnedListener as Socket, SharedListener};
-use crate::serve::peer;
+use crate::serve::listen::{self, OwnedListener as Socket};
 use crate::serve::workers::{self, Workers};
 use crate::tls::known_pins::{KnownPins, Learned};
 use crate::upstream::Upstream;
-use prometheus_client::metrics::gauge::Gauge;
+
+use super::accept::{accept_loop, AcceptShared, Acceptor, LoopContext};
+use super::connection::{Drain, Target};
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -84,51 +74,6 @@ struct Listener {
     config: UpstreamConfig,
     upstream: Arc<ArcSwap<Upstream>>,
     acceptor: Acceptor,
-}
-
-/// A running accept loop on one socket, and the rules its clients are held to
-/// (swapped by a reload like the upstream).
-struct Acceptor {
-    local: Listen,
-    policy: Arc<ArcSwap<Policy>>,
-    stop: watch::Sender<bool>,
-    /// One accept loop per worker, each on its own descriptor of `socket`.
-    loops: Vec<JoinHandle<()>>,
-    /// Owns the socket (and its file); closed once the loops are done.
-    socket: Socket,
-}
-
-impl Acceptor {
-    /// Applies a reload's rules to the next request, and a changed socket
-    /// mode or group to the file at once.
-    fn update(&self, listen: &Listen, access: &Access, check_host: bool) {
-        if let Listen::Unix(socket) = listen {
-            if let Err(e) = self.socket.apply_permissions(socket) {
-                tracing::error!(listen = %listen, error = %e, "cannot apply socket_mode / socket_group; the socket keeps its old permissions");
-            }
-        }
-        let policy = Policy::new(&self.local, access, check_host);
-        self.policy.store(Arc::new(policy));
-    }
-
-    /// Stops accepting and closes the socket; open connections carry on until
-    /// they finish or the drain ends them.
-    async fn close(self) {
-        self.stop.send_replace(true);
-        for accept_loop in self.loops {
-            let _ = accept_loop.await;
-        }
-        drop(self.socket);
-    }
-}
-
-/// What a listener's requests go to.
-#[derive(Clone)]
-enum Target {
-    /// One upstream (a dedicated listener).
-    Upstream(Arc<ArcSwap<Upstream>>),
-    /// Any configured upstream, chosen by host (the `[proxy]` listener).
-    Routes(Arc<ArcSwap<Routes>>),
 }
 
 /// What a reload changed, by upstream name.
@@ -559,178 +504,6 @@ impl Proxy {
     }
 }
 
-/// Serves one client connection (on a worker) until it closes or, on shutdown,
-/// its in-flight requests end.
-async fn serve<IO>(
-    io: IO,
-    (uid, peer): (Option<u32>, Option<SocketAddr>),
-    context: ConnContext,
-    mut drain: Draining,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let ConnContext {
-        http,
-        target,
-        policy,
-        tunnels,
-        limits,
-        in_flight,
-    } = context;
-    let activity = Activity::new();
-    let idle_limit = limits.header_read_timeout;
-    let idle = activity.clone();
-    // Each request reads the current upstream (or routes) and rules, so a
-    // reload applies to the next request even on a kept-alive client connection.
-    let service = service_fn(move |req: Request<Incoming>| {
-        let busy = activity.begin();
-        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
-        let client = Client {
-            uid,
-            peer,
-            policy: policy.load_full(),
-            activity: activity.clone(),
-        };
-        // Taken now, not awaited: a listener at its cap answers at once.
-        let slot = in_flight.clone().try_acquire_owned();
-        // Boxed: hyper keeps room for one service future in every connection,
-        // idle or not, and this one is 5 KB; boxed, an idle connection keeps 16
-        // bytes and a request allocates what it needs while it runs.
-        Box::pin(async move {
-            let mut response = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
-                (_, Some(refusal)) => local_refusal(&target, &req, &client, refusal),
-                (false, None) => local_refusal(&target, &req, &client, too_busy(&limits)),
-                (true, None) => match target {
-                    Target::Upstream(up) => {
-                        forward::handle(&up.load_full(), req, &tunnels, &limits, &client).await
-                    }
-                    Target::Routes(routes) => {
-                        proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits, &client)
-                            .await
-                    }
-                },
-            };
-            response.body_mut().hold(busy, slot.ok());
-            Ok::<_, Infallible>(response)
-        })
-    });
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    // On drain an idle HTTP/1.1 connection closes at once, a busy one after its
-    // response; HTTP/2 gets a GOAWAY.
-    match idle::drive(conn, &idle, idle_limit, drain.signalled()).await {
-        Some(Err(e)) if rapid_reset::is_rapid_reset(&*e) => rapid_reset::note(),
-        Some(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
-        Some(Ok(())) => {}
-        None => tracing::debug!("client connection closed: idle, and it did not close when asked"),
-    }
-}
-
-/// Tells every open client connection to finish (after its in-flight request)
-/// and waits until all have.
-#[derive(Default)]
-struct Drain {
-    signal: watch::Sender<bool>,
-}
-
-/// One open connection's end of [`Drain`]; dropping it says the connection is done.
-struct Draining(watch::Receiver<bool>);
-
-impl Drain {
-    fn track(&self) -> Draining {
-        Draining(self.signal.subscribe())
-    }
-
-    fn open(&self) -> usize {
-        self.signal.receiver_count()
-    }
-
-    async fn finish(&self) {
-        self.signal.send_replace(true);
-        self.signal.closed().await;
-    }
-}
-
-impl Draining {
-    /// Resolves once the drain has begun.
-    async fn signalled(&mut self) {
-        if self.0.wait_for(|&drain| drain).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// A refusal made here, before a request is routed.
-struct LocalRefusal {
-    status: StatusCode,
-    tag: &'static str,
-    text: String,
-}
-
-fn local_refusal(
-    target: &Target,
-    req: &Request<Incoming>,
-    client: &Client,
-    r: LocalRefusal,
-) -> Response<LoggedBody> {
-    let (name, metrics) = match target {
-        Target::Upstream(up) => {
-            let up = up.load();
-            (up.name.clone(), up.metrics().clone())
-        }
-        Target::Routes(routes) => {
-            let routes = routes.load();
-            (routes.name().clone(), routes.metrics().clone())
-        }
-    };
-    // Counted and in the access log; a flood of these must not become a flood of WARN lines.
-    forward::refuse(&name, &metrics, req, client, r.status, r.tag, r.text)
-}
-
-fn too_busy(limits: &Limits) -> LocalRefusal {
-    LocalRefusal {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        tag: "too-busy",
-        text: format!(
-            "pinproxy: this listener already has {} requests in progress (max_requests_in_flight); try again \
-             shortly\n",
-            limits.max_requests_in_flight
-        ),
-    }
-}
-
-/// HTTP/1 head limits are hyper's parser's; an HTTP/2 request arrives already
-/// decoded, so the same limits are applied to it here.
-fn h2_headers_over(req: &Request<Incoming>, limits: &Limits) -> Option<LocalRefusal> {
-    if req.version() != Version::HTTP_2 {
-        return None;
-    }
-    let headers = req.headers();
-    let count = headers.len();
-    // As HTTP/2 counts a header list (RFC 9113 §6.5.2): name, value and 32 per field.
-    let bytes: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
-        .sum();
-    let what = if count > limits.max_headers {
-        format!(
-            "{count} header fields, more than max_headers ({})",
-            limits.max_headers
-        )
-    } else if bytes > limits.max_header_bytes {
-        format!(
-            "{bytes} bytes of headers, more than max_header_bytes ({})",
-            limits.max_header_bytes
-        )
-    } else {
-        return None;
-    };
-    Some(LocalRefusal {
-        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        tag: "headers-too-large",
-        text: format!("pinproxy: the request has {what}\n"),
-    })
-}
-
 /// Closes the tunnels opened through `upstream`, whose trust a reload took back
 /// (a revoked pin must not keep carrying data); in-flight plain requests finish.
 fn revoke(upstream: &Upstream, why: &str) {
@@ -768,155 +541,4 @@ async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
             hint,
         }
     })
-}
-
-/// What the accept loops of one proxy share.
-struct LoopContext {
-    drain: Arc<Drain>,
-    tunnels: Tunnels,
-    limits: Arc<Limits>,
-}
-
-/// What the accept loops of one listener (one per worker) share.
-struct AcceptShared {
-    http: auto::Builder<TokioExecutor>,
-    target: Target,
-    policy: Arc<ArcSwap<Policy>>,
-    connections: Gauge,
-    context: LoopContext,
-    /// `max_client_connections` of this listener.
-    limit: Arc<Semaphore>,
-    /// `max_requests_in_flight` of this listener.
-    in_flight: Arc<Semaphore>,
-}
-
-impl AcceptShared {
-    fn new(
-        target: Target,
-        policy: Arc<ArcSwap<Policy>>,
-        connections: Gauge,
-        context: LoopContext,
-    ) -> AcceptShared {
-        let limits = &context.limits;
-        // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
-        // HTTP/2 with prior knowledge on the same port.
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            // hyper runs this timer whenever it waits for a request head, so it also
-            // closes kept-alive connections idle for longer.
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            // A script that writes its request and then closes its sending side
-            // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
-            .half_close(true)
-            .keep_alive(true);
-        http.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            // The idle limit (see `idle`) closes a connection with no stream open;
-            // these pings find a dead peer while a long request is in progress.
-            .keep_alive_interval(limits.header_read_timeout);
-        AcceptShared {
-            http,
-            target,
-            policy,
-            connections,
-            limit: Arc::new(Semaphore::new(limits.max_client_connections)),
-            in_flight: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
-            context,
-        }
-    }
-}
-
-/// What serving one client connection needs.
-struct ConnContext {
-    http: auto::Builder<TokioExecutor>,
-    target: Target,
-    policy: Arc<ArcSwap<Policy>>,
-    tunnels: Tunnels,
-    limits: Arc<Limits>,
-    /// `max_requests_in_flight` of the connection's listener.
-    in_flight: Arc<Semaphore>,
-}
-
-/// One worker's accept loop on its own descriptor of a listening socket: the
-/// connections it accepts are served on this worker, registered with its
-/// reactor from the start. (Handing each connection from one accepting runtime
-/// to a worker cost two `epoll_ctl` calls and a cross-thread wake-up apiece.)
-async fn accept_loop(
-    descriptor: std::io::Result<SharedListener>,
-    shared: Arc<AcceptShared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let socket = match descriptor.and_then(SharedListener::register) {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::error!(error = %e, "a connection worker cannot accept on this listener; the others still do");
-            return;
-        }
-    };
-    let AcceptShared {
-        http,
-        target,
-        policy,
-        connections,
-        context: LoopContext {
-            drain,
-            tunnels,
-            limits,
-        },
-        limit,
-        in_flight,
-    } = &*shared;
-    loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = socket.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: wait a little for descriptors to free up
-                    // instead of spinning on an accept that keeps failing.
-                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let context = ConnContext {
-            http: http.clone(),
-            target: target.clone(),
-            policy: policy.clone(),
-            tunnels: tunnels.clone(),
-            limits: limits.clone(),
-            in_flight: in_flight.clone(),
-        };
-        let (draining, open) = (drain.track(), connections.clone());
-        open.inc();
-        tokio::spawn(async move {
-            match accepted {
-                Accepted::Tcp(stream, peer) => {
-                    let _ = stream.set_nodelay(true);
-                    let needed = context.policy.load().needs_uid();
-                    let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
-                    serve(stream, (uid, Some(peer)), context, draining).await
-                }
-                Accepted::Unix(stream) => {
-                    let uid = peer::unix_peer(&stream);
-                    serve(stream, (uid, None), context, draining).await
-                }
-            }
-            open.dec();
-            drop(permit);
-        });
-    }
 }

@@ -1,0 +1,197 @@
+//! The accept loops of one listener: one per worker, each on its own
+//! descriptor of the socket, at most `max_client_connections` at a time, each
+//! accepted connection served on the worker that accepted it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{Access, Limits, Listen};
+use crate::http::access::Policy;
+use crate::http::tunnel::Tunnels;
+use crate::serve::listen::{Accepted, OwnedListener as Socket, SharedListener};
+use crate::serve::peer;
+
+use super::connection::{serve, ConnContext, Drain, Target};
+
+/// A running accept loop on one socket, and the rules its clients are held to
+/// (swapped by a reload like the upstream).
+pub(super) struct Acceptor {
+    pub(super) local: Listen,
+    pub(super) policy: Arc<ArcSwap<Policy>>,
+    pub(super) stop: watch::Sender<bool>,
+    /// One accept loop per worker, each on its own descriptor of `socket`.
+    pub(super) loops: Vec<JoinHandle<()>>,
+    /// Owns the socket (and its file); closed once the loops are done.
+    pub(super) socket: Socket,
+}
+
+impl Acceptor {
+    /// Applies a reload's rules to the next request, and a changed socket
+    /// mode or group to the file at once.
+    pub(super) fn update(&self, listen: &Listen, access: &Access, check_host: bool) {
+        if let Listen::Unix(socket) = listen {
+            if let Err(e) = self.socket.apply_permissions(socket) {
+                tracing::error!(listen = %listen, error = %e, "cannot apply socket_mode / socket_group; the socket keeps its old permissions");
+            }
+        }
+        let policy = Policy::new(&self.local, access, check_host);
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Stops accepting and closes the socket; open connections carry on until
+    /// they finish or the drain ends them.
+    pub(super) async fn close(self) {
+        self.stop.send_replace(true);
+        for accept_loop in self.loops {
+            let _ = accept_loop.await;
+        }
+        drop(self.socket);
+    }
+}
+
+/// What the accept loops of one proxy share.
+pub(super) struct LoopContext {
+    pub(super) drain: Arc<Drain>,
+    pub(super) tunnels: Tunnels,
+    pub(super) limits: Arc<Limits>,
+}
+
+/// What the accept loops of one listener (one per worker) share.
+pub(super) struct AcceptShared {
+    pub(super) http: auto::Builder<TokioExecutor>,
+    pub(super) target: Target,
+    pub(super) policy: Arc<ArcSwap<Policy>>,
+    pub(super) connections: Gauge,
+    pub(super) context: LoopContext,
+    /// `max_client_connections` of this listener.
+    pub(super) limit: Arc<Semaphore>,
+    /// `max_requests_in_flight` of this listener.
+    pub(super) in_flight: Arc<Semaphore>,
+}
+
+impl AcceptShared {
+    pub(super) fn new(
+        target: Target,
+        policy: Arc<ArcSwap<Policy>>,
+        connections: Gauge,
+        context: LoopContext,
+    ) -> AcceptShared {
+        let limits = &context.limits;
+        // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
+        // HTTP/2 with prior knowledge on the same port.
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            // hyper runs this timer whenever it waits for a request head, so it also
+            // closes kept-alive connections idle for longer.
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            // A script that writes its request and then closes its sending side
+            // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
+            .half_close(true)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            // The idle limit (see `idle`) closes a connection with no stream open;
+            // these pings find a dead peer while a long request is in progress.
+            .keep_alive_interval(limits.header_read_timeout);
+        AcceptShared {
+            http,
+            target,
+            policy,
+            connections,
+            limit: Arc::new(Semaphore::new(limits.max_client_connections)),
+            in_flight: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
+            context,
+        }
+    }
+}
+
+/// One worker's accept loop on its own descriptor of a listening socket: the
+/// connections it accepts are served on this worker, registered with its
+/// reactor from the start. (Handing each connection from one accepting runtime
+/// to a worker cost two `epoll_ctl` calls and a cross-thread wake-up apiece.)
+pub(super) async fn accept_loop(
+    descriptor: std::io::Result<SharedListener>,
+    shared: Arc<AcceptShared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let socket = match descriptor.and_then(SharedListener::register) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %e, "a connection worker cannot accept on this listener; the others still do");
+            return;
+        }
+    };
+    let AcceptShared {
+        http,
+        target,
+        policy,
+        connections,
+        context: LoopContext {
+            drain,
+            tunnels,
+            limits,
+        },
+        limit,
+        in_flight,
+    } = &*shared;
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: wait a little for descriptors to free up
+                    // instead of spinning on an accept that keeps failing.
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let context = ConnContext {
+            http: http.clone(),
+            target: target.clone(),
+            policy: policy.clone(),
+            tunnels: tunnels.clone(),
+            limits: limits.clone(),
+            in_flight: in_flight.clone(),
+        };
+        let (draining, open) = (drain.track(), connections.clone());
+        open.inc();
+        tokio::spawn(async move {
+            match accepted {
+                Accepted::Tcp(stream, peer) => {
+                    let _ = stream.set_nodelay(true);
+                    let needed = context.policy.load().needs_uid();
+                    let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
+                    serve(stream, (uid, Some(peer)), context, draining).await
+                }
+                Accepted::Unix(stream) => {
+                    let uid = peer::unix_peer(&stream);
+                    serve(stream, (uid, None), context, draining).await
+                }
+            }
+            open.dec();
+            drop(permit);
+        });
+    }
+}
