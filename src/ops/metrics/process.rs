@@ -1,0 +1,98 @@
+//! The standard `process_*` series, read from /proc at each scrape.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The standard process metrics (as the Prometheus client libraries name
+/// them), so dashboards and alerts written for any exporter work here.
+#[derive(Debug)]
+pub(super) struct Process {
+    pub(super) resident_memory: Gauge,
+    pub(super) open_fds: Gauge,
+    pub(super) max_fds: Gauge,
+    pub(super) cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// CPU seconds already counted, to add only what is new.
+    pub(super) cpu_counted: std::sync::Mutex<f64>,
+}
+
+impl Process {
+    pub(super) fn register(root: &mut Registry) -> Process {
+        let process = Process {
+            resident_memory: Gauge::default(),
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            cpu_seconds: Counter::default(),
+            cpu_counted: std::sync::Mutex::new(0.0),
+        };
+        let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            process.resident_memory.clone(),
+        );
+        root.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            process.open_fds.clone(),
+        );
+        root.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors (soft limit)",
+            process.max_fds.clone(),
+        );
+        root.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            process.cpu_seconds.clone(),
+        );
+        root.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            start,
+        );
+        process
+    }
+
+    /// Reads /proc/self; a value that cannot be read keeps its last one.
+    pub(super) fn refresh(&self) {
+        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+        {
+            self.resident_memory.set(kib * 1024);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds
+                .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
+        }
+        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
+        // utime and stime, the 14th and 15th fields, in clock ticks (USER_HZ,
+        // 100 on Linux); the command name before them may hold spaces.
+        let ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            });
+        if let Some(ticks) = ticks {
+            let seconds = ticks as f64 / 100.0;
+            let mut counted = self.cpu_counted.lock().unwrap_or_else(|p| p.into_inner());
+            if seconds > *counted {
+                self.cpu_seconds.inc_by(seconds - *counted);
+                *counted = seconds;
+            }
+        }
+    }
+}
