@@ -34,6 +34,18 @@ fn pinproxy(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     )
 }
 
+/// `pinproxy pins forget gaia`, then SIGHUP; the reload's summary line.
+fn forget_and_reload(bin: &mut Binary, config: &str) -> serde_json::Value {
+    let (ok, said) = pinproxy(&["pins", "forget", "gaia", "--config", config], &[]);
+    assert!(ok && said.contains("forgot gaia's pin"), "{said}");
+    bin.signal("HUP");
+    bin.wait_for(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("config reloaded"))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learn_then_refuse_another_certificate_then_forget_and_learn_again() {
     let (genuine, genuine_cert) = TestServer::start_self_signed().await;
@@ -111,14 +123,7 @@ async fn learn_then_refuse_another_certificate_then_forget_and_learn_again() {
 
     // Forgotten, then a reload: the next connection learns again (here: the
     // other certificate, which the operator decided to accept).
-    let (ok, said) = pinproxy(&["pins", "forget", "gaia", "--config", config_arg], &[]);
-    assert!(ok && said.contains("forgot gaia's pin"), "{said}");
-    bin.signal("HUP");
-    bin.wait_for(|v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("config reloaded"))
-    });
+    forget_and_reload(&mut bin, config_arg);
     let answer = get(&url).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let file = std::fs::read_to_string(&known).unwrap();
@@ -273,14 +278,7 @@ async fn forgetting_a_learned_pin_closes_the_connections_it_verified() {
     // The operator notices, sends the name back to the genuine server and
     // forgets the impostor's pin.
     to_impostor.store(false, Ordering::SeqCst);
-    let (ok, said) = pinproxy(&["pins", "forget", "gaia", "--config", config_arg], &[]);
-    assert!(ok, "{said}");
-    bin.signal("HUP");
-    let reloaded = bin.wait_for(|v| {
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("config reloaded"))
-    });
+    let reloaded = forget_and_reload(&mut bin, config_arg);
     assert!(
         reloaded["summary"]
             .as_str()
