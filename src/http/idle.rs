@@ -107,16 +107,27 @@ pub(crate) trait GracefulClose: Future {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl<I, S, E, B> GracefulClose
-    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, B> GracefulClose for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
-    S::Future: 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<BoxError>,
     B: Body + 'static,
     B::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_close(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> GracefulClose for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn graceful_close(self: Pin<&mut Self>) {
         self.graceful_shutdown();

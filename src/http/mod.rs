@@ -13,4 +13,5 @@ pub(crate) mod logged_body;
 pub(crate) mod proxy_mode;
 pub(crate) mod rapid_reset;
 pub(crate) mod respond;
+pub(crate) mod sniff;
 pub(crate) mod tunnel;

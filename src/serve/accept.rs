@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ use crate::http::tunnel::Tunnels;
 use crate::serve::listen::{Accepted, OwnedListener as Socket, SharedListener};
 use crate::serve::peer;
 
-use super::connection::{serve, ConnContext, Drain, Target};
+use super::connection::{serve, ConnContext, Drain, Protocols, Target};
 
 /// A running accept loop on one socket, and the rules its clients are held to
 /// (swapped by a reload like the upstream).
@@ -65,7 +65,7 @@ pub(super) struct LoopContext {
 
 /// What the accept loops of one listener (one per worker) share.
 pub(super) struct AcceptShared {
-    pub(super) http: auto::Builder<TokioExecutor>,
+    pub(super) http: Arc<Protocols>,
     pub(super) target: Target,
     pub(super) policy: Arc<ArcSwap<Policy>>,
     pub(super) connections: Gauge,
@@ -86,8 +86,8 @@ impl AcceptShared {
         let limits = &context.limits;
         // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
         // HTTP/2 with prior knowledge on the same port.
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             // hyper runs this timer whenever it waits for a request head, so it also
             // closes kept-alive connections idle for longer.
@@ -98,7 +98,8 @@ impl AcceptShared {
             // (`printf … | socat - UNIX-CONNECT:…`, `nc -N`) still gets the answer.
             .half_close(true)
             .keep_alive(true);
-        http.http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -106,7 +107,7 @@ impl AcceptShared {
             // these pings find a dead peer while a long request is in progress.
             .keep_alive_interval(limits.header_read_timeout);
         AcceptShared {
-            http,
+            http: Arc::new(Protocols { http1, http2 }),
             target,
             policy,
             connections,

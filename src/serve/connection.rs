@@ -10,9 +10,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Semaphore};
 
@@ -23,6 +23,7 @@ use crate::http::idle::{self, Activity};
 use crate::http::logged_body::LoggedBody;
 use crate::http::proxy_mode::{self, Routes};
 use crate::http::rapid_reset;
+use crate::http::sniff::{self, Protocol};
 use crate::http::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
@@ -90,15 +91,44 @@ pub(super) async fn serve<IO>(
             Ok::<_, Infallible>(response)
         })
     });
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    // The first bytes say which protocol; the idle limit and the drain apply
+    // while they are awaited, as to a request head.
+    let sniffed = tokio::select! {
+        biased;
+        sniffed = sniff::sniff(io) => sniffed,
+        () = idle.idle_for(idle_limit) => return,
+        () = drain.signalled() => return,
+    };
+    let ended = match sniffed {
+        Ok((Protocol::Http1, io)) => {
+            let conn = http.http1.serve_connection(TokioIo::new(io), service);
+            idle::drive(conn.with_upgrades(), &idle, idle_limit, drain.signalled()).await
+        }
+        Ok((Protocol::Http2, io)) => {
+            let conn = http.http2.serve_connection(TokioIo::new(io), service);
+            // Boxed: the task of every HTTP/1 connection would otherwise keep room
+            // for HTTP/2's larger state.
+            Box::pin(idle::drive(conn, &idle, idle_limit, drain.signalled())).await
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "client connection ended before its first request");
+            return;
+        }
+    };
     // On drain an idle HTTP/1.1 connection closes at once, a busy one after its
     // response; HTTP/2 gets a GOAWAY.
-    match idle::drive(conn, &idle, idle_limit, drain.signalled()).await {
-        Some(Err(e)) if rapid_reset::is_rapid_reset(&*e) => rapid_reset::note(),
+    match ended {
+        Some(Err(e)) if rapid_reset::is_rapid_reset(&e) => rapid_reset::note(),
         Some(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
         Some(Ok(())) => {}
         None => tracing::debug!("client connection closed: idle, and it did not close when asked"),
     }
+}
+
+/// How client connections are served, per protocol.
+pub(super) struct Protocols {
+    pub(super) http1: http1::Builder,
+    pub(super) http2: http2::Builder<TokioExecutor>,
 }
 
 /// Tells every open client connection to finish (after its in-flight request)
@@ -209,7 +239,7 @@ pub(super) fn h2_headers_over(req: &Request<Incoming>, limits: &Limits) -> Optio
 
 /// What serving one client connection needs.
 pub(super) struct ConnContext {
-    pub(super) http: auto::Builder<TokioExecutor>,
+    pub(super) http: Arc<Protocols>,
     pub(super) target: Target,
     pub(super) policy: Arc<ArcSwap<Policy>>,
     pub(super) tunnels: Tunnels,
