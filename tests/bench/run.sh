@@ -13,7 +13,8 @@
 #
 # Settings (environment): ROUNDS (5), DURATION seconds per wrk run (10), CONNS keep-alive
 # connections (64), CLOSE_CONNS connections for connection-per-request (64), BULK_MIB
-# download size (1024), UPLOAD_MIB (256), IDLE_CONNS (1000), PORT_BASE (18400),
+# download size (1024), UPLOAD_MIB (256), IDLE_CONNS (1000), SETTLE seconds without load
+# before memory is read (11), PORT_BASE (18400),
 # PINPROXY (path to a built binary), KEEP=1 keeps the work directory, OUT=FILE also
 # writes the tables there.
 set -euo pipefail
@@ -27,6 +28,7 @@ UPLOAD_MIB=${UPLOAD_MIB:-256}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 PORT_BASE=${PORT_BASE:-18400}
 THREADS=${THREADS:-2}
+SETTLE=${SETTLE:-11}
 
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -347,6 +349,10 @@ def rss(pid):
             return int(line.split()[1])
 print(sum(rss(p) for p in pids))
 EOF
+# Memory is what a process holds once a load is over, not in its last second:
+# pinproxy hands freed heap back every 10 s (main.rs, `heap`), so every target
+# gets SETTLE seconds without load before it is read.
+sleep "$SETTLE"
 for t in pinproxy nginx haproxy stunnel; do
     mapfile -t pids < <(pids_of "$t")
     record memory "$t" idle_after "$(rss_kib "${pids[@]}")"
@@ -356,7 +362,7 @@ done
 machine() {
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     echo "- versions: $("$PINPROXY" --version), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), stunnel $(stunnel -version 2>&1 | awk '/^stunnel/ { print $2; exit }'), $(openssl version | awk '{ print $1, $2 }'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), curl $(curl --version | awk 'NR == 1 { print $2 }')"
-    echo "- run: ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS CLOSE_CONNS=$CLOSE_CONNS BULK_MIB=$BULK_MIB UPLOAD_MIB=$UPLOAD_MIB IDLE_CONNS=$IDLE_CONNS, wrk -t$THREADS; load generator, proxy and upstream share the cores"
+    echo "- run: ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS CLOSE_CONNS=$CLOSE_CONNS BULK_MIB=$BULK_MIB UPLOAD_MIB=$UPLOAD_MIB IDLE_CONNS=$IDLE_CONNS SETTLE=${SETTLE}s, wrk -t$THREADS; load generator, proxy and upstream share the cores"
 }
 {
     echo "### pinproxy benchmark, $(date -u +%Y-%m-%d)"
