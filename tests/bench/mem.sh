@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Memory and CPU of one pinproxy build, in front of nginx as a self-signed HTTPS
+# upstream: VmRSS after start (and one request), req/s and CPU ticks (1/100 s) per
+# 100k requests for a keep-alive and a connection-per-request load (wrk -t2 -c64),
+# VmRSS SETTLE seconds after the loads, then with 1,000 kept-alive clients that
+# have each made one request. A quick look between full runs of run.sh:
+#   bash tests/bench/mem.sh target/release/pinproxy
+#   SETTLE=11 DURATION=5s bash tests/bench/mem.sh /tmp/old/pinproxy
+set -euo pipefail
+BIN=${1:?usage: mem.sh PATH-TO-PINPROXY}
+DURATION=${DURATION:-5s}
+SETTLE=${SETTLE:-11}
+PORT=${PORT:-19001}
+UP=${UP_PORT:-19443}
+for tool in nginx wrk openssl curl python3; do
+    command -v "$tool" >/dev/null || { echo "mem: install $tool (apt-get install nginx wrk openssl curl python3)" >&2; exit 1; }
+done
+W=$(mktemp -d /tmp/pinproxy-mem.XXXXXX)
+chmod 755 "$W"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -f "$W/up.pid" ] && kill "$(cat "$W/up.pid")" 2>/dev/null; rm -rf "$W"' EXIT
+
+mkdir -p "$W/www" "$W/tmp"
+chmod 1777 "$W/tmp"
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+head -c 1200 /dev/urandom | base64 -w 76 >"$W/www/small"
+cat >"$W/up.conf" <<C
+daemon on;
+worker_processes auto;
+pid $W/up.pid;
+error_log $W/up.err warn;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; client_body_temp_path $W/tmp;
+  server { listen 127.0.0.1:$UP ssl reuseport; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+           root $W/www; location = /small { default_type application/json; } } }
+C
+nginx -c "$W/up.conf" -p "$W"
+cat >"$W/pinproxy.toml" <<C
+[[upstream]]
+name = "bench"
+listen = "127.0.0.1:$PORT"
+address = "127.0.0.1:$UP"
+fingerprints = ["$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha1 | cut -d= -f2)"]
+C
+RUST_LOG=warn "$BIN" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.1; done
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$pid/status"; }
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"; }
+echo "RSS after start: $(rss) KiB"
+for mode in keep-alive close; do
+    header=()
+    [ "$mode" = close ] && header=(-H "Connection: close")
+    before=$(ticks)
+    out=$(wrk -t2 -c64 -d"$DURATION" "${header[@]}" "http://127.0.0.1:$PORT/small")
+    after=$(ticks)
+    requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+    echo "$mode: $(awk '/Requests\/sec/ { print $2 }' <<<"$out") req/s, $(((after - before) * 100000 / requests)) CPU ticks per 100k"
+done
+sleep "$SETTLE"
+echo "RSS ${SETTLE} s after the loads: $(rss) KiB"
+python3 - "$PORT" 1000 "$pid" <<'PY'
+import socket, sys
+port, count, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed early")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+    while len(body) < length:
+        body += s.recv(65536)
+    conns.append(s)
+rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0].split()[1]
+print(f"RSS with {count} kept-alive clients: {rss} KiB")
+PY
