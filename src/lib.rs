@@ -6,12 +6,13 @@
 //! listening side (sockets, workers, accept loops), `http` the client side's
 //! request path, `upstream` the pool and connector on the server side, `tls`
 //! the trust decision, `ops` what runs around it (the process, reloads, admin
-//! endpoint, metrics, logs), `cmd` the subcommands other than `run`.
+//! endpoint, metrics, logs), `platform` what the operating system says about
+//! sockets' and files' owners, `cmd` the subcommands other than `run`.
 //!
 //! The flow from a client to the upstream socket:
 //! `config` (what to do) → `serve::server` (listeners from `serve::listen`, or
 //! from `serve::socket_activation` for sockets systemd passed; accept loop,
-//! drain; who the client is from `serve::peer`) → `http::access` (may this
+//! drain; who the client is from `platform::peer`) → `http::access` (may this
 //! client and this request use the listener?) → `http::forward` (one request:
 //! headers, errors, access log, upgrades) → `upstream` (pools, failover and
 //! connector) → `tls::verify` (the pin check inside the TLS handshake).
@@ -19,7 +20,7 @@
 //! Every client connection runs under an idle timer (`http::idle`).
 //!
 //! Around that path: `ops::service` runs it as a long-lived process (reloads
-//! from `ops::reload` of a file `ops::permissions` trusts, readiness,
+//! from `ops::reload` of a file `platform::permissions` trusts, readiness,
 //! `ops::metrics` and the `ops::status` page on the `ops::admin` endpoint,
 //! which `cmd::health` asks, `ops::systemd` notifications).
 
@@ -30,10 +31,12 @@ pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod ops;
+pub mod platform;
 pub mod serve;
 pub mod tls;
 pub(crate) mod upstream;
 
 // The public names tools and tests use, where they were before the folders.
 pub use ops::{access_log, service};
-pub use serve::{peer, server, shutdown};
+pub use platform::peer;
+pub use serve::{server, shutdown};

@@ -87,7 +87,7 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
                         .into(),
                 ));
             }
-            if matches!(listen, Listen::Tcp(_)) && !crate::serve::peer::TCP_OWNER_SUPPORTED {
+            if matches!(listen, Listen::Tcp(_)) && !crate::platform::peer::TCP_OWNER_SUPPORTED {
                 return Err((
                     list.span(),
                     "allowed_users on a TCP listener needs Linux (the kernel tells pinproxy who owns the client's \

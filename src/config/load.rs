@@ -280,7 +280,7 @@ pub struct Flags {
 /// Refused, before reading, when someone other than root and pinproxy's own user
 /// could have changed it (see `permissions.rs`).
 pub fn read(path: &Path) -> Result<String, ConfigError> {
-    crate::ops::permissions::check(path)
+    crate::platform::permissions::check(path)
         .map_err(|message| ConfigError::new(path.display().to_string(), message))?;
     std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(

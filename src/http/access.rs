@@ -4,7 +4,7 @@
 //! here before anything is sent upstream:
 //!
 //! 1. the client's uid, where `allowed_users` is set (found at accept, see
-//!    [`crate::serve::peer`]);
+//!    [`crate::platform::peer`]);
 //! 2. `Host` / `:authority` must name the listener itself (a loopback address,
 //!    `localhost`, a name under `.localhost`, the socket file of a Unix
 //!    listener, or an `allowed_hosts` name): a rebinding page sends its own name;

@@ -29,8 +29,8 @@ use crate::http::idle::{self, Activity};
 use crate::http::respond::ERROR_HEADER;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::Board;
+use crate::platform::peer;
 use crate::serve::listen::{Accepted, Listener};
-use crate::serve::peer;
 
 /// Admin connections served at once. Probes and scrapes need few, but a
 /// local process holding connections open must not crowd them out: each one

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use crate::config::{Access, Limits, Listen};
 use crate::http::access::Policy;
 use crate::http::tunnel::Tunnels;
+use crate::platform::peer;
 use crate::serve::listen::{Accepted, OwnedListener as Socket, SharedListener};
-use crate::serve::peer;
 
 use super::connection::{serve, ConnContext, Drain, Protocols, Target};
 

@@ -62,7 +62,7 @@ impl ClientIdentity {
             in_key: true,
             message,
         };
-        crate::ops::permissions::check(key).map_err(|e| in_key(format!("client_key: {e}")))?;
+        crate::platform::permissions::check(key).map_err(|e| in_key(format!("client_key: {e}")))?;
         readable_by_owner_and_group_only(key).map_err(in_key)?;
         let chain = CertificateDer::pem_file_iter(certificate)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::permissions::Protected;
+use crate::platform::permissions::Protected;
 use crate::tls::pin::{CertPin, Fingerprints};
 
 /// One learned pin, as the file keeps it.
@@ -205,7 +205,7 @@ pub fn check_store(path: &Path) -> Result<(), String> {
             ))
         }
     }
-    crate::ops::permissions::check_as(path, Protected::PinStore)?;
+    crate::platform::permissions::check_as(path, Protected::PinStore)?;
     if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
         return Err(format!(
             "known_pins {}: the directory {} is not writable by the user pinproxy runs as, so a pin learned on \
@@ -220,7 +220,7 @@ pub fn check_store(path: &Path) -> Result<(), String> {
 
 fn read(path: &Path) -> Result<BTreeMap<String, Learned>, String> {
     // Whoever can write the store chooses the pin: the same rules as the config.
-    crate::ops::permissions::check_as(path, Protected::PinStore)?;
+    crate::platform::permissions::check_as(path, Protected::PinStore)?;
     match fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             format!(
@@ -240,7 +240,7 @@ fn read(path: &Path) -> Result<BTreeMap<String, Learned>, String> {
 fn write(path: &Path, entries: &BTreeMap<String, Learned>) -> Result<(), String> {
     let failed = |e: std::io::Error| format!("cannot write known_pins {}: {e}", path.display());
     // Checked again before each write: the directory may have changed hands.
-    crate::ops::permissions::check_as(path, Protected::PinStore)?;
+    crate::platform::permissions::check_as(path, Protected::PinStore)?;
     let text = toml::to_string(entries).map_err(|e| format!("known_pins: {e}"))?;
     let dir = path
         .parent()
