@@ -6,8 +6,12 @@
 //! listening side (sockets, workers, accept loops), `http` the client side's
 //! request path, `upstream` the pool and connector on the server side, `tls`
 //! the trust decision, `ops` what runs around it (the process, reloads, admin
-//! endpoint, metrics, logs), `platform` what the operating system says about
-//! sockets' and files' owners, `cmd` the subcommands other than `run`.
+//! endpoint, status page), `telemetry` the metrics and access log every layer
+//! reports to, `platform` what the operating system says about sockets' and
+//! files' owners and which worker a thread is, `cmd` the subcommands other
+//! than `run`. Arrows point one way, down this list read from the end:
+//! `cmd` → `ops` → `serve` → `http` → `upstream` → `config` → `tls` →
+//! `telemetry`, `platform`.
 //!
 //! The flow from a client to the upstream socket:
 //! `config` (what to do) → `serve::server` (listeners from `serve::listen`, or
@@ -21,7 +25,7 @@
 //!
 //! Around that path: `ops::service` runs it as a long-lived process (reloads
 //! from `ops::reload` of a file `platform::permissions` trusts, readiness,
-//! `ops::metrics` and the `ops::status` page on the `ops::admin` endpoint,
+//! `telemetry::metrics` and the `ops::status` page on the `ops::admin` endpoint,
 //! which `cmd::health` asks, `ops::systemd` notifications).
 
 #![forbid(unsafe_code)]
@@ -33,10 +37,12 @@ pub mod http;
 pub mod ops;
 pub mod platform;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;
 pub(crate) mod upstream;
 
 // The public names tools and tests use, where they were before the folders.
-pub use ops::{access_log, service};
+pub use ops::service;
 pub use platform::peer;
 pub use serve::{server, shutdown};
+pub use telemetry::access_log;

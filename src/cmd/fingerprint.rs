@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::{self, EgressProxy, UpstreamConfig};
-use crate::ops::metrics::UpstreamMetrics;
+use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::identity::ClientIdentity;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::{PinVerifier, Trust};

@@ -18,7 +18,7 @@ use crate::http::idle::Activity;
 use crate::http::logged_body::{AccessRecord, LoggedBody};
 use crate::http::respond::{body_too_large, local_error, refused, upstream_error, ResponseBody};
 use crate::http::tunnel::Tunnels;
-use crate::ops::metrics::UpstreamMetrics;
+use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::{RequestBody, Upstream, UpstreamError};
 
 /// Checks `req` against the listener's rules ([`crate::http::access`]), then forwards it to

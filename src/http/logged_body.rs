@@ -18,8 +18,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::http::access::Client;
 use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
-use crate::ops::access_log;
-use crate::ops::metrics::UpstreamMetrics;
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::UpstreamAddress;
 
 pub(crate) struct AccessRecord {
@@ -54,7 +54,7 @@ impl AccessRecord {
             method: req.method().clone(),
             // The query string is left out: it may carry tokens.
             // A client may put any byte above 0x7F in a path: escaped for the log.
-            path: crate::ops::access_log::printable(req.uri().path()).into_owned(),
+            path: crate::telemetry::access_log::printable(req.uri().path()).into_owned(),
             start: Instant::now(),
             status: 0,
             error: None,

@@ -15,7 +15,7 @@ use crate::http::access::Client;
 use crate::http::forward;
 use crate::http::logged_body::LoggedBody;
 use crate::http::tunnel::Tunnels;
-use crate::ops::metrics::UpstreamMetrics;
+use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 
 /// The name under which proxy-mode refusals are logged and counted; it cannot

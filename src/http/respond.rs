@@ -7,7 +7,7 @@ use http::{HeaderName, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::http::access::Refusal;
-use crate::ops::access_log::printable;
+use crate::telemetry::access_log::printable;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 
 /// The name of the header that says which failure a pinproxy error response reports.

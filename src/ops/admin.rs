@@ -27,10 +27,10 @@ use crate::config::{AdminConfig, Listen};
 use crate::http::access::{Decision, Policy};
 use crate::http::idle::{self, Activity};
 use crate::http::respond::ERROR_HEADER;
-use crate::ops::metrics::{self, Metrics};
 use crate::ops::status::Board;
 use crate::platform::peer;
 use crate::serve::listen::{Accepted, Listener};
+use crate::telemetry::metrics::{self, Metrics};
 
 /// Admin connections served at once. Probes and scrapes need few, but a
 /// local process holding connections open must not crowd them out: each one
@@ -170,7 +170,7 @@ async fn serve<IO>(
         let _busy = busy.begin();
         let answer = match policy.check(&req, uid) {
             Decision::Refuse(r) => {
-                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %crate::ops::access_log::printable(&r.seen), client_uid = uid, "admin request refused");
+                tracing::warn!(listener = "[admin]", reason = r.tag, seen = %crate::telemetry::access_log::printable(&r.seen), client_uid = uid, "admin request refused");
                 let mut resp = Response::new(Full::new(Bytes::from(r.text)));
                 *resp.status_mut() = r.status;
                 resp.headers_mut()

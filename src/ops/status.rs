@@ -7,7 +7,7 @@
 //!
 //! Every value comes from what the service already keeps: the running config
 //! (handed over at start and on every reload, see [`Board`]) and the metric
-//! handles of each upstream ([`crate::ops::metrics::Snapshot`]).
+//! handles of each upstream ([`crate::telemetry::metrics::Snapshot`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Listen, UpstreamConfig};
 use crate::http::proxy_mode::PROXY_LABEL;
-use crate::ops::metrics::{Metrics, Snapshot};
+use crate::telemetry::metrics::{Metrics, Snapshot};
 use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::colon_hex;
 

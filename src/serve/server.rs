@@ -17,9 +17,9 @@ use crate::config::{Config, Limits, Listen, ProxyConfig, UpstreamConfig};
 use crate::http::access::Policy;
 use crate::http::proxy_mode::{Routes, PROXY_LABEL};
 use crate::http::tunnel::Tunnels;
-use crate::ops::metrics::{Metrics, UpstreamMetrics};
 use crate::serve::listen::{self, OwnedListener as Socket};
 use crate::serve::workers::{self, Workers};
+use crate::telemetry::metrics::{Metrics, UpstreamMetrics};
 use crate::tls::known_pins::{KnownPins, Learned};
 use crate::upstream::Upstream;
 

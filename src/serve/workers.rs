@@ -9,7 +9,6 @@
 //! benchmark's keep-alive load cost 4.81 CPU seconds per 100k requests there,
 //! 4.30 here.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::time::Duration;
@@ -18,22 +17,9 @@ use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::ops::access_log;
+use crate::telemetry::access_log;
 
-thread_local! {
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// How many workers a proxy starts: one per core it may use (this honours CPU
-/// affinity and cgroup quotas, so a sidecar limited to one CPU gets one).
-pub fn count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The index of the worker running the caller (0 outside the workers).
-pub fn current() -> usize {
-    CURRENT.with(Cell::get)
-}
+pub use crate::platform::worker::count;
 
 /// The worker threads of one proxy. Dropping it stops them; a connection still
 /// open then is closed.
@@ -70,7 +56,7 @@ impl Workers {
         std::thread::Builder::new()
             .name(format!("pinproxy-worker-{index}"))
             .spawn(move || {
-                CURRENT.with(|c| c.set(index));
+                crate::platform::worker::set_current(index);
                 access_log::batch_on_this_thread();
                 runtime.block_on(async {
                     let _ = stopped.await;
@@ -117,7 +103,7 @@ mod tests {
             let tx = tx.clone();
             async move {
                 let name = std::thread::current().name().map(String::from);
-                let _ = tx.send((current(), name));
+                let _ = tx.send((crate::platform::worker::current(), name));
             }
         });
         for handle in workers.spawn_each(tasks) {

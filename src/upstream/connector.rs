@@ -23,7 +23,7 @@ use super::error::UpstreamError;
 use super::handshake_error::handshake_error;
 use super::transport::{connect_tcp, Transport};
 use crate::config::{EgressProxy, Http2, Target, UpstreamConfig};
-use crate::ops::metrics::{Handshake, UpstreamMetrics};
+use crate::telemetry::metrics::{Handshake, UpstreamMetrics};
 use crate::tls::known_pins::{KnownPins, Verdict};
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::record_presented;

@@ -39,8 +39,8 @@ use error::{closed_early, too_large};
 use pool::{Pool, H1};
 
 use crate::config::{Http2, UpstreamConfig};
-use crate::ops::metrics::UpstreamMetrics;
-use crate::serve::workers;
+use crate::platform::worker;
+use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::known_pins::KnownPins;
 use crate::tls::verify::{PinVerifier, Trust};
 
@@ -167,7 +167,7 @@ impl Upstream {
             metrics.clone(),
             learning.and_then(Result::ok),
         );
-        let pool = Pool::new(workers::count(), cfg.max_idle_connections, cfg.idle_timeout);
+        let pool = Pool::new(worker::count(), cfg.max_idle_connections, cfg.idle_timeout);
         let host = cfg.effective_server_name();
         let host_value = if cfg.port == 443 {
             bracket_v6(&host)
@@ -272,7 +272,7 @@ impl Upstream {
         if req.headers().contains_key(http::header::UPGRADE) {
             return Box::pin(self.upgrade(req)).await;
         }
-        let worker = workers::current();
+        let worker = worker::current();
         if self.http2 != Http2::Never {
             if let Some(h2) = self.pool.h2() {
                 match h2.send(req).await {
@@ -395,7 +395,7 @@ impl Upstream {
         mut req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         origin_form(&mut req);
-        let worker = workers::current();
+        let worker = worker::current();
         let h1 = match self.pool.take_h1(worker).await {
             Some(h1) => h1,
             None => match self.obtain(worker, Alpn::Http1).await? {
