@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use pinproxy::cmd::expect::Expectation;
 use pinproxy::cmd::{check, demo, fingerprint, health, pins};
 use pinproxy::config::{self, Config, EgressProxy, Flags};
 use pinproxy::service::{self, Source};
@@ -213,6 +214,18 @@ struct FingerprintArgs {
     /// not_before/not_after as unix seconds, …) instead of the report.
     #[arg(long)]
     json: bool,
+
+    /// Compare with this pin instead of reporting: exit 0 and print MATCH when the
+    /// server presents that certificate, exit 1 and MISMATCH (with both
+    /// fingerprints) when not, exit 2 when they cannot be compared.
+    #[arg(long, value_name = "PIN", conflicts_with_all = ["expect_from", "json"])]
+    expect: Option<String>,
+
+    /// Like --expect, with the pin read from what COMMAND prints (Gaia's `SHA1:` or
+    /// English words line, anywhere in its output), e.g.
+    /// 'ssh admin@mgmt api fingerprint': verification out of band, over SSH.
+    #[arg(long, value_name = "COMMAND", conflicts_with = "json")]
+    expect_from: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -257,13 +270,13 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let done = match cli.command {
             Command::Run(args) => {
                 heap::start_trimming();
                 run(args).await
             }
             Command::Check(args) => check(args).await,
-            Command::Fingerprint(args) => fingerprint(args).await,
+            Command::Fingerprint(args) => return fingerprint(args).await,
             Command::Health(args) => health(args).await,
             Command::Pins(command) => pins(command),
             Command::Completions { shell } => {
@@ -279,14 +292,12 @@ fn main() -> ExitCode {
                 .render(&mut std::io::stdout())
                 .map_err(|e| format!("cannot write the manual page: {e}")),
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     // Connections still open after shutdown_timeout are cut here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(message),
-    }
+    result.unwrap_or_else(fail)
 }
 
 /// Gives the system back the heap a load peak left free.
@@ -414,7 +425,49 @@ async fn logged_signal() {
     tracing::info!(signal = name, "shutting down: no new connections");
 }
 
-async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
+/// `pinproxy fingerprint`; with an expectation its exit code is the verdict
+/// (0 match, 1 mismatch, 2 not compared), as `cmp` and `diff` do.
+async fn fingerprint(args: FingerprintArgs) -> Result<ExitCode, String> {
+    if args.expect.is_none() && args.expect_from.is_none() {
+        return report_fingerprint(args).await.map(|()| ExitCode::SUCCESS);
+    }
+    match compare_fingerprint(args).await {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(message) => {
+            fail(message);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn compare_fingerprint(args: FingerprintArgs) -> Result<bool, String> {
+    // The expectation first: a command that fails costs no connection.
+    let expected =
+        Expectation::from_args(args.expect.as_deref(), args.expect_from.as_deref()).await?;
+    let address = config::with_default_port(&args.address, 443);
+    let presented = probe(&args).await?;
+    let (same, text) = match &expected {
+        Some(expected) => fingerprint::compare(&address, &presented, expected),
+        None => return Err("nothing to compare with".into()),
+    };
+    print!("{text}");
+    Ok(same)
+}
+
+async fn report_fingerprint(args: FingerprintArgs) -> Result<(), String> {
+    let address = config::with_default_port(&args.address, 443);
+    let presented = probe(&args).await?;
+    let report = if args.json {
+        fingerprint::report_json(&address, args.server_name.as_deref(), &presented)
+    } else {
+        fingerprint::report(&address, args.server_name.as_deref(), &presented)
+    };
+    print!("{report}");
+    Ok(())
+}
+
+async fn probe(args: &FingerprintArgs) -> Result<fingerprint::Presented, String> {
     let address = config::with_default_port(&args.address, 443);
     let identity = match (&args.client_certificate, &args.client_key) {
         (Some(certificate), Some(key)) => {
@@ -435,7 +488,7 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let presented = fingerprint::probe(
+    fingerprint::probe(
         &address,
         args.server_name.as_deref(),
         args.timeout,
@@ -443,14 +496,7 @@ async fn fingerprint(args: FingerprintArgs) -> Result<(), String> {
         identity,
         egress_proxy,
     )
-    .await?;
-    let report = if args.json {
-        fingerprint::report_json(&address, args.server_name.as_deref(), &presented)
-    } else {
-        fingerprint::report(&address, args.server_name.as_deref(), &presented)
-    };
-    print!("{report}");
-    Ok(())
+    .await
 }
 
 /// Whether `RUST_LOG` can enable any of pinproxy's lines: it names a level

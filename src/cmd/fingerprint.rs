@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 
+use crate::cmd::expect::Expectation;
 use crate::config::{self, EgressProxy, UpstreamConfig};
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::identity::ClientIdentity;
@@ -107,6 +108,35 @@ pub(crate) async fn handshake(
             reason: "the handshake completed without a certificate".into(),
         }),
     }
+}
+
+/// `fingerprint --expect`: whether the server presented the expected
+/// certificate, and the verdict to print (`MATCH …` or `MISMATCH …` with both
+/// fingerprints, so the operator sees which side changed).
+pub fn compare(address: &str, presented: &Presented, expected: &Expectation) -> (bool, String) {
+    let fp = Fingerprints::of(presented.chain[0].as_ref());
+    if expected.matches(&fp) {
+        let text = format!(
+            "MATCH: {address} presents the expected certificate (expected by {})\n{}\n{}\n",
+            expected.source,
+            fp.sha1_line(),
+            fp.sha256_line()
+        );
+        return (true, text);
+    }
+    let text = format!(
+        "MISMATCH: {address} presents another certificate than the one expected by {}\n\
+         expected:  {}\n\
+         presented: {}\n\
+         presented: {}\n\
+         Someone may be between you and the server, or its certificate changed; do not pin it\n\
+         until `api fingerprint` on the server's console prints the presented SHA1.\n",
+        expected.source,
+        expected.pin,
+        fp.sha1_line(),
+        fp.sha256_line()
+    );
+    (false, text)
 }
 
 /// What `pinproxy fingerprint --json` prints: the same facts as [`report`], as

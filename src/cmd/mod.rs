@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod expect;
 pub mod fingerprint;
 pub mod health;
 pub mod mock_api;

@@ -72,6 +72,17 @@ pub enum PinError {
     /// A pasted `api fingerprint` block whose SHA1 line and words disagree.
     #[error("the SHA1 line and the English words describe different certificates; paste them again from one `api fingerprint` run")]
     Inconsistent,
+    /// A command's output (`--expect-from`) with neither line of `api fingerprint`.
+    #[error("the output has no `SHA1:` line and no `Using English words:` line; is the command `api fingerprint` on the management server?")]
+    NotInOutput,
+    /// A command's output with two different `SHA1:` lines or words lines.
+    #[error("the output names two different certificates ({first} and {second}); run the command on one server")]
+    Ambiguous {
+        /// The first fingerprint found.
+        first: String,
+        /// A later one that differs.
+        second: String,
+    },
     /// A multi-line paste with a line that is not part of `api fingerprint` output.
     #[error("line {line} of the pasted text is not part of `api fingerprint` output: {text:?}")]
     StrayLine {
@@ -254,6 +265,42 @@ fn parse_block(text: &str) -> Result<CertPin, PinError> {
     }
 }
 
+/// The pin in the output of a command that ran `api fingerprint` (over SSH, in
+/// a script, with banners and prompts around it): Gaia's `SHA1:` line or its
+/// `Using English words:` line, found anywhere in the text. When both are
+/// there they must name one certificate; the SHA-1 wins, being the longer.
+pub fn parse_fingerprint_output(output: &str) -> Result<CertPin, PinError> {
+    let mut sha1: Option<CertPin> = None;
+    let mut words: Option<CertPin> = None;
+    for line in output.lines() {
+        let lower = line.to_ascii_lowercase();
+        for (marker, slot) in [("sha1:", &mut sha1), ("using english words:", &mut words)] {
+            let Some(at) = lower.find(marker) else {
+                continue;
+            };
+            let pin = CertPin::parse(line[at..].trim_end_matches(['\r', '\n']))?;
+            match slot {
+                Some(seen) if *seen != pin => {
+                    return Err(PinError::Ambiguous {
+                        first: seen.to_string(),
+                        second: pin.to_string(),
+                    })
+                }
+                _ => *slot = Some(pin),
+            }
+        }
+    }
+    match (sha1, words) {
+        (Some(CertPin::Sha1(full)), Some(CertPin::Sha1Words(prefix)))
+            if full[..16] != prefix[..] =>
+        {
+            Err(PinError::Inconsistent)
+        }
+        (Some(pin), _) | (None, Some(pin)) => Ok(pin),
+        (None, None) => Err(PinError::NotInOutput),
+    }
+}
+
 /// The digests of one certificate that pins are compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprints {
@@ -320,6 +367,49 @@ fn base64_std(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fingerprint_is_found_in_a_command_s_output() {
+        let sha1 = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
+        let words = CertPin::parse(sha1)
+            .map(|p| match p {
+                CertPin::Sha1(d) => format!(
+                    "Using English words: {}",
+                    rfc1751::encode(d[..16].try_into().unwrap())
+                ),
+                _ => unreachable!(),
+            })
+            .unwrap();
+        let ssh = format!(
+            "This system is for authorized use only.\r\n[Expert@mgmt:0]# api fingerprint\r\nFingerprint:\r\n{sha1}\r\n{words}\r\n"
+        );
+        assert_eq!(
+            parse_fingerprint_output(&ssh).unwrap(),
+            CertPin::parse(sha1).unwrap()
+        );
+        // Only the words line: the 128-bit pin.
+        assert!(matches!(
+            parse_fingerprint_output(&format!("banner\n{words}\n")).unwrap(),
+            CertPin::Sha1Words(_)
+        ));
+        assert_eq!(
+            parse_fingerprint_output("Welcome\nlogin failed\n"),
+            Err(PinError::NotInOutput)
+        );
+        let other = "SHA1: 00:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
+        assert!(matches!(
+            parse_fingerprint_output(&format!("{sha1}\n{other}\n")),
+            Err(PinError::Ambiguous { .. })
+        ));
+        assert_eq!(
+            parse_fingerprint_output(&format!("{other}\n{words}\n")),
+            Err(PinError::Inconsistent)
+        );
+        assert!(matches!(
+            parse_fingerprint_output("SHA1: 7D:FE:DE\n"),
+            Err(PinError::Length { digits: 6 })
+        ));
+    }
+
     use super::*;
 
     const GAIA_SHA1: &str = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
