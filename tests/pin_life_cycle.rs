@@ -91,3 +91,59 @@ async fn fingerprint_expect_says_match_or_mismatch_in_its_exit_code() {
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn a_pin_by_certificate_file_trusts_that_certificate_only() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Relative to the config file's directory, as client_certificate is.
+    std::fs::write(dir.path().join("gaia.pem"), &c.pem).unwrap();
+    std::fs::write(dir.path().join("other.pem"), cert().pem).unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+    let config_path = dir.path().join("proxy.toml");
+    let write = |pin: &str| {
+        std::fs::write(
+            &config_path,
+            config_text(up.addr, &c.sha1_pin(), "").replace(&c.sha1_pin().to_string(), pin),
+        )
+        .unwrap()
+    };
+
+    write("file:gaia.pem");
+    let config = pinproxy::config::Config::load(&config_path).unwrap();
+    assert_eq!(
+        config.upstreams[0].pins,
+        vec![pinproxy::tls::pin::CertPin::Sha256(c.fingerprints().sha256)]
+    );
+    let proxy = pinproxy::server::Proxy::bind(&config).await.unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
+    proxy.drain().await;
+
+    write("file:other.pem");
+    let config = pinproxy::config::Config::load(&config_path).unwrap();
+    let proxy = pinproxy::server::Proxy::bind(&config).await.unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let refused = get(&format!("http://{addr}/x")).await;
+    assert_eq!(refused.error_tag(), Some("fingerprint-mismatch"));
+    proxy.drain().await;
+
+    // A file with no certificate is a config error at the pin, with the fix.
+    write("file:empty.pem");
+    let err = pinproxy::config::Config::load(&config_path).unwrap_err();
+    assert!(err.location.ends_with("proxy.toml:7:17"), "{err}");
+    assert!(err.message.contains("holds no certificate"), "{err}");
+    // The file decides what is trusted: anyone who may write it is refused, as for the config.
+    write("file:gaia.pem");
+    use std::os::unix::fs::PermissionsExt;
+    let pem = dir.path().join("gaia.pem");
+    std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = pinproxy::config::Config::load(&config_path).unwrap_err();
+    assert!(err.message.contains("writable"), "{err}");
+    write("file:missing.pem");
+    let err = pinproxy::config::Config::load(&config_path).unwrap_err();
+    assert!(
+        err.message.contains("cannot read") && err.message.contains("missing.pem"),
+        "{err}"
+    );
+}

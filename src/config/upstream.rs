@@ -53,26 +53,73 @@ pub(super) fn parse_identity(
     }
 }
 
-pub(super) fn parse_pins(list: &Spanned<Vec<Spanned<String>>>) -> Located<Vec<CertPin>> {
+pub(super) fn parse_pins(
+    list: &Spanned<Vec<Spanned<String>>>,
+    base: &Path,
+) -> Located<Vec<CertPin>> {
     if list.get_ref().is_empty() {
         return Err((
             list.span(),
             "fingerprints is empty: add the SHA1 line printed by `api fingerprint` on the server (or run `pinproxy fingerprint HOST:PORT`)".into(),
         ));
     }
-    list.get_ref()
+    let mut pins = Vec::new();
+    for text in list.get_ref() {
+        match text.get_ref().strip_prefix("file:") {
+            Some(file) => pins.extend(
+                pins_of_certificate_file(&base.join(file))
+                    .map_err(|e| (text.span(), format!("{:?}: {e}", text.get_ref())))?,
+            ),
+            None => pins.push(
+                CertPin::parse(text.get_ref())
+                    .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))?,
+            ),
+        }
+    }
+    Ok(pins)
+}
+
+/// `"file:PATH"`: the SHA-256 of each certificate in a PEM file, for operators
+/// who hold the server's certificate file rather than its fingerprint. The file
+/// decides what is trusted, so it is checked like the config file.
+pub(crate) fn pins_of_certificate_file(path: &Path) -> Result<Vec<CertPin>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use sha2::Digest;
+
+    crate::platform::permissions::check(path)?;
+    // The PEM parser's own errors quote the offending line; if the path names
+    // a key by mistake, that line is key material, so our words say what is wrong.
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|e| match e {
+            rustls::pki_types::pem::Error::Io(io) => format!("cannot read {}: {io}", path.display()),
+            _ => format!("cannot read {}", path.display()),
+        })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            format!(
+                "{} is not well-formed PEM: each -----BEGIN CERTIFICATE----- and -----END CERTIFICATE----- \
+                 line on a line of its own, the base64 between them",
+                path.display()
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{} holds no certificate: give the server's certificate in PEM (-----BEGIN CERTIFICATE-----), \
+             or write its fingerprint instead of file:",
+            path.display()
+        ));
+    }
+    Ok(certificates
         .iter()
-        .map(|text| {
-            CertPin::parse(text.get_ref())
-                .map_err(|e| (text.span(), format!("bad pin {:?}: {e}", text.get_ref())))
-        })
-        .collect()
+        .map(|der| CertPin::Sha256(sha2::Sha256::digest(der.as_ref()).into()))
+        .collect())
 }
 
 /// Every target of an upstream, in failover order, with its pins.
 pub(super) fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>> {
     let shared = match &u.fingerprints {
-        Some(list) => Some(parse_pins(list)?),
+        Some(list) => Some(parse_pins(list, base)?),
         None => None,
     };
     let shared_identity = parse_identity(&u.client_certificate, &u.client_key, base)?;
@@ -155,7 +202,7 @@ pub(super) fn parse_targets(u: &RawUpstream, base: &Path) -> Located<Vec<Target>
             for t in &u.target {
                 let (host, port) = parse_address(t.address.get_ref()).map_err(|m| (t.address.span(), m))?;
                 let pins = match (&t.fingerprints, &shared) {
-                    (Some(own), _) => parse_pins(own)?,
+                    (Some(own), _) => parse_pins(own, base)?,
                     (None, Some(shared)) => shared.clone(),
                     (None, None) => return Err(need_pins(t.address.span())),
                 };
