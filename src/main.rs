@@ -138,8 +138,26 @@ struct RunArgs {
 
 #[derive(clap::Subcommand)]
 enum PinsCommand {
-    /// Show each learned pin: upstream, SHA-1 (Gaia form), SHA-256, when and from where.
+    /// Show every upstream's pins: the configured ones, and the learned ones with
+    /// when and from where they were learned.
     List {
+        /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Add a pin to an upstream's `fingerprints` in the config file, keeping its comments
+    /// and layout; the result is checked as `pinproxy check` does before it is written.
+    ///
+    /// pinproxy pins add gaia 'SHA1: 7D:FE:…'
+    /// pinproxy pins add gaia --from-server --expect-from 'ssh admin@mgmt api fingerprint'
+    Add(PinsAddArgs),
+    /// Remove a pin (in any of its forms) from an upstream's `fingerprints` in the
+    /// config file; an upstream's only pin is not removed.
+    Remove {
+        /// The upstream's name.
+        name: String,
+        /// The pin to remove, in any form naming the same certificate.
+        pin: String,
         /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -152,6 +170,49 @@ enum PinsCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct PinsAddArgs {
+    /// The upstream's name.
+    name: String,
+
+    /// The pin to add: Gaia's SHA1 line, any form of `fingerprints`, or file:PATH.
+    #[arg(
+        required_unless_present = "from_server",
+        conflicts_with = "from_server"
+    )]
+    pin: Option<String>,
+
+    /// Take the pin from what the upstream presents now (its address, server name,
+    /// egress proxy and client certificate as configured), if it is what --expect or
+    /// --expect-from says.
+    #[arg(long)]
+    from_server: bool,
+
+    /// With --from-server: the pin the server must present (the SHA1 line of
+    /// `api fingerprint` on its console).
+    #[arg(
+        long,
+        value_name = "PIN",
+        requires = "from_server",
+        conflicts_with = "expect_from"
+    )]
+    expect: Option<String>,
+
+    /// With --from-server: run COMMAND (e.g. 'ssh admin@mgmt api fingerprint') and
+    /// expect the fingerprint it prints: verification out of band.
+    #[arg(long, value_name = "COMMAND", requires = "from_server")]
+    expect_from: Option<String>,
+
+    /// With --from-server and no expectation: add whatever the server presents,
+    /// unchecked. Only on a network where no one can be in between.
+    #[arg(long, requires = "from_server", conflicts_with_all = ["expect", "expect_from"])]
+    trust_first_use: bool,
+
+    /// Config file [default: $PINPROXY_CONFIG, else /etc/pinproxy/proxy.toml].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -278,7 +339,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args).await,
             Command::Fingerprint(args) => return fingerprint(args).await,
             Command::Health(args) => health(args).await,
-            Command::Pins(command) => pins(command),
+            Command::Pins(command) => pins(command).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
@@ -390,16 +451,37 @@ async fn check(args: CheckArgs) -> Result<(), String> {
     }
 }
 
-fn pins(command: PinsCommand) -> Result<(), String> {
-    let (config, name) = match command {
-        PinsCommand::List { config } => (config, None),
-        PinsCommand::Forget { name, config } => (config, Some(name)),
-    };
-    let path = config.unwrap_or_else(config::default_path);
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let text = match name {
-        None => pins::list(&config, &path)?,
-        Some(name) => pins::forget(&config, &path, &name)?,
+async fn pins(command: PinsCommand) -> Result<(), String> {
+    let path = |config: Option<PathBuf>| config.unwrap_or_else(config::default_path);
+    let text = match command {
+        PinsCommand::List { config } => {
+            let path = path(config);
+            pins::list(&Config::load(&path).map_err(|e| e.to_string())?, &path)?
+        }
+        PinsCommand::Forget { name, config } => {
+            let path = path(config);
+            pins::forget(
+                &Config::load(&path).map_err(|e| e.to_string())?,
+                &path,
+                &name,
+            )?
+        }
+        PinsCommand::Remove { name, pin, config } => pins::remove(&path(config), &name, &pin)?,
+        PinsCommand::Add(args) => match args.pin {
+            Some(pin) => pins::add(&path(args.config), &args.name, &pin)?,
+            None => {
+                let expected =
+                    Expectation::from_args(args.expect.as_deref(), args.expect_from.as_deref())
+                        .await?;
+                pins::add_from_server(
+                    &path(args.config),
+                    &args.name,
+                    expected,
+                    args.trust_first_use,
+                )
+                .await?
+            }
+        },
     };
     print!("{text}");
     Ok(())

@@ -147,3 +147,162 @@ async fn a_pin_by_certificate_file_trusts_that_certificate_only() {
         "{err}"
     );
 }
+
+/// A config as an operator writes it: comments, blank lines, a multi-line array.
+fn commented_config(target: std::net::SocketAddr, pin: &str) -> String {
+    format!(
+        "# pinproxy in front of the management server\nshutdown_timeout = \"1s\"\n\n[[upstream]]\nname = \"gaia\"      # the SmartCenter\nlisten = \"127.0.0.1:0\"\naddress = \"{target}\"\nserver_name = \"localhost\"\nfingerprints = [\n    # from `api fingerprint`, checked on the console\n    \"{pin}\",\n]\n"
+    )
+}
+
+#[tokio::test]
+async fn pins_add_keeps_the_file_as_written_and_a_reload_then_serves() {
+    let (up, renewed) = TestServer::start_self_signed().await;
+    let old = cert().fingerprints().sha1_line();
+    let new = renewed.fingerprints().sha1_line();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, commented_config(up.addr, &old)).unwrap();
+    let config = path.to_str().unwrap().to_string();
+    let mut bin = Binary::spawn(&["run", "--config", &config], &[]);
+    let url = format!("http://{}/x", bin.listening());
+    assert_eq!(get(&url).await.error_tag(), Some("fingerprint-mismatch"));
+
+    // The English words of the renewed certificate, as pasted from the console.
+    let out = pinproxy_async(&["pins", "add", "gaia", &new, "--config", &config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("2 pins now") && said.contains("systemctl reload pinproxy"),
+        "{said}"
+    );
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        file,
+        commented_config(up.addr, &old).replace(
+            &format!("    \"{old}\",\n"),
+            &format!("    \"{old}\",\n    \"{new}\",\n")
+        ),
+        "only the new line is new"
+    );
+    // Adding it again changes nothing.
+    let out = pinproxy_async(&[
+        "pins",
+        "add",
+        "gaia",
+        &renewed.fingerprints().words_line(),
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(
+        out.status.success() && text(&out).contains("already has this pin"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), file);
+
+    bin.signal("HUP");
+    let (bin, _) = on(bin, |b| b.wait_for(|v| v["message"] == "config reloaded")).await;
+    assert_eq!(get(&url).await.status, 200);
+
+    // The old pin goes after the renewal; the list shows what is left.
+    let out = pinproxy_async(&["pins", "remove", "gaia", &old, "--config", &config]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = pinproxy_async(&["pins", "list", "--config", &config]).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("1  {new}")) && !listed.contains(&old),
+        "{listed}"
+    );
+    // The last pin stays: an upstream with none would trust nothing.
+    let out = pinproxy_async(&["pins", "remove", "gaia", &new, "--config", &config]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("only pin"),
+        "{}",
+        text(&out)
+    );
+    // A change that would make the file invalid is refused and writes nothing.
+    let before = std::fs::read_to_string(&path).unwrap();
+    let out = pinproxy_async(&["pins", "add", "nosuch", &old, "--config", &config]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("no [[upstream]] named \"nosuch\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
+
+#[tokio::test]
+async fn pins_add_from_server_adds_only_what_the_console_says() {
+    let (up, renewed) = TestServer::start_self_signed().await;
+    let old = cert().fingerprints().sha1_line();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, commented_config(up.addr, &old)).unwrap();
+    let config = path.to_str().unwrap().to_string();
+    let before = std::fs::read_to_string(&path).unwrap();
+
+    // The console says another certificate: someone is in between. Refused.
+    let elsewhere = cert().fingerprints();
+    let console = |fp: &pinproxy::tls::pin::Fingerprints| {
+        format!(
+            "echo 'Fingerprint:'; echo '{}'; echo '{}'",
+            fp.sha1_line(),
+            fp.words_line()
+        )
+    };
+    let out = pinproxy_async(&[
+        "pins",
+        "add",
+        "gaia",
+        "--from-server",
+        "--expect-from",
+        &console(&elsewhere),
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("MISMATCH") && text(&out).contains(&renewed.fingerprints().sha1_line()),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    // No expectation and no --trust-first-use: refused, and says why.
+    let out = pinproxy_async(&["pins", "add", "gaia", "--from-server", "--config", &config]).await;
+    assert!(
+        !out.status.success() && text(&out).contains("--expect-from"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    // The console agrees with what the server presents: added.
+    let out = pinproxy_async(&[
+        "pins",
+        "add",
+        "gaia",
+        "--from-server",
+        "--expect-from",
+        &console(&renewed.fingerprints()),
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(file.contains(&renewed.fingerprints().sha1_line()), "{file}");
+    assert!(
+        file.contains("# from `api fingerprint`, checked on the console"),
+        "{file}"
+    );
+    assert!(pinproxy_async(&["check", "--connect", "--config", &config])
+        .await
+        .status
+        .success());
+}

@@ -32,20 +32,6 @@ async fn metrics(admin: std::net::SocketAddr) -> String {
     a.text()
 }
 
-/// Runs a blocking step on the binary (reading its log) without stalling the upstream.
-async fn on<T: Send + 'static>(
-    bin: Binary,
-    step: impl FnOnce(&mut Binary) -> T + Send + 'static,
-) -> (Binary, T) {
-    tokio::task::spawn_blocking(move || {
-        let mut bin = bin;
-        let out = step(&mut bin);
-        (bin, out)
-    })
-    .await
-    .unwrap()
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }

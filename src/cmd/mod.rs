@@ -7,4 +7,5 @@ pub mod expect;
 pub mod fingerprint;
 pub mod health;
 pub mod mock_api;
+pub(crate) mod pin_edit;
 pub mod pins;

@@ -250,3 +250,17 @@ pub fn config_text(target: SocketAddr, pin: &CertPin, extra: &str) -> String {
         "shutdown_timeout = \"10s\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"{target}\"\nserver_name = \"localhost\"\nfingerprints = [\"{pin}\"]\n{extra}"
     )
 }
+
+/// Runs a blocking step on the binary (reading its log) without stalling the upstream.
+pub async fn on<T: Send + 'static>(
+    bin: Binary,
+    step: impl FnOnce(&mut Binary) -> T + Send + 'static,
+) -> (Binary, T) {
+    tokio::task::spawn_blocking(move || {
+        let mut bin = bin;
+        let out = step(&mut bin);
+        (bin, out)
+    })
+    .await
+    .unwrap()
+}
