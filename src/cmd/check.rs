@@ -6,11 +6,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::cmd::fingerprint;
 use crate::config::{Config, ConfigError};
 use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::Trust;
+use crate::upstream::probe;
 use crate::upstream::UpstreamError;
 
 /// The printed report, and whether everything checked out.
@@ -150,7 +150,7 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
             None => Trust::Pins(up.pins.clone()),
         };
         let learned_yet = matches!(&learned, Some(Ok(known)) if known.get(&up.name).is_some());
-        match fingerprint::handshake(up, trust).await {
+        match probe::handshake(up, trust).await {
             Ok(presented) if up.known_pins.is_some() && !learned_yet => {
                 let fp = Fingerprints::of(presented.chain[0].as_ref());
                 let _ = writeln!(

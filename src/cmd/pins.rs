@@ -9,12 +9,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::cmd::expect::Expectation;
-use crate::cmd::fingerprint;
 use crate::cmd::pin_edit::{self, Outcome};
 use crate::config::{self, Config};
 use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::Fingerprints;
 use crate::tls::verify::Trust;
+use crate::upstream::probe;
 
 fn open(config: &Config, path: &Path) -> Result<KnownPins, String> {
     let file = config.known_pins.as_deref().ok_or_else(|| {
@@ -199,7 +199,7 @@ pub async fn add_from_server(
                 names.join(", ")
             )
         })?;
-    let presented = fingerprint::handshake(up, Trust::FirstUse)
+    let presented = probe::handshake(up, Trust::FirstUse)
         .await
         .map_err(|e| format!("cannot take the pin from the server: {e}"))?;
     let fp = Fingerprints::of(presented.chain[0].as_ref());

@@ -28,6 +28,7 @@ mod egress;
 mod error;
 mod handshake_error;
 mod pool;
+pub(crate) mod probe;
 mod transport;
 
 pub(crate) use connector::{Alpn, Connector};

@@ -1,0 +1,64 @@
+//! One handshake with an upstream address through the same connector and
+//! verifier the proxy uses, sending nothing after it: what `fingerprint`,
+//! `check --connect`, `pins add --from-server` and the active checks see.
+
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::config::UpstreamConfig;
+use crate::telemetry::metrics::UpstreamMetrics;
+use crate::tls::verify::{PinVerifier, Trust};
+
+use super::{Alpn, Connector, UpstreamError};
+
+/// What one handshake showed.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The certificates in the order the server sent them; the first is the leaf.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Which configured pin the leaf matched (with `Trust::Pins`).
+    pub matched: Option<usize>,
+    /// Negotiated protocol, e.g. `TLSv1_3`.
+    pub protocol: String,
+    /// Negotiated cipher suite.
+    pub cipher: String,
+}
+
+/// One handshake with `cfg`'s address through the same connector and verifier
+/// the proxy uses, trusting what `trust` says; what the server presented, and
+/// which pin matched. A pin mismatch is `UpstreamError::FingerprintMismatch`.
+pub(crate) async fn handshake(
+    cfg: &UpstreamConfig,
+    trust: Trust,
+) -> Result<Presented, UpstreamError> {
+    let address = cfg.address();
+    let verifier = Arc::new(
+        PinVerifier::new(&cfg.name, trust, UpstreamMetrics::detached().certificates())
+            .with_legacy_crypto(cfg.legacy_crypto)
+            .recording(),
+    );
+    let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
+    let tls = connector.connect(Alpn::Configured).await?;
+    let session = tls.session();
+    let protocol = session
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let cipher = session
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    match verifier.seen() {
+        Some(seen) if !seen.chain.is_empty() => Ok(Presented {
+            chain: seen.chain,
+            matched: seen.matched,
+            protocol,
+            cipher,
+        }),
+        _ => Err(UpstreamError::Handshake {
+            address,
+            reason: "the handshake completed without a certificate".into(),
+        }),
+    }
+}
