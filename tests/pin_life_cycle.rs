@@ -166,9 +166,20 @@ async fn pins_add_keeps_the_file_as_written_and_a_reload_then_serves() {
     let config = path.to_str().unwrap().to_string();
     let mut bin = Binary::spawn(&["run", "--config", &config], &[]);
     let url = format!("http://{}/x", bin.listening());
-    assert_eq!(get(&url).await.error_tag(), Some("fingerprint-mismatch"));
+    let refused = get(&url).await;
+    assert_eq!(refused.error_tag(), Some("fingerprint-mismatch"));
+    // The refusal names the commands that re-pin, with the presented SHA1 in them.
+    let body = refused.text();
+    assert!(
+        body.contains(&format!("pinproxy pins add gaia '{new}'")),
+        "{body}"
+    );
+    assert!(
+        body.contains("pinproxy pins add gaia --from-server --expect-from 'ssh admin@127.0.0.1 api fingerprint'"),
+        "{body}"
+    );
 
-    // The English words of the renewed certificate, as pasted from the console.
+    // The renewed certificate's SHA1 line, as `api fingerprint` prints it.
     let out = pinproxy_async(&["pins", "add", "gaia", &new, "--config", &config]).await;
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
@@ -185,7 +196,7 @@ async fn pins_add_keeps_the_file_as_written_and_a_reload_then_serves() {
         ),
         "only the new line is new"
     );
-    // Adding it again changes nothing.
+    // Adding it again, as the English words, changes nothing.
     let out = pinproxy_async(&[
         "pins",
         "add",

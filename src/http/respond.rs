@@ -8,6 +8,7 @@ use http_body_util::{Either, Full};
 
 use crate::http::access::Refusal;
 use crate::telemetry::access_log::printable;
+use crate::tls::verify::repin_commands;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 
 /// The name of the header that says which failure a pinproxy error response reports.
@@ -52,6 +53,7 @@ pub(crate) fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Respon
                 presented_sha1 = %m.presented.sha1_line(),
                 presented_sha256 = %m.presented.sha256_line(),
                 configured = %m.expected.join(" | "),
+                repin = %repin_commands(&upstream.name, upstream.address(), &m.presented),
                 "upstream certificate matches no pin; refusing to send the request"
             );
             match &m.learned {
@@ -76,8 +78,13 @@ pub(crate) fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Respon
                     "pinproxy: upstream {:?} presented a certificate that matches no configured pin.\n\
                      presented: {}\n           {}\n{}\
                      configured: {}\n\
-                     Nothing was sent. If the server's certificate was renewed on purpose, run `api fingerprint` on the \
-                     management server console and update the pin; otherwise someone may be intercepting the connection.\n",
+                     Nothing was sent. If the server's certificate was renewed on purpose, compare the presented SHA1 \
+                     with `api fingerprint` on the management server console and re-pin:\n  \
+                     pinproxy pins add {} '{}'\n\
+                     or in one step, comparing over SSH:\n  \
+                     pinproxy pins add {} --from-server --expect-from 'ssh admin@{} api fingerprint'\n\
+                     then reload pinproxy (systemctl reload pinproxy). Otherwise someone may be intercepting the \
+                     connection.\n",
                     upstream.name,
                     m.presented.sha1_line(),
                     m.presented.sha256_line(),
@@ -86,6 +93,10 @@ pub(crate) fn upstream_error(upstream: &Upstream, err: &UpstreamError) -> Respon
                         .map(|p| format!("           {p}\n"))
                         .unwrap_or_default(),
                     m.expected.join("\n            "),
+                    upstream.name,
+                    m.presented.sha1_line(),
+                    upstream.name,
+                    upstream.host(),
                 ),
             }
         }

@@ -47,6 +47,21 @@ impl fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
+/// The commands that re-pin `upstream` to the certificate it presents now,
+/// for the operator who has compared it with `api fingerprint` on the server's
+/// console, or who lets SSH to that console do the comparing.
+pub fn repin_commands(upstream: &str, address: &str, presented: &Fingerprints) -> String {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_matches(['[', ']']);
+    format!(
+        "pinproxy pins add {upstream} '{}'   (once `api fingerprint` on the server's console prints that SHA1), \
+         or in one step over SSH: pinproxy pins add {upstream} --from-server --expect-from 'ssh admin@{host} api fingerprint'",
+        presented.sha1_line()
+    )
+}
+
 /// What a [`PinVerifier`] accepts. A closed choice: there is no other way to
 /// decide whether an upstream is trusted.
 #[derive(Debug, Clone)]

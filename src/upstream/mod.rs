@@ -132,6 +132,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// `host:port` of the first address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The host of the first address (no brackets around an IPv6 one).
+    pub fn host(&self) -> &str {
+        self.address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(host, _)| host)
+            .trim_matches(['[', ']'])
+    }
+
     /// Builds the connector and pool for `cfg`. Nothing connects until the first request.
     ///
     /// Each call makes a new rustls `ClientConfig` and an empty pool: an `Upstream`
