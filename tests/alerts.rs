@@ -105,7 +105,7 @@ async fn the_renewal_alert_follows_only_pinned_certificates() {
     ))
     .await;
     let text = format!(
-        "{}\n[[upstream]]\nname = \"later\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "{}\n[[upstream]]\nname = \"later\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\ncheck_interval = \"0s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         config_text(front, &soon_cert.sha1_pin(), "").replace("name = \"gaia\"", "name = \"soon\""),
         later.addr,
         later_cert.sha1_pin(),
@@ -156,6 +156,65 @@ async fn the_renewal_alert_follows_only_pinned_certificates() {
         ]
     );
     promtool_expects(&scraped, &["soon"]);
+}
+
+/// The certificate-changed alert against a live scrape: an upstream whose
+/// active check sees a certificate matching no pin fires it, with the upstream
+/// and address as labels; one whose certificate matches does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_changed_alert_fires_from_the_checks_alone() {
+    let (renewed, _) = TestServer::start_self_signed().await;
+    let (fine, fine_cert) = TestServer::start_self_signed().await;
+    let text = format!(
+        "{}\n[[upstream]]\nname = \"fine\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\nfingerprints = [\"{}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        config_text(renewed.addr, &cert().sha1_pin(), "check_interval = \"10m\"\n"),
+        fine.addr,
+        fine_cert.sha1_pin(),
+    );
+    let config = temp_file(&text);
+    let bin = Binary::spawn(
+        &["run", "--config", config.path().to_str().unwrap()],
+        &[("RUST_LOG", "pinproxy=debug")],
+    );
+    let (mut bin, admin) = on(bin, |b| {
+        let admin = b.admin();
+        // Both first checks, in either order.
+        b.seen_or_wait(|v| v["message"] == "active check" && v["upstream"] == "gaia");
+        b.seen_or_wait(|v| v["message"] == "active check" && v["upstream"] == "fine");
+        admin
+    })
+    .await;
+    bin.discard_output();
+    let scraped = scrape(admin).await;
+    let name = "pinproxy_upstream_certificate_matches_pin";
+    let series: String = samples(&scraped, name)
+        .iter()
+        .map(|(labels, value)| {
+            format!("      - series: '{name}{labels}'\n        values: '{value}x10'\n")
+        })
+        .collect();
+    assert_eq!(samples(&scraped, name).len(), 2, "{scraped}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alerts.yml"), RULES).unwrap();
+    let address = renewed.addr;
+    let test = format!(
+        "rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    \
+         alert_rule_test:\n      - eval_time: 5m\n        alertname: PinproxyUpstreamCertificateChanged\n        exp_alerts:\n          \
+         - exp_labels: {{severity: critical, upstream: gaia, address: \"{address}\"}}\n            exp_annotations:\n              \
+         summary: \"gaia at {address} presents a certificate that matches no pin: compare it with `api fingerprint` on the server's console and re-pin (pinproxy pins add), or find who is in between\"\n"
+    );
+    std::fs::write(dir.path().join("test.yml"), &test).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool (Debian package prometheus) runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `promtool check metrics` on a live scrape: a scraper that does not ask for

@@ -262,7 +262,7 @@ fn bad_client_certificate_files_are_config_errors_with_the_fix() {
     assert!(!ok);
     // Line 9: client_key.
     assert!(
-        text.contains(":9:") && text.contains("does not belong to client_certificate"),
+        text.contains(":10:") && text.contains("does not belong to client_certificate"),
         "{text}"
     );
 

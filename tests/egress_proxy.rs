@@ -321,6 +321,33 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
     assert_eq!(proxy.heads().len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_go_through_the_proxy_and_send_nothing() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let proxy = TestProxy::start(Behaviour::Forward(None)).await;
+    let extra = format!(
+        "{}check_interval = \"1s\"\n",
+        egress(&format!("http://{}", proxy.addr))
+    );
+    let file = temp_file(&config_text(up.addr, &c.sha1_pin(), &extra));
+    let path = file.path().to_str().unwrap().to_string();
+    let bin = Binary::spawn(
+        &["run", "--config", &path],
+        &[("RUST_LOG", "pinproxy=debug")],
+    );
+    let (bin, line) = on(bin, |b| b.wait_for(|v| v["message"] == "active check")).await;
+    assert_eq!(line["result"], "matches", "{line}");
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with(&format!("CONNECT {} ", up.addr)),
+        "{heads:?}"
+    );
+    assert_eq!(up.app_bytes(), 0, "a check sends no request byte");
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
+
 #[test]
 fn egress_proxy_values_that_cannot_work_are_config_errors() {
     let target = "192.0.2.10:443".parse().unwrap();
@@ -347,7 +374,7 @@ fn egress_proxy_values_that_cannot_work_are_config_errors() {
             + &String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value}");
         assert!(
-            text.contains(says) && text.contains(":8:"),
+            text.contains(says) && text.contains(":9:"),
             "{value}: {text}"
         );
         assert!(!text.contains("secret"), "{value}: {text}");

@@ -317,3 +317,211 @@ async fn pins_add_from_server_adds_only_what_the_console_says() {
         .status
         .success());
 }
+
+/// The value of one series in a `/metrics` answer.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn is_check(v: &serde_json::Value, result: &str) -> bool {
+    v["message"] == "active check" && v["result"] == result
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_while_no_request_flows_is_reported_and_never_pinned() {
+    let (genuine, genuine_cert) = TestServer::start_self_signed().await;
+    let (impostor, impostor_cert) = TestServer::start_self_signed().await;
+    let (front, to_impostor) = redirector(genuine.addr, impostor.addr).await;
+    let text = config_text(
+        front,
+        &genuine_cert.sha1_pin(),
+        "check_interval = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let file = temp_file(&text);
+    let config = file.path().to_str().unwrap().to_string();
+    let bin = Binary::spawn(
+        &["run", "--config", &config],
+        &[("RUST_LOG", "pinproxy=debug")],
+    );
+    // The first check runs at start: the genuine certificate matches pin 1.
+    let (bin, admin) = on(bin, |b| {
+        let admin = b.admin();
+        b.wait_for(|v| is_check(v, "matches"));
+        admin
+    })
+    .await;
+    let address = front.to_string();
+    let series = |name: &str| format!("{name}{{upstream=\"gaia\",address=\"{address}\"}}");
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            &series("pinproxy_upstream_certificate_matches_pin")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            &series("pinproxy_upstream_check_timestamp_seconds")
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    // The expiry series is fed by the check, with no request made.
+    assert!(
+        metrics.contains(
+            "pinproxy_upstream_certificate_not_after_timestamp_seconds{upstream=\"gaia\"}"
+        ),
+        "{metrics}"
+    );
+    let status = get(&format!("http://{admin}/status")).await.json();
+    let check = &status["upstreams"][0]["targets"][0]["check"];
+    assert_eq!(
+        (check["result"].as_str(), check["pin"].as_u64()),
+        (Some("matches"), Some(1)),
+        "{check}"
+    );
+
+    // The certificate changes; no client sends anything.
+    to_impostor.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (bin, warned) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("matches no pin"))
+        })
+    })
+    .await;
+    let impostor_fp = impostor_cert.fingerprints();
+    assert_eq!(
+        warned["presented_sha1"],
+        impostor_fp.sha1_line(),
+        "{warned}"
+    );
+    assert_eq!(
+        warned["presented_sha256"],
+        impostor_fp.sha256_line(),
+        "{warned}"
+    );
+    assert_eq!(warned["address"], address);
+    assert!(
+        warned["replaced"]
+            .as_str()
+            .unwrap()
+            .contains(&genuine_cert.sha1_pin().to_string()),
+        "{warned}"
+    );
+    assert!(
+        warned["repin"].as_str().unwrap().contains(&format!(
+            "pinproxy pins add gaia '{}'",
+            impostor_fp.sha1_line()
+        )),
+        "{warned}"
+    );
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            &series("pinproxy_upstream_certificate_matches_pin")
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    let status = get(&format!("http://{admin}/status")).await.json();
+    let target = &status["upstreams"][0]["targets"][0];
+    assert_eq!(target["check"]["result"], "changed", "{target}");
+    assert_eq!(
+        target["check"]["sha1"],
+        impostor_fp.sha1_line().trim_start_matches("SHA1: "),
+        "{target}"
+    );
+    let page = get(&format!("http://{admin}/")).await.text();
+    assert!(page.contains("matches no pin"), "{page}");
+
+    // A second check of the impostor: still one WARN, and it is no pin.
+    let (mut bin, _) = on(bin, |b| b.wait_for(|v| is_check(v, "changed"))).await;
+    assert_eq!(
+        target["pins"],
+        serde_json::json!([genuine_cert.sha1_pin().to_string()])
+    );
+    assert_eq!(
+        std::fs::read_to_string(file.path()).unwrap(),
+        text,
+        "the config is not touched"
+    );
+    assert_eq!(impostor.app_bytes(), 0, "checks send nothing");
+    let listen = bin.seen_or_wait(|v| v["message"] == "listening")["listen"].clone();
+    let url = format!("http://{}/x", listen.as_str().unwrap());
+    assert_eq!(get(&url).await.error_tag(), Some("fingerprint-mismatch"));
+
+    // The genuine server is back: one INFO, and the verdict flips back.
+    to_impostor.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (bin, back) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("matches a pin again"))
+        })
+    })
+    .await;
+    assert_eq!(back["pin"], 1);
+    let warnings = bin
+        .seen
+        .iter()
+        .filter(|l| {
+            l.contains("\"WARN\"") && l.contains("matches no pin: requests will be refused")
+        })
+        .count();
+    assert_eq!(warnings, 1, "one WARN per change, not one per check");
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
+
+#[tokio::test]
+async fn a_pinned_certificate_close_to_expiry_is_warned_about_once() {
+    let c = cert_valid_for(5);
+    let up = TestServer::start(server_config(vec![c.der.clone()], c.key(), false)).await;
+    let file = temp_file(&config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "check_interval = \"1s\"\n",
+    ));
+    let config = file.path().to_str().unwrap().to_string();
+    let bin = Binary::spawn(
+        &["run", "--config", &config],
+        &[("RUST_LOG", "pinproxy=debug")],
+    );
+    let (bin, warned) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("expires within"))
+        })
+    })
+    .await;
+    let message = warned["message"].as_str().unwrap();
+    assert!(
+        message.contains("within 7 days") && message.contains("pins add gaia"),
+        "{warned}"
+    );
+    assert_eq!(warned["days_left"], 5);
+    // Two more checks: no second warning for the same threshold.
+    let (bin, _) = on(bin, |b| {
+        b.wait_for(|v| is_check(v, "matches"));
+        b.wait_for(|v| is_check(v, "matches"));
+    })
+    .await;
+    let count = bin
+        .seen
+        .iter()
+        .filter(|l| l.contains("expires within"))
+        .count();
+    assert_eq!(count, 1, "{:?}", bin.seen);
+    bin.signal("TERM");
+    let _ = bin.finish();
+}

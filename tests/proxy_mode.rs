@@ -22,6 +22,7 @@ listen = "127.0.0.1:0"
 address = "{gaia}"
 server_name = "localhost"
 fingerprints = ["{gaia_pin}"]
+check_interval = "0s"
 hosts = ["mgmt.example", "10.1.1.1:443"]
 
 [[upstream]]
@@ -30,6 +31,7 @@ listen = "127.0.0.1:0"
 address = "{lab}"
 server_name = "localhost"
 fingerprints = ["{lab_pin}"]
+check_interval = "0s"
 "#
     )
 }

@@ -30,6 +30,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 128;
 /// Default for `failback_after`: how long to stay on a fallback address.
 pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
+/// Default for `check_interval`: how often each address of an upstream is
+/// handshaken with in the background to see the certificate it presents.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 /// Default for `shutdown_timeout`: how long in-flight requests may finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -287,6 +290,9 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub idle_timeout: Duration,
+    /// How often every address is checked in the background (a pinned
+    /// handshake, nothing sent); zero: never.
+    pub check_interval: Duration,
     /// Names by which HTTP-proxy clients select this upstream (besides `name`).
     pub hosts: Vec<HostAlias>,
     /// HTTP/2 to the upstream.
@@ -329,6 +335,7 @@ impl UpstreamConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            check_interval: DEFAULT_CHECK_INTERVAL,
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,
@@ -358,6 +365,8 @@ impl UpstreamConfig {
         let mut other = other.clone();
         other.listen = self.listen.clone();
         other.access = self.access.clone();
+        // How often checks run is not how requests are served.
+        other.check_interval = self.check_interval;
         *self == other
     }
 

@@ -155,6 +155,7 @@ pub(super) struct RawUpstream {
     pub(super) handshake_timeout: Option<Spanned<String>>,
     pub(super) response_timeout: Option<Spanned<String>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) check_interval: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) hosts: Vec<Spanned<String>>,
     #[serde(default)]

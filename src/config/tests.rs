@@ -249,8 +249,26 @@ fn the_documented_example_parses_and_sets_every_key() {
         (Http2::Auto, true, false)
     );
     assert_eq!((u.max_connections, u.max_idle_connections), (128, 128));
+    assert_eq!(u.check_interval, Duration::from_secs(600));
     assert_eq!(c.limits, Limits::default());
     assert_eq!(u.hosts[0].to_string(), "mgmt.example.com");
+}
+
+#[test]
+fn check_interval_is_a_duration_zero_turns_checks_off() {
+    let with = |v: &str| parse(&format!("{}check_interval = \"{v}\"\n", good()));
+    assert_eq!(
+        with("30s").unwrap().upstreams[0].check_interval,
+        Duration::from_secs(30)
+    );
+    assert!(with("0s").unwrap().upstreams[0].check_interval.is_zero());
+    let err = with("200ms").unwrap_err();
+    assert_eq!(err.location, "proxy.toml:8:18");
+    assert!(err.message.contains("at least \"1s\""), "{err}");
+    assert!(with("often")
+        .unwrap_err()
+        .message
+        .contains("\"0s\" for no checks"));
 }
 
 #[test]

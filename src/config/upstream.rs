@@ -14,9 +14,9 @@ use super::egress::EgressProxy;
 use super::errors::Located;
 use super::listener::{check_listener, parse_alias, ListenerKeys};
 use super::model::{
-    Target, UpstreamConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILBACK_AFTER,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_UPSTREAM_CONNECTIONS,
-    DEFAULT_RESPONSE_TIMEOUT,
+    Target, UpstreamConfig, DEFAULT_CHECK_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FAILBACK_AFTER, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
 };
 use super::raw::{count, RawUpstream};
 
@@ -114,6 +114,21 @@ pub(crate) fn pins_of_certificate_file(path: &Path) -> Result<Vec<CertPin>, Stri
         .iter()
         .map(|der| CertPin::Sha256(sha2::Sha256::digest(der.as_ref()).into()))
         .collect())
+}
+
+/// `check_interval`: a duration, "0s" for no checks. Under a second would be a
+/// handshake storm against a management server, not a check.
+fn check_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Ok(d),
+        Ok(d) if d < Duration::from_secs(1) => Err(format!(
+            "check_interval {text:?} is under a second: write at least \"1s\" (the default is \"10m\"), or \"0s\" for no checks"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "check_interval {text:?} is not a duration ({e}); write for example \"10m\", or \"0s\" for no checks"
+        )),
+    }
 }
 
 /// Every target of an upstream, in failover order, with its pins.
@@ -304,6 +319,10 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        check_interval: match &u.check_interval {
+            Some(s) => check_interval(s.get_ref()).map_err(|m| (s.span(), m))?,
+            None => DEFAULT_CHECK_INTERVAL,
+        },
         hosts,
         http2: u.http2,
         legacy_crypto: u.legacy_crypto,

@@ -4,6 +4,7 @@
 //! notifications (`systemd`). The top of the library: nothing below asks it.
 
 pub(crate) mod admin;
+pub(crate) mod checks;
 pub(crate) mod reload;
 pub mod service;
 pub(crate) mod status;

@@ -4,9 +4,11 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{self, Config, Listen};
 use crate::ops::admin::{Admin, Health};
+use crate::ops::checks;
 use crate::ops::reload::{self, Trigger};
 use crate::ops::status::{Board, Running};
 use crate::ops::systemd::Notifier;
@@ -63,6 +65,8 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
     }
     notifier.ready(&status(&config));
     let _watchdog = notifier.spawn_watchdog();
+    let memory = Arc::new(checks::Memory::default());
+    let mut running_checks = checks::start(&config, proxy.metrics(), &memory);
 
     let mut running = config;
     tokio::pin!(shutdown);
@@ -71,12 +75,13 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
             Some(trigger) = triggers.recv() => {
                 notifier.reloading();
-                let outcome = apply_reload(&source, trigger, &mut proxy, &mut running, &admin).await;
+                let outcome = apply_reload(&source, trigger, &mut proxy, &mut running, &admin, &board).await;
                 proxy.metrics().reloaded(outcome.is_ok());
                 match outcome {
                     Ok(()) => {
-                        board.reloaded(running_of(&proxy, &running, &source, admin_listen.clone()));
                         notifier.ready(&status(&running));
+                        // The old checks stop; each address is checked again now.
+                        running_checks = checks::start(&running, proxy.metrics(), &memory);
                     }
                     Err(e) => {
                         board.reload_failed(&e);
@@ -88,6 +93,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     health.set_draining();
+    drop(running_checks);
     let delay = running.shutdown_drain_delay;
     if !delay.is_zero() {
         // Readiness is 503 at once, so nothing new is sent here; what is
@@ -115,7 +121,11 @@ async fn apply_reload(
     proxy: &mut Proxy,
     running: &mut Config,
     admin: &Option<Admin>,
+    board: &Board,
 ) -> Result<(), String> {
+    // The status page shows the new config before the log line says so, so
+    // whoever reads that line finds it there.
+    let admin_listen = admin.as_ref().map(|a| a.local().clone());
     let Source::File { path, .. } = source else {
         tracing::warn!(trigger = %trigger, "started from flags, without a config file: nothing to reload");
         return Ok(());
@@ -136,6 +146,7 @@ async fn apply_reload(
         }
     }
     if new == *running && revoked.is_empty() {
+        board.reloaded(running_of(proxy, running, source, admin_listen));
         tracing::info!(trigger = %trigger, "config reloaded: nothing changed");
         return Ok(());
     }
@@ -175,6 +186,7 @@ async fn apply_reload(
     if new.proxy != running.proxy {
         log_proxy_listener(proxy, &new);
     }
+    board.reloaded(running_of(proxy, &new, source, admin_listen));
     tracing::info!(trigger = %trigger, summary = %summary, "config reloaded");
     *running = new;
     Ok(())

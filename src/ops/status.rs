@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Listen, UpstreamConfig};
 use crate::http::proxy_mode::PROXY_LABEL;
-use crate::telemetry::metrics::{Metrics, Snapshot};
+use crate::telemetry::metrics::{CheckRecord, Metrics, Snapshot};
 use crate::tls::known_pins::KnownPins;
 use crate::tls::pin::colon_hex;
 
@@ -219,6 +219,46 @@ struct TargetStatus {
     client_certificate: bool,
     /// `host:port` of the HTTP proxy it is reached through (never credentials).
     egress_proxy: Option<String>,
+    /// What the last active check of this address saw (`check_interval`).
+    check: Option<CheckStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckStatus {
+    /// When the last check ran.
+    at: Time,
+    /// `matches`: the certificate presented now matches a pin; `changed`: it
+    /// matches none; `failed`: the last check saw no certificate (`error`
+    /// says why; the certificate fields are from the check before).
+    result: &'static str,
+    sha1: Option<String>,
+    sha256: Option<String>,
+    /// The pin matched, numbered from 1 as in the config, and its text.
+    pin: Option<usize>,
+    pin_text: Option<String>,
+    /// Since when this address presents this certificate.
+    since: Option<Time>,
+    not_after: Option<Time>,
+    error: Option<String>,
+}
+
+fn check_status(record: &CheckRecord) -> CheckStatus {
+    let cert = record.certificate.as_ref();
+    CheckStatus {
+        at: Time::of(record.at),
+        result: match (&record.error, cert.map(|c| c.pin.is_some())) {
+            (Some(_), _) | (None, None) => "failed",
+            (None, Some(true)) => "matches",
+            (None, Some(false)) => "changed",
+        },
+        sha1: cert.map(|c| colon_hex(&c.sha1)),
+        sha256: cert.map(|c| colon_hex(&c.sha256)),
+        pin: cert.and_then(|c| c.pin.as_ref().map(|p| p.0)),
+        pin_text: cert.and_then(|c| c.pin.as_ref().map(|p| p.1.clone())),
+        since: cert.map(|c| Time::of(c.since)),
+        not_after: cert.and_then(|c| c.not_after.map(Time::of)),
+        error: record.error.clone(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -301,6 +341,7 @@ fn upstream_status(
             active: i == seen.active_target,
             client_certificate: t.client_identity.is_some(),
             egress_proxy: t.egress_proxy.as_ref().map(|p| p.address.clone()),
+            check: seen.checks.get(&t.address()).map(check_status),
         })
         .collect();
     let certificate = seen.presented.as_ref().map(|c| CertificateStatus {
@@ -421,6 +462,37 @@ impl Status {
     }
 }
 
+impl CheckStatus {
+    fn write_html(&self, out: &mut String) -> std::fmt::Result {
+        let fp = |label: &str, v: &Option<String>| {
+            v.as_ref()
+                .map(|v| format!("<br>{label} <code class=\"fp\">{}</code>", esc(v)))
+                .unwrap_or_default()
+        };
+        match self.result {
+            "matches" => write!(
+                out,
+                "<br>presented now: <span class=\"ok\">matches pin {}</span> <code class=\"fp\">{}</code>",
+                self.pin.unwrap_or(0),
+                esc(self.pin_text.as_deref().unwrap_or(""))
+            )?,
+            "changed" => write!(
+                out,
+                "<br><span class=\"bad\">changed at {}: matches no pin</span>{}{}",
+                esc(&self.since.as_ref().map(|t| t.utc.clone()).unwrap_or_default()),
+                fp("SHA1", &self.sha1),
+                fp("SHA-256", &self.sha256)
+            )?,
+            _ => write!(
+                out,
+                "<br><span class=\"bad\">check failed</span>: {}",
+                esc(self.error.as_deref().unwrap_or(""))
+            )?,
+        }
+        write!(out, "<br><small>last check {}</small>", esc(&self.at.utc))
+    }
+}
+
 impl UpstreamStatus {
     fn write_html(&self, out: &mut String) -> std::fmt::Result {
         let (class, verdict) = match &self.last_handshake {
@@ -457,6 +529,9 @@ impl UpstreamStatus {
             }
             for pin in &t.pins {
                 write!(addresses, "<code class=\"fp\">{}</code> ", esc(pin))?;
+            }
+            if let Some(c) = &t.check {
+                c.write_html(&mut addresses)?;
             }
             addresses.push_str("</li>");
         }

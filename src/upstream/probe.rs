@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::UpstreamConfig;
-use crate::telemetry::metrics::UpstreamMetrics;
+use crate::telemetry::metrics::{Certificates, UpstreamMetrics};
 use crate::tls::verify::{PinVerifier, Trust};
 
 use super::{Alpn, Connector, UpstreamError};
@@ -32,9 +32,19 @@ pub(crate) async fn handshake(
     cfg: &UpstreamConfig,
     trust: Trust,
 ) -> Result<Presented, UpstreamError> {
+    handshake_recording(cfg, trust, UpstreamMetrics::detached().certificates()).await
+}
+
+/// [`handshake`], with the presented certificate recorded where the proxy's
+/// own handshakes record it (the expiry series takes a matching one only).
+pub(crate) async fn handshake_recording(
+    cfg: &UpstreamConfig,
+    trust: Trust,
+    certificates: Certificates,
+) -> Result<Presented, UpstreamError> {
     let address = cfg.address();
     let verifier = Arc::new(
-        PinVerifier::new(&cfg.name, trust, UpstreamMetrics::detached().certificates())
+        PinVerifier::new(&cfg.name, trust, certificates)
             .with_legacy_crypto(cfg.legacy_crypto)
             .recording(),
     );

@@ -244,10 +244,17 @@ pub fn temp_file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
-/// A config file for the binary: one upstream at `target`.
+/// A config file for the binary: one upstream at `target`. Active checks are
+/// off unless `extra` sets `check_interval`: the check at start is one more
+/// handshake, which tests counting handshakes or CONNECTs would see.
 pub fn config_text(target: SocketAddr, pin: &CertPin, extra: &str) -> String {
+    let checks = if extra.contains("check_interval") {
+        ""
+    } else {
+        "check_interval = \"0s\"\n"
+    };
     format!(
-        "shutdown_timeout = \"10s\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"{target}\"\nserver_name = \"localhost\"\nfingerprints = [\"{pin}\"]\n{extra}"
+        "shutdown_timeout = \"10s\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"{target}\"\nserver_name = \"localhost\"\nfingerprints = [\"{pin}\"]\n{checks}{extra}"
     )
 }
 

@@ -21,11 +21,13 @@ use self::format::openmetrics_to_classic;
 use self::process::Process;
 use self::upstream::Observed;
 
+mod checks;
 mod families;
 mod format;
 mod process;
 mod upstream;
 
+pub use checks::{CheckOutcome, CheckRecord};
 pub use format::{CLASSIC, OPENMETRICS};
 pub use upstream::{Certificates, Handshake, LearnedPin, NotAfter, Snapshot, UpstreamMetrics};
 
@@ -48,6 +50,7 @@ pub struct Metrics {
     active_target: Family<UpstreamLabel, Gauge>,
     config_stale: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    checks: checks::CheckFamilies,
     /// What the status page shows beyond the series, one record per upstream name.
     observed: Mutex<HashMap<String, Arc<Mutex<Observed>>>>,
 }
@@ -141,6 +144,7 @@ impl Metrics {
             "Config reloads (SIGHUP or --watch-config), by result: ok, error",
             reloads.clone(),
         );
+        let checks = checks::CheckFamilies::register(registry);
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -170,6 +174,7 @@ impl Metrics {
             active_target,
             config_stale,
             reloads,
+            checks,
             observed: Mutex::default(),
         })
     }
@@ -196,6 +201,7 @@ impl Metrics {
         UpstreamMetrics {
             name: name.into(),
             errors: Some(self.errors.clone()),
+            checks: Some(self.checks.clone()),
             observed,
             requests: STATUS_CLASSES.map(|class| {
                 self.requests.get_or_create_owned(&RequestLabels {
@@ -237,10 +243,17 @@ impl Metrics {
         self.last_handshake_time.remove(&label);
         self.last_handshake_ok.remove(&label);
         self.active_target.remove(&label);
-        self.observed
+        let observed = self
+            .observed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        if let Some(observed) = observed {
+            let observed = observed.lock().unwrap_or_else(|p| p.into_inner());
+            for address in observed.checks.keys() {
+                self.checks.forget(name, address);
+            }
+        }
     }
 
     /// Counts one config reload.

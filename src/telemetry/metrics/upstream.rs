@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::checks::{CheckFamilies, CheckRecord};
 use super::families::{duration_histogram, ErrorLabels, UpstreamLabel};
 
 /// The metric handles of one upstream, shared by its listener, pool and verifier.
@@ -17,6 +18,8 @@ pub struct UpstreamMetrics {
     pub(super) name: Arc<str>,
     /// `None` for detached handles.
     pub(super) errors: Option<Family<ErrorLabels, Counter>>,
+    /// `None` for detached handles.
+    pub(super) checks: Option<CheckFamilies>,
     pub(super) observed: Arc<Mutex<Observed>>,
     pub(super) requests: [Counter; 5],
     pub(super) duration: Histogram,
@@ -93,6 +96,8 @@ pub(super) struct Observed {
     pub(super) presented: Option<Presented>,
     pub(super) last_handshake: Option<LastHandshake>,
     pub(super) errors: BTreeMap<String, u64>,
+    /// The last active check of each address.
+    pub(super) checks: BTreeMap<String, CheckRecord>,
 }
 
 /// The leaf certificate of an upstream's last full handshake, matched or not.
@@ -142,6 +147,8 @@ pub struct Snapshot {
     pub presented: Option<Presented>,
     /// The last handshake.
     pub last_handshake: Option<LastHandshake>,
+    /// The last active check of each address.
+    pub checks: BTreeMap<String, CheckRecord>,
 }
 
 /// Where a verifier records what an upstream presents: every leaf for the
@@ -197,6 +204,7 @@ impl UpstreamMetrics {
         UpstreamMetrics {
             name: "".into(),
             errors: None,
+            checks: None,
             observed: Arc::default(),
             requests: Default::default(),
             duration: duration_histogram(),
@@ -295,6 +303,7 @@ impl UpstreamMetrics {
             active_target: usize::try_from(self.active_target.get()).unwrap_or(0),
             presented: observed.presented.clone(),
             last_handshake: observed.last_handshake.clone(),
+            checks: observed.checks.clone(),
         }
     }
 
