@@ -434,6 +434,11 @@ async fn a_certificate_replaced_while_no_request_flows_is_reported_and_never_pin
     let status = get(&format!("http://{admin}/status")).await.json();
     let target = &status["upstreams"][0]["targets"][0];
     assert_eq!(target["check"]["result"], "changed", "{target}");
+    // Its expiry is recorded too, though it matched no pin.
+    assert!(
+        target["check"]["not_after"]["unix"].as_i64().is_some(),
+        "{target}"
+    );
     assert_eq!(
         target["check"]["sha1"],
         impostor_fp.sha1_line().trim_start_matches("SHA1: "),

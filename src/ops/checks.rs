@@ -109,16 +109,19 @@ async fn check(up: &UpstreamConfig, index: usize, metrics: &UpstreamMetrics, mem
     };
     // Bounded like any handshake of the proxy: connect, then handshake timeout.
     let limit = up.connect_timeout + up.handshake_timeout;
-    let result = tokio::time::timeout(
+    let (result, refused_leaf) = tokio::time::timeout(
         limit,
         probe::handshake_recording(up, trust.clone(), metrics.certificates()),
     )
     .await
-    .unwrap_or(Err(UpstreamError::Timeout {
-        address: address.clone(),
-        stage: "check",
-        after: limit,
-    }));
+    .unwrap_or_else(|_| {
+        let timeout = UpstreamError::Timeout {
+            address: address.clone(),
+            stage: "check",
+            after: limit,
+        };
+        (Err(timeout), None)
+    });
     let outcome = match result {
         Ok(presented) => {
             let leaf = presented.chain[0].as_ref();
@@ -133,7 +136,9 @@ async fn check(up: &UpstreamConfig, index: usize, metrics: &UpstreamMetrics, mem
         Err(UpstreamError::FingerprintMismatch(m)) => CheckOutcome::Presented {
             sha1: m.presented.sha1,
             sha256: m.presented.sha256,
-            not_after: None,
+            not_after: refused_leaf
+                .as_ref()
+                .and_then(|der| not_after(der.as_ref())),
             pin: None,
         },
         Err(other) => CheckOutcome::Failed {

@@ -32,16 +32,22 @@ pub(crate) async fn handshake(
     cfg: &UpstreamConfig,
     trust: Trust,
 ) -> Result<Presented, UpstreamError> {
-    handshake_recording(cfg, trust, UpstreamMetrics::detached().certificates()).await
+    handshake_recording(cfg, trust, UpstreamMetrics::detached().certificates())
+        .await
+        .0
 }
 
 /// [`handshake`], with the presented certificate recorded where the proxy's
-/// own handshakes record it (the expiry series takes a matching one only).
+/// own handshakes record it (the expiry series takes a matching one only);
+/// also the leaf the server presented when it matched no pin.
 pub(crate) async fn handshake_recording(
     cfg: &UpstreamConfig,
     trust: Trust,
     certificates: Certificates,
-) -> Result<Presented, UpstreamError> {
+) -> (
+    Result<Presented, UpstreamError>,
+    Option<CertificateDer<'static>>,
+) {
     let address = cfg.address();
     let verifier = Arc::new(
         PinVerifier::new(&cfg.name, trust, certificates)
@@ -49,7 +55,15 @@ pub(crate) async fn handshake_recording(
             .recording(),
     );
     let connector = Connector::with_verifier(cfg, verifier.clone(), UpstreamMetrics::detached());
-    let tls = connector.connect(Alpn::Configured).await?;
+    let tls = match connector.connect(Alpn::Configured).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            let leaf = matches!(e, UpstreamError::FingerprintMismatch(_))
+                .then(|| verifier.seen().and_then(|s| s.chain.into_iter().next()))
+                .flatten();
+            return (Err(e), leaf);
+        }
+    };
     let session = tls.session();
     let protocol = session
         .protocol_version()
@@ -59,7 +73,7 @@ pub(crate) async fn handshake_recording(
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()))
         .unwrap_or_default();
-    match verifier.seen() {
+    let result = match verifier.seen() {
         Some(seen) if !seen.chain.is_empty() => Ok(Presented {
             chain: seen.chain,
             matched: seen.matched,
@@ -70,5 +84,6 @@ pub(crate) async fn handshake_recording(
             address,
             reason: "the handshake completed without a certificate".into(),
         }),
-    }
+    };
+    (result, None)
 }
