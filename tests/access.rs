@@ -13,61 +13,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// What curl got: status, lower-cased head and body.
-struct Got {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Got {
-    /// The value of header `name` (any case), if present.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// Runs curl (`-s -i`, bounded) with `args`, optionally as another user first
-/// (`setpriv` arguments), and splits what it printed.
-async fn curl_as(user: &[&str], args: &[&str]) -> Got {
-    let mut cmd = if user.is_empty() {
-        tokio::process::Command::new("curl")
-    } else {
-        let mut c = tokio::process::Command::new("setpriv");
-        c.args(user).arg("curl");
-        c
-    };
-    // Only a proxy a test names with -x: none from the environment.
-    for var in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .args(["-s", "-i", "--max-time", "10"])
-        .args(args)
-        .output()
-        .await
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("curl {args:?} got no answer: {text:?} {:?}", out.stderr));
-    Got {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
-
-async fn curl(args: &[&str]) -> Got {
-    curl_as(&[], args).await
-}
-
 /// Sends raw bytes and reads until the proxy closes the connection.
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -669,18 +614,6 @@ async fn control_and_bidi_characters_never_reach_the_log_raw() {
             "{format}: escaped, still readable:\n{log}"
         );
     }
-}
-
-/// `setpriv` arguments that run a command as `nobody`, if this process may.
-fn as_nobody() -> Option<[&'static str; 3]> {
-    if nix::unistd::geteuid().as_raw() != 0 {
-        println!(
-            "skipped: running a client as another uid needs root (these tests run as uid {})",
-            nix::unistd::geteuid()
-        );
-        return None;
-    }
-    Some(["--reuid=65534", "--regid=65534", "--clear-groups"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

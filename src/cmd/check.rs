@@ -97,6 +97,42 @@ pub async fn check(path: &Path, config: &Config, connect: bool) -> Report {
                 (None, _) => "s",
             },
         );
+        if let Some(policy) = &up.requests {
+            let _ = writeln!(
+                text,
+                "  {:width$}  command policy: {} rule{} for every client, {} per-user table{}",
+                "",
+                policy.default.as_ref().map_or(0, |d| d.rules.len()),
+                if policy.default.as_ref().map_or(0, |d| d.rules.len()) == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                policy.per_user.len(),
+                if policy.per_user.len() == 1 { "" } else { "s" },
+            );
+            for set in policy
+                .default
+                .iter()
+                .chain(policy.per_user.iter().map(|t| &t.rules))
+            {
+                if set.rules.is_empty() {
+                    let _ = writeln!(
+                        text,
+                        "  {:width$}  warning: {} allows nothing: its clients get 403 request-not-allowed for \
+                         every request (add rules such as \"POST /web_api/show-*\")",
+                        "", set.name
+                    );
+                }
+            }
+            if policy.default.is_none() {
+                let _ = writeln!(
+                    text,
+                    "  {:width$}  note: no allowed_requests, so clients no [[upstream.policy]] table names may send nothing",
+                    ""
+                );
+            }
+        }
         if !up.hosts.is_empty() {
             let hosts: Vec<String> = up.hosts.iter().map(|h| h.to_string()).collect();
             let _ = writeln!(

@@ -108,6 +108,7 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
             allowed_hosts,
             allowed_origins,
             allowed_users,
+            identify_users: false,
         },
     ))
 }

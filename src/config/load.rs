@@ -173,8 +173,15 @@ impl Config {
         };
         let admin = side_listener(&raw.admin, "admin")?
             .map(|(listen, access)| AdminConfig { listen, access });
-        let proxy = side_listener(&raw.proxy, "proxy")?
-            .map(|(listen, access)| ProxyConfig { listen, access });
+        // Upstreams with per-user rules are reached through [proxy] too: it
+        // must learn each client's uid for them.
+        let per_user = upstreams
+            .iter()
+            .any(|u| u.requests.as_ref().is_some_and(|p| !p.per_user.is_empty()));
+        let proxy = side_listener(&raw.proxy, "proxy")?.map(|(listen, mut access)| {
+            access.identify_users = per_user;
+            ProxyConfig { listen, access }
+        });
         if let (Some(a), Some(p)) = (&admin, &proxy) {
             if a.listen.same_socket(&p.listen) {
                 let span = raw.proxy.as_ref().map_or(0..0, |p| p.listen.span());

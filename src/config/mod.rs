@@ -9,6 +9,7 @@ mod listener;
 mod load;
 mod model;
 mod raw;
+mod requests;
 mod upstream;
 
 pub use address::{join_host_port, parse_address, parse_server_name, with_default_port};
@@ -18,6 +19,7 @@ pub use errors::ConfigError;
 pub use listener::parse_client_target;
 pub use load::{default_path, read, Flags};
 pub use model::*;
+pub use requests::{parse_rule, RequestPolicy, RequestRule, RuleSet, Segment, UserRules};
 
 #[cfg(test)]
 mod tests;

@@ -197,6 +197,9 @@ pub struct Access {
     pub allowed_origins: Vec<String>,
     /// The only local users (uids) that may connect; `None`: any.
     pub allowed_users: Option<Vec<u32>>,
+    /// Find out each client's uid even without `allowed_users`: a per-user
+    /// request policy (`[[upstream.policy]]`) needs it.
+    pub identify_users: bool,
 }
 
 /// A name by which proxy-mode clients reach an upstream: `host` or `host:port`.
@@ -290,6 +293,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Which requests may be forwarded; `None`: every one the access rules let in.
+    pub requests: Option<crate::config::RequestPolicy>,
     /// How often every address is checked in the background (a pinned
     /// handshake, nothing sent); zero: never.
     pub check_interval: Duration,
@@ -336,6 +341,7 @@ impl UpstreamConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             check_interval: DEFAULT_CHECK_INTERVAL,
+            requests: None,
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,

@@ -177,6 +177,18 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) allowed_origins: Vec<Spanned<String>>,
     pub(super) allowed_users: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    /// `"METHOD /path-glob"` rules for every client.
+    pub(super) allowed_requests: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[[upstream.policy]]`: rules per local user.
+    #[serde(default)]
+    pub(super) policy: Vec<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) users: Spanned<Vec<Spanned<toml::Value>>>,
+    pub(super) allow: Spanned<Vec<Spanned<String>>>,
 }
 
 impl RawUpstream {

@@ -267,7 +267,7 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
             format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
         ));
     }
-    let (listen, access) = check_listener(
+    let (listen, mut access) = check_listener(
         &ListenerKeys {
             listen: &u.listen,
             allow_non_loopback: u.allow_non_loopback,
@@ -279,6 +279,8 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         },
         "set allow_non_loopback = true for this upstream",
     )?;
+    let requests = super::requests::parse_policy(u)?;
+    access.identify_users = requests.as_ref().is_some_and(|p| !p.per_user.is_empty());
     let mut targets = parse_targets(u, base)?.into_iter();
     let Some(primary) = targets.next() else {
         return Err((u.name.span(), "no address".into()));
@@ -319,6 +321,7 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        requests,
         check_interval: match &u.check_interval {
             Some(s) => check_interval(s.get_ref()).map_err(|m| (s.span(), m))?,
             None => DEFAULT_CHECK_INTERVAL,

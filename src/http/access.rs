@@ -36,6 +36,8 @@ pub struct Policy {
     hosts: Vec<HostAlias>,
     origins: Vec<String>,
     users: Option<Vec<u32>>,
+    /// Learn each client's uid even without `allowed_users` (a per-user request policy).
+    identify: bool,
     /// The `[proxy]` listener routes by host instead.
     check_host: bool,
     /// A listener on a non-loopback address (`allow_non_loopback`) is reached
@@ -110,6 +112,7 @@ impl Policy {
             hosts: access.allowed_hosts.clone(),
             origins: access.allowed_origins.clone(),
             users: access.allowed_users.clone(),
+            identify: access.identify_users,
             check_host,
             any_ip,
             socket_path,
@@ -119,7 +122,7 @@ impl Policy {
     /// Whether accepting a TCP connection must find out who owns its client
     /// socket (it costs a kernel query, so only when `allowed_users` is set).
     pub fn needs_uid(&self) -> bool {
-        self.users.is_some()
+        self.users.is_some() || self.identify
     }
 
     /// Checks one request from a client with `uid`.

@@ -13,11 +13,13 @@ use hyper::body::Incoming;
 
 use crate::config::Limits;
 use crate::http::access::{Client, Decision};
+use crate::http::command_policy::{self, Verdict};
 use crate::http::headers::{clean_response, remove_hop_by_hop};
 use crate::http::idle::Activity;
 use crate::http::logged_body::{AccessRecord, LoggedBody};
 use crate::http::respond::{body_too_large, local_error, refused, upstream_error, ResponseBody};
 use crate::http::tunnel::Tunnels;
+use crate::telemetry::access_log::printable;
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::{RequestBody, Upstream, UpstreamError};
 
@@ -34,7 +36,10 @@ pub async fn handle(
     let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client);
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
-            let mut response = forward(upstream, req, tunnels, limits, &client.activity).await;
+            let mut response = match commands(upstream, req, client.uid) {
+                Ok(req) => forward(upstream, req, tunnels, limits, &client.activity).await,
+                Err(refusal) => *refusal,
+            };
             cors.apply(response.headers_mut());
             response
         }
@@ -47,6 +52,50 @@ pub async fn handle(
         Decision::Refuse(refusal) => refused(&upstream.name, client.uid, refusal),
     };
     LoggedBody::wrap(response, record)
+}
+
+/// The command policy: the request with the path its rule matched, or the
+/// refusal (nothing is sent upstream).
+fn commands(
+    upstream: &Upstream,
+    mut req: Request<Incoming>,
+    uid: Option<u32>,
+) -> Result<Request<Incoming>, Box<Response<ResponseBody>>> {
+    let Some(policy) = upstream.requests() else {
+        return Ok(req);
+    };
+    match command_policy::judge(policy, req.method(), req.uri(), uid) {
+        Verdict::Allow(uri) => {
+            *req.uri_mut() = uri;
+            Ok(req)
+        }
+        Verdict::NotAllowed {
+            rules,
+            allowed,
+            request,
+        } => {
+            let who = uid.map_or("this client".to_string(), |u| format!("uid {u}"));
+            tracing::debug!(upstream = %upstream.name, uid, request = %printable(&request), rules = %rules, "request not allowed by the command policy; not sent");
+            Err(Box::new(local_error(
+                StatusCode::FORBIDDEN,
+                "request-not-allowed",
+                format!(
+                    "pinproxy: {} is not allowed for {who} on upstream {:?}: {rules} allows {}. Nothing was sent.\n",
+                    printable(&request),
+                    upstream.name,
+                    if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+                ),
+            )))
+        }
+        Verdict::Ambiguous(why) => Err(Box::new(local_error(
+            StatusCode::BAD_REQUEST,
+            "ambiguous-path",
+            format!(
+                "pinproxy: refused: {why}. On a listener with a command policy, a path must mean the same to \
+                 pinproxy and to the server. Nothing was sent.\n"
+            ),
+        ))),
+    }
 }
 
 /// Answers `req` with pinproxy's own error (status, `X-Pinproxy-Error` tag and a

@@ -39,7 +39,7 @@ use connector::TlsConn;
 use error::{closed_early, too_large};
 use pool::{Pool, H1};
 
-use crate::config::{Http2, UpstreamConfig};
+use crate::config::{Http2, RequestPolicy, UpstreamConfig};
 use crate::platform::worker;
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::known_pins::KnownPins;
@@ -121,6 +121,8 @@ pub struct Upstream {
     http2: Http2,
     /// A client certificate is configured (for what a refusal says).
     client_certificate: bool,
+    /// Which requests may be forwarded (`allowed_requests`, `[[upstream.policy]]`).
+    requests: Option<Arc<RequestPolicy>>,
     /// The only source of new connections.
     connector: Connector,
     pool: Pool,
@@ -132,6 +134,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The request policy, if the upstream has one.
+    pub fn requests(&self) -> Option<&RequestPolicy> {
+        self.requests.as_deref()
+    }
+
     /// `host:port` of the first address.
     pub fn address(&self) -> &str {
         &self.address
@@ -204,6 +211,7 @@ impl Upstream {
             response_timeout: cfg.response_timeout,
             http2: cfg.http2,
             client_certificate: cfg.targets().iter().any(|t| t.client_identity.is_some()),
+            requests: cfg.requests.clone().map(Arc::new),
             connector,
             pool,
             revoked: Arc::new(watch::channel(false).0),

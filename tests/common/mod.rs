@@ -8,9 +8,10 @@ mod binary;
 mod browser;
 mod certs;
 mod client;
+mod curl;
 mod proxy;
 mod server;
 
 // Each test binary uses a different part of the harness.
 #[allow(unused_imports)]
-pub use {binary::*, browser::*, certs::*, client::*, proxy::*, server::*};
+pub use {binary::*, browser::*, certs::*, client::*, curl::*, proxy::*, server::*};
