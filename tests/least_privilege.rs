@@ -154,3 +154,180 @@ fn policy_mistakes_are_config_errors_and_check_warns_about_an_empty_one() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_audited_without_a_secret_and_the_file_survives_logrotate() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let text = format!(
+        "audit_log = \"{}\"\n{}",
+        audit.display(),
+        policy_config(&up, &c)
+    );
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut bin = Binary::spawn(&["run", "--config", config.to_str().unwrap()], &[]);
+    let base = format!("http://{}", bin.listening());
+    let secrets = [
+        "-H",
+        "Authorization: Bearer SECRET-TOKEN-1",
+        "-H",
+        "X-chkp-sid: SECRET-SID-2",
+        "-d",
+        "{\"password\":\"SECRET-PASSWORD-3\"}",
+    ];
+    let shown = curl(
+        &[
+            &["-X", "POST"][..],
+            &secrets,
+            &[&format!("{base}/web_api/show-hosts?key=SECRET-QUERY-4")],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(shown.status, 200);
+    let refused = curl(
+        &[
+            &["-X", "POST"][..],
+            &secrets,
+            &[&format!("{base}/web_api/publish")],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let me = nix::unistd::getuid().as_raw();
+    let name = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let (first, second) = (&records[0], &records[1]);
+    assert_eq!(
+        (
+            first["listener"].as_str(),
+            first["uid"].as_u64(),
+            first["user"].as_str()
+        ),
+        (Some("gaia"), Some(u64::from(me)), Some(name.as_str()))
+    );
+    assert_eq!(
+        (
+            first["method"].as_str(),
+            first["path"].as_str(),
+            first["command"].as_str()
+        ),
+        (
+            Some("POST"),
+            Some("/web_api/show-hosts"),
+            Some("show-hosts")
+        )
+    );
+    assert_eq!(
+        (first["decision"].as_str(), first["status"].as_u64()),
+        (Some("forwarded"), Some(200))
+    );
+    assert!(first["bytes"].as_u64().unwrap() > 0 && first["duration_ms"].as_f64().is_some());
+    assert_eq!(
+        (second["command"].as_str(), second["decision"].as_str()),
+        (Some("publish"), Some("refused"))
+    );
+    assert_eq!(
+        (second["reason"].as_str(), second["status"].as_u64()),
+        (Some("request-not-allowed"), Some(403))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // logrotate moves the file away and sends SIGHUP: a new file is begun.
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    bin.signal("HUP");
+    let (mut bin, _) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reloaded"))
+        })
+    })
+    .await;
+    assert_eq!(
+        curl(&["-X", "POST", &format!("{base}/web_api/show-hosts")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(std::fs::read_to_string(&audit).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        2
+    );
+
+    bin.signal("TERM");
+    let (_, lines) = bin.finish();
+    let log = lines.join("\n");
+    assert!(log.contains("\"target\":\"pinproxy::audit\""), "{log}");
+    let files =
+        std::fs::read_to_string(&audit).unwrap() + &std::fs::read_to_string(&rotated).unwrap();
+    for secret in [
+        "SECRET-TOKEN-1",
+        "SECRET-SID-2",
+        "SECRET-PASSWORD-3",
+        "SECRET-QUERY-4",
+    ] {
+        assert!(
+            !files.contains(secret) && !log.contains(secret),
+            "{secret} leaked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_audit_record_is_an_error_and_a_metric() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let text = format!(
+        "audit_log = \"/dev/full\"\n{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        policy_config(&up, &c)
+    );
+    let file = temp_file(&text);
+    let bin = Binary::spawn(&["run", "--config", file.path().to_str().unwrap()], &[]);
+    let (bin, (base, admin)) = on(bin, |b| (format!("http://{}", b.listening()), b.admin())).await;
+    for _ in 0..2 {
+        assert_eq!(
+            curl(&["-X", "POST", &format!("{base}/web_api/show-hosts")])
+                .await
+                .status,
+            200
+        );
+    }
+    let (bin, error) = on(bin, |b| b.wait_for(|v| v["level"] == "ERROR")).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write the audit record"),
+        "{error}"
+    );
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    assert!(
+        metrics.contains("pinproxy_audit_write_failures_total 2"),
+        "{metrics}"
+    );
+    bin.signal("TERM");
+    let (_, lines) = bin.finish();
+    let errors = lines
+        .iter()
+        .filter(|l| l.contains("cannot write the audit record"))
+        .count();
+    assert_eq!(errors, 1, "one ERROR per outage, not per record");
+}

@@ -51,6 +51,7 @@ fn config(target: SocketAddr, c: &TestCert, shutdown: Duration) -> Config {
         shutdown_drain_delay: Duration::ZERO,
         upstreams: vec![upstream_config(target, vec![c.sha1_pin()])],
         known_pins: None,
+        audit_log: None,
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn run(
             upstream("impostor", impostor_listen, impostor_addr),
         ],
         known_pins: None,
+        audit_log: None,
     };
     let proxy = Proxy::bind(&config).await.map_err(|e| {
         format!("{e}\nTry another address, e.g. `pinproxy demo --listen 127.0.0.1:0` for any free port.")

@@ -206,6 +206,7 @@ impl Config {
             limits,
             upstreams,
             known_pins,
+            audit_log: raw.audit_log.as_ref().map(|p| base.join(p.get_ref())),
         })
     }
 
@@ -261,6 +262,7 @@ impl Config {
             limits: Limits::default(),
             upstreams: vec![upstream],
             known_pins: None,
+            audit_log: None,
         })
     }
 }

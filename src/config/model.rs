@@ -55,6 +55,8 @@ pub struct Config {
     /// Where pins learned on first use are kept (`known_pins`; set when an
     /// upstream has `trust_on_first_use`).
     pub known_pins: Option<PathBuf>,
+    /// `audit_log`: the JSON-lines file audit records also go to.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The `[limits]` table: what one client may take of a listener.
@@ -295,6 +297,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Which requests may be forwarded; `None`: every one the access rules let in.
     pub requests: Option<crate::config::RequestPolicy>,
+    /// Write an audit record per request (`audit`; default: with a command policy).
+    pub audit: bool,
     /// How often every address is checked in the background (a pinned
     /// handshake, nothing sent); zero: never.
     pub check_interval: Duration,
@@ -342,6 +346,7 @@ impl UpstreamConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             check_interval: DEFAULT_CHECK_INTERVAL,
             requests: None,
+            audit: false,
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) proxy: Option<RawAdmin>,
     pub(super) limits: Option<RawLimits>,
     pub(super) known_pins: Option<Spanned<String>>,
+    pub(super) audit_log: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) upstream: Vec<RawUpstream>,
 }
@@ -182,6 +183,7 @@ pub(super) struct RawUpstream {
     /// `[[upstream.policy]]`: rules per local user.
     #[serde(default)]
     pub(super) policy: Vec<RawPolicy>,
+    pub(super) audit: Option<bool>,
 }
 
 #[derive(Deserialize)]

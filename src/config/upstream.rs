@@ -321,6 +321,7 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         handshake_timeout: timeout(&u.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT)?,
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        audit: u.audit.unwrap_or(requests.is_some()),
         requests,
         check_interval: match &u.check_interval {
             Some(s) => check_interval(s.get_ref()).map_err(|m| (s.span(), m))?,

@@ -33,7 +33,8 @@ pub async fn handle(
     limits: &Limits,
     client: &Client,
 ) -> Response<LoggedBody> {
-    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client);
+    let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client)
+        .audited(upstream.audits());
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
             let mut response = match commands(upstream, req, client.uid) {

@@ -18,8 +18,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::http::access::Client;
 use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
-use crate::telemetry::access_log;
 use crate::telemetry::metrics::UpstreamMetrics;
+use crate::telemetry::{access_log, audit};
 use crate::upstream::UpstreamAddress;
 
 pub(crate) struct AccessRecord {
@@ -34,6 +34,10 @@ pub(crate) struct AccessRecord {
     start: Instant,
     status: u16,
     error: Option<HeaderValue>,
+    /// Write an audit record too.
+    audit: bool,
+    /// The response came from the upstream (else pinproxy answered itself).
+    forwarded: bool,
 }
 
 impl AccessRecord {
@@ -58,7 +62,15 @@ impl AccessRecord {
             start: Instant::now(),
             status: 0,
             error: None,
+            audit: false,
+            forwarded: false,
         }
+    }
+
+    /// Also writes an audit record for this request when `on`.
+    pub(crate) fn audited(mut self, on: bool) -> AccessRecord {
+        self.audit = on;
+        self
     }
 }
 
@@ -87,6 +99,7 @@ impl LoggedBody {
             Either::Right(_) => response.headers().get(ERROR_HEADER).cloned(),
             Either::Left(_) => None,
         };
+        record.forwarded = matches!(response.body(), Either::Left(_));
         record.upstream_address = response
             .extensions()
             .get::<UpstreamAddress>()
@@ -151,6 +164,21 @@ impl Drop for LoggedBody {
             duration.as_secs_f64(),
             r.error.as_ref().and_then(|v| v.to_str().ok()),
         );
+        let error = r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        if r.audit {
+            audit::write(&audit::Record {
+                listener: &r.upstream,
+                uid: r.client_uid,
+                client: r.client,
+                method: r.method.as_str(),
+                path: &r.path,
+                forwarded: r.forwarded,
+                reason: error,
+                status: r.status,
+                bytes: self.bytes,
+                duration,
+            });
+        }
         access_log::write(&access_log::Entry {
             upstream: &r.upstream,
             method: r.method.as_str(),
@@ -159,7 +187,7 @@ impl Drop for LoggedBody {
             bytes: self.bytes,
             duration,
             complete,
-            error: r.error.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            error,
             client_uid: r.client_uid,
             client: r.client,
             upstream_address: r.upstream_address.as_deref(),

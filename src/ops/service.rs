@@ -41,6 +41,7 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         }
         Source::Flags(config) => (Config::clone(config), None),
     };
+    crate::telemetry::audit::set_file(config.audit_log.as_deref())?;
     let mut triggers = reload::triggers(watch);
     let notifier = Notifier;
 
@@ -133,6 +134,8 @@ async fn apply_reload(
     let new = config::read(path)
         .and_then(|text| Config::parse(&text, path))
         .map_err(|e| e.to_string())?;
+    // Reopened on every reload, so a file logrotate moved away is replaced.
+    crate::telemetry::audit::set_file(new.audit_log.as_deref())?;
     // `pinproxy pins forget` edits the file: read it again, so the next
     // connection of a forgotten upstream learns its pin anew, and what the old
     // pin verified (pooled connections, tunnels) is closed.

@@ -123,6 +123,8 @@ pub struct Upstream {
     client_certificate: bool,
     /// Which requests may be forwarded (`allowed_requests`, `[[upstream.policy]]`).
     requests: Option<Arc<RequestPolicy>>,
+    /// Write an audit record per request.
+    audit: bool,
     /// The only source of new connections.
     connector: Connector,
     pool: Pool,
@@ -137,6 +139,11 @@ impl Upstream {
     /// The request policy, if the upstream has one.
     pub fn requests(&self) -> Option<&RequestPolicy> {
         self.requests.as_deref()
+    }
+
+    /// Whether each request gets an audit record.
+    pub fn audits(&self) -> bool {
+        self.audit
     }
 
     /// `host:port` of the first address.
@@ -212,6 +219,7 @@ impl Upstream {
             http2: cfg.http2,
             client_certificate: cfg.targets().iter().any(|t| t.client_identity.is_some()),
             requests: cfg.requests.clone().map(Arc::new),
+            audit: cfg.audit,
             connector,
             pool,
             revoked: Arc::new(watch::channel(false).0),

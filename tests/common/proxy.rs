@@ -35,6 +35,7 @@ pub fn config_of(upstreams: Vec<UpstreamConfig>) -> Config {
         shutdown_drain_delay: Duration::ZERO,
         upstreams,
         known_pins: None,
+        audit_log: None,
     }
 }
 

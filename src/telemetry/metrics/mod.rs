@@ -145,6 +145,11 @@ impl Metrics {
             reloads.clone(),
         );
         let checks = checks::CheckFamilies::register(registry);
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be written to audit_log (each is still in the log, target pinproxy::audit)",
+            crate::telemetry::audit::failures().clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
