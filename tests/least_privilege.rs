@@ -253,7 +253,7 @@ async fn every_request_is_audited_without_a_secret_and_the_file_survives_logrota
     let rotated = dir.path().join("audit.jsonl.1");
     std::fs::rename(&audit, &rotated).unwrap();
     bin.signal("HUP");
-    let (mut bin, _) = on(bin, |b| {
+    let (bin, _) = on(bin, |b| {
         b.wait_for(|v| {
             v["message"]
                 .as_str()
