@@ -331,3 +331,114 @@ async fn a_lost_audit_record_is_an_error_and_a_metric() {
         .count();
     assert_eq!(errors, 1, "one ERROR per outage, not per record");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_credentials_reach_the_server_and_nothing_else() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "Bearer INJECTED-SECRET-ONE\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let me = nix::unistd::getuid().as_raw();
+    let text = config_text(
+        up.addr,
+        &c.sha1_pin(),
+        &format!(
+            "allowed_users = [{me}]\ninject_headers = {{ Authorization = \"file:token\", X-PAN-KEY = \"env:PINPROXY_TEST_KEY\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    );
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, &text).unwrap();
+    let env = [
+        ("PINPROXY_TEST_KEY", "INJECTED-SECRET-TWO"),
+        ("RUST_LOG", "trace"),
+    ];
+    let bin = Binary::spawn(&["run", "--config", config.to_str().unwrap()], &env);
+    let (bin, (base, admin)) = on(bin, |b| (format!("http://{}", b.listening()), b.admin())).await;
+    let got = curl(&[
+        "-H",
+        "Authorization: Basic the-tool-s-own",
+        &format!("{base}/web_api/show-hosts"),
+    ])
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let echo: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(
+        echo["headers"]["authorization"],
+        serde_json::json!(["Bearer INJECTED-SECRET-ONE"])
+    );
+    assert_eq!(
+        echo["headers"]["x-pan-key"],
+        serde_json::json!(["INJECTED-SECRET-TWO"])
+    );
+
+    // A new secret in the file: read again on reload.
+    std::fs::write(&token, "Bearer INJECTED-SECRET-THREE\n").unwrap();
+    bin.signal("HUP");
+    let (bin, _) = on(bin, |b| {
+        b.wait_for(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reloaded"))
+        })
+    })
+    .await;
+    let got = curl(&[&format!("{base}/web_api/show-hosts")]).await;
+    let echo: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(
+        echo["headers"]["authorization"],
+        serde_json::json!(["Bearer INJECTED-SECRET-THREE"])
+    );
+
+    let status = get(&format!("http://{admin}/status")).await.text();
+    let page = get(&format!("http://{admin}/")).await.text();
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["check", "--json", "--config", config.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    bin.signal("TERM");
+    let (_, lines) = bin.finish();
+    let everything = [
+        lines.join("\n"),
+        status,
+        page,
+        metrics,
+        String::from_utf8_lossy(&checked.stdout).into(),
+    ]
+    .join("\n");
+    assert!(lines.iter().any(|l| l.contains("\"level\":\"DEBUG\"") || l.contains("\"level\":\"TRACE\"")), "trace logging is on: {lines:?}");
+    for secret in [
+        "INJECTED-SECRET-ONE",
+        "INJECTED-SECRET-TWO",
+        "INJECTED-SECRET-THREE",
+    ] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+}
+
+#[test]
+fn credentials_on_a_listener_any_local_process_can_reach_are_refused() {
+    let file = temp_file(&config_text(
+        "192.0.2.10:443".parse().unwrap(),
+        &cert().sha1_pin(),
+        "inject_headers = { X-PAN-KEY = \"env:HOME\" }\n",
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        .args(["check", "--config", file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(":9:") && text.contains("allowed_users") && text.contains("unix:/path"),
+        "{text}"
+    );
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert!(
+        home.is_empty() || !text.contains(&home),
+        "the value is not quoted: {text}"
+    );
+}

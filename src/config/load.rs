@@ -182,6 +182,24 @@ impl Config {
             access.identify_users = per_user;
             ProxyConfig { listen, access }
         });
+        if let (Some(p), Some(up)) = (
+            &proxy,
+            upstreams.iter().find(|u| !u.inject_headers.is_empty()),
+        ) {
+            let identified =
+                matches!(p.listen, Listen::Unix(_)) || p.access.allowed_users.is_some();
+            if !identified {
+                let span = raw.proxy.as_ref().map_or(0..0, |p| p.listen.span());
+                return Err(at(
+                    span,
+                    format!(
+                        "[proxy] routes to upstream {:?}, which injects credentials (inject_headers), and every local \
+                         process can reach [proxy]: listen on a unix:/path socket or set allowed_users in [proxy]",
+                        up.name
+                    ),
+                ));
+            }
+        }
         if let (Some(a), Some(p)) = (&admin, &proxy) {
             if a.listen.same_socket(&p.listen) {
                 let span = raw.proxy.as_ref().map_or(0..0, |p| p.listen.span());

@@ -10,6 +10,7 @@ mod load;
 mod model;
 mod raw;
 mod requests;
+mod secrets;
 mod upstream;
 
 pub use address::{join_host_port, parse_address, parse_server_name, with_default_port};
@@ -20,6 +21,7 @@ pub use listener::parse_client_target;
 pub use load::{default_path, read, Flags};
 pub use model::*;
 pub use requests::{parse_rule, RequestPolicy, RequestRule, RuleSet, Segment, UserRules};
+pub use secrets::{InjectedHeader, Secret};
 
 #[cfg(test)]
 mod tests;

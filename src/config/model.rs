@@ -299,6 +299,9 @@ pub struct UpstreamConfig {
     pub requests: Option<crate::config::RequestPolicy>,
     /// Write an audit record per request (`audit`; default: with a command policy).
     pub audit: bool,
+    /// Headers set on every forwarded request (`inject_headers`): credentials
+    /// the tools behind pinproxy then never hold.
+    pub inject_headers: Vec<crate::config::InjectedHeader>,
     /// How often every address is checked in the background (a pinned
     /// handshake, nothing sent); zero: never.
     pub check_interval: Duration,
@@ -347,6 +350,7 @@ impl UpstreamConfig {
             check_interval: DEFAULT_CHECK_INTERVAL,
             requests: None,
             audit: false,
+            inject_headers: Vec::new(),
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,

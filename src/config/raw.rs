@@ -184,6 +184,8 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) policy: Vec<RawPolicy>,
     pub(super) audit: Option<bool>,
+    /// Header name to `"file:PATH"` or `"env:VAR"`.
+    pub(super) inject_headers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

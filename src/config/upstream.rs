@@ -280,6 +280,28 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         "set allow_non_loopback = true for this upstream",
     )?;
     let requests = super::requests::parse_policy(u)?;
+    let mut inject_headers = Vec::new();
+    if let Some(table) = &u.inject_headers {
+        for (name, reference) in table.get_ref() {
+            inject_headers.push(
+                super::secrets::injected(name, reference.get_ref(), base)
+                    .map_err(|m| (reference.span(), m))?,
+            );
+        }
+        // Every local process (and a web page that slipped past the browser's
+        // checks) could act as whoever the credential names.
+        let identified =
+            matches!(listen, super::model::Listen::Unix(_)) || access.allowed_users.is_some();
+        if !identified {
+            return Err((
+                table.span(),
+                "inject_headers on a TCP listener anyone on this machine can reach would let every local process \
+                 use the credential: listen on a unix:/path socket (socket_mode, socket_group), or set \
+                 allowed_users = [\"USER\"] to the users whose tools may use it"
+                    .into(),
+            ));
+        }
+    }
     access.identify_users = requests.as_ref().is_some_and(|p| !p.per_user.is_empty());
     let mut targets = parse_targets(u, base)?.into_iter();
     let Some(primary) = targets.next() else {
@@ -322,6 +344,7 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         response_timeout: timeout(&u.response_timeout, DEFAULT_RESPONSE_TIMEOUT)?,
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
         audit: u.audit.unwrap_or(requests.is_some()),
+        inject_headers,
         requests,
         check_interval: match &u.check_interval {
             Some(s) => check_interval(s.get_ref()).map_err(|m| (s.span(), m))?,

@@ -144,6 +144,11 @@ async fn forward(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    for header in upstream.injected() {
+        parts
+            .headers
+            .insert(header.name.clone(), header.value.header_value().clone());
+    }
     if let Some(protocol) = &upgrade {
         parts
             .headers

@@ -39,7 +39,7 @@ use connector::TlsConn;
 use error::{closed_early, too_large};
 use pool::{Pool, H1};
 
-use crate::config::{Http2, RequestPolicy, UpstreamConfig};
+use crate::config::{Http2, InjectedHeader, RequestPolicy, UpstreamConfig};
 use crate::platform::worker;
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::known_pins::KnownPins;
@@ -125,6 +125,8 @@ pub struct Upstream {
     requests: Option<Arc<RequestPolicy>>,
     /// Write an audit record per request.
     audit: bool,
+    /// Headers set on every forwarded request (`inject_headers`).
+    inject: Arc<[InjectedHeader]>,
     /// The only source of new connections.
     connector: Connector,
     pool: Pool,
@@ -139,6 +141,11 @@ impl Upstream {
     /// The request policy, if the upstream has one.
     pub fn requests(&self) -> Option<&RequestPolicy> {
         self.requests.as_deref()
+    }
+
+    /// The headers every forwarded request gets, replacing the client's.
+    pub fn injected(&self) -> &[InjectedHeader] {
+        &self.inject
     }
 
     /// Whether each request gets an audit record.
@@ -220,6 +227,7 @@ impl Upstream {
             client_certificate: cfg.targets().iter().any(|t| t.client_identity.is_some()),
             requests: cfg.requests.clone().map(Arc::new),
             audit: cfg.audit,
+            inject: cfg.inject_headers.clone().into(),
             connector,
             pool,
             revoked: Arc::new(watch::channel(false).0),
