@@ -409,7 +409,12 @@ async fn injected_credentials_reach_the_server_and_nothing_else() {
         String::from_utf8_lossy(&checked.stdout).into(),
     ]
     .join("\n");
-    assert!(lines.iter().any(|l| l.contains("\"level\":\"DEBUG\"") || l.contains("\"level\":\"TRACE\"")), "trace logging is on: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"level\":\"DEBUG\"") || l.contains("\"level\":\"TRACE\"")),
+        "trace logging is on: {lines:?}"
+    );
     for secret in [
         "INJECTED-SECRET-ONE",
         "INJECTED-SECRET-TWO",

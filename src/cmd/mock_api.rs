@@ -1,7 +1,8 @@
 //! A small imitation of a Check Point management API over HTTPS with a
 //! self-signed certificate: what `pinproxy demo` puts behind the proxy.
 //!
-//! `POST /web_api/login` with `{"user":"admin","password":"demo"}` answers a `sid`;
+//! `POST /web_api/login` with `{"user":"admin","password":"demo"}` (or
+//! `{"api-key": API_KEY}`) answers a `sid`;
 //! every other `/web_api/<command>` needs header `X-chkp-sid` with a live sid.
 //! Answers are JSON, errors use the API's `{"code","message"}` shape.
 
@@ -25,16 +26,57 @@ use tokio_rustls::TlsAcceptor;
 pub const USER: &str = "admin";
 /// The demo's password.
 pub const PASSWORD: &str = "demo";
+/// The demo's API key (`"api-key"` in the login body).
+pub const API_KEY: &str = "demo-api-key-0123456789";
 
+/// The sessions the mock knows, and what was asked of it: tests look here to
+/// see what a client (or pinproxy's session broker) did.
 #[derive(Default)]
-struct Sessions {
+pub struct Sessions {
     live: Mutex<HashSet<String>>,
+    /// Every accepted login body, the secret fields left out.
+    logins: Mutex<Vec<Value>>,
+    /// `(sid, command)` of every call with a session, in order.
+    calls: Mutex<Vec<(String, String)>>,
+}
+
+impl Sessions {
+    /// Ends every session, as a server restart or a timeout would.
+    pub fn expire_all(&self) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// How many sessions are open.
+    pub fn live(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The login bodies accepted so far (without password or api-key).
+    pub fn logins(&self) -> Vec<Value> {
+        self.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `(sid, command)` of every call made with a session so far.
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Serves the mock API on `listener` with `tls` until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    serve_with(listener, tls, Arc::new(Sessions::default())).await
+}
+
+/// [`serve`], keeping its sessions in `sessions`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    sessions: Arc<Sessions>,
+) {
     let acceptor = TlsAcceptor::from(tls);
-    let sessions = Arc::new(Sessions::default());
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -65,6 +107,18 @@ pub async fn spawn(
     let bound = listener.local_addr()?;
     tokio::spawn(serve(listener, tls));
     Ok(bound)
+}
+
+/// [`spawn`], with the sessions handle a test inspects.
+pub async fn spawn_with_sessions(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<(SocketAddr, Arc<Sessions>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let sessions = Arc::new(Sessions::default());
+    tokio::spawn(serve_with(listener, tls, sessions.clone()));
+    Ok((bound, sessions))
 }
 
 async fn answer(sessions: &Sessions, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -115,7 +169,8 @@ async fn answer(sessions: &Sessions, req: Request<Incoming>) -> Response<Full<By
     };
 
     if command == "login" {
-        if body["user"] != USER || body["password"] != PASSWORD {
+        let by_key = body["api-key"] == API_KEY;
+        if !by_key && (body["user"] != USER || body["password"] != PASSWORD) {
             return error(
                 StatusCode::BAD_REQUEST,
                 "err_login_failed",
@@ -128,6 +183,16 @@ async fn answer(sessions: &Sessions, req: Request<Incoming>) -> Response<Full<By
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sid.clone());
+        let mut seen = body.clone();
+        if let Some(fields) = seen.as_object_mut() {
+            fields.remove("password");
+            fields.remove("api-key");
+        }
+        sessions
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(seen);
         return ok(json!({
             "sid": sid,
             "url": "https://127.0.0.1:443/web_api",
@@ -156,7 +221,13 @@ async fn answer(sessions: &Sessions, req: Request<Incoming>) -> Response<Full<By
             "Wrong session id [X-chkp-sid]",
         );
     }
+    sessions
+        .calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((sid.clone(), command.clone()));
     match command.as_str() {
+        "keepalive" => ok(json!({"message": "OK"})),
         "logout" => {
             sessions
                 .live

@@ -184,7 +184,9 @@ impl Config {
         });
         if let (Some(p), Some(up)) = (
             &proxy,
-            upstreams.iter().find(|u| !u.inject_headers.is_empty()),
+            upstreams
+                .iter()
+                .find(|u| !u.inject_headers.is_empty() || u.session.is_some()),
         ) {
             let identified =
                 matches!(p.listen, Listen::Unix(_)) || p.access.allowed_users.is_some();
@@ -193,7 +195,7 @@ impl Config {
                 return Err(at(
                     span,
                     format!(
-                        "[proxy] routes to upstream {:?}, which injects credentials (inject_headers), and every local \
+                        "[proxy] routes to upstream {:?}, which injects credentials (inject_headers, [upstream.session]), and every local \
                          process can reach [proxy]: listen on a unix:/path socket or set allowed_users in [proxy]",
                         up.name
                     ),

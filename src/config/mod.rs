@@ -21,7 +21,7 @@ pub use listener::parse_client_target;
 pub use load::{default_path, read, Flags};
 pub use model::*;
 pub use requests::{parse_rule, RequestPolicy, RequestRule, RuleSet, Segment, UserRules};
-pub use secrets::{InjectedHeader, Secret};
+pub use secrets::{InjectedHeader, Secret, SecretText};
 
 #[cfg(test)]
 mod tests;

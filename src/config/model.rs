@@ -302,6 +302,8 @@ pub struct UpstreamConfig {
     /// Headers set on every forwarded request (`inject_headers`): credentials
     /// the tools behind pinproxy then never hold.
     pub inject_headers: Vec<crate::config::InjectedHeader>,
+    /// `[upstream.session]`: pinproxy logs in and brokers the session.
+    pub session: Option<SessionConfig>,
     /// How often every address is checked in the background (a pinned
     /// handshake, nothing sent); zero: never.
     pub check_interval: Duration,
@@ -351,6 +353,7 @@ impl UpstreamConfig {
             requests: None,
             audit: false,
             inject_headers: Vec::new(),
+            session: None,
             hosts: Vec::new(),
             http2: Http2::default(),
             legacy_crypto: false,
@@ -413,4 +416,32 @@ impl fmt::Display for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({} -> {})", self.name, self.listen, self.address())
     }
+}
+
+/// `[upstream.session]`: a Check Point management API session pinproxy logs
+/// in to and hands to requests that bring none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How pinproxy logs in.
+    pub credentials: Credentials,
+    /// `domain`: the domain (MDS) to log in to.
+    pub domain: Option<String>,
+    /// `read_only`: log in with `"read-only": true`.
+    pub read_only: bool,
+    /// `session_timeout`: the server's idle timeout asked for at login.
+    pub timeout: Duration,
+}
+
+/// The credentials of a brokered session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `api_key_file`.
+    ApiKey(crate::config::SecretText),
+    /// `user` and `password_file`.
+    User {
+        /// The administrator's name.
+        user: String,
+        /// The password.
+        password: crate::config::SecretText,
+    },
 }

@@ -184,8 +184,22 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) policy: Vec<RawPolicy>,
     pub(super) audit: Option<bool>,
+    pub(super) session: Option<Spanned<RawSession>>,
     /// Header name to `"file:PATH"` or `"env:VAR"`.
     pub(super) inject_headers: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub(super) kind: Spanned<String>,
+    pub(super) api_key_file: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) domain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) read_only: bool,
+    pub(super) session_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -25,6 +25,43 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A password or API key pinproxy sends in a login body. `Debug` shows no
+/// byte of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// The text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(redacted)")
+    }
+}
+
+/// Reads a secret file named by `key` (`api_key_file`, `password_file`):
+/// checked like the config, not readable by every user, one line.
+pub(super) fn secret_file(key: &str, path: &str, base: &Path) -> Result<SecretText, String> {
+    let path = base.join(path);
+    crate::platform::permissions::check(&path).map_err(|e| format!("{key}: {e}"))?;
+    private(&path).map_err(|e| format!("{key}: {e}"))?;
+    let raw = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+    let text = raw.strip_suffix('\n').unwrap_or(&raw);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() || text.contains(['\n', '\r']) {
+        return Err(format!(
+            "{key}: {} must hold the secret on one line",
+            path.display()
+        ));
+    }
+    Ok(SecretText(text.to_string()))
+}
+
 /// One `inject_headers` entry: the header and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectedHeader {

@@ -13,12 +13,13 @@ use super::address::{duration, parse_address, parse_server_name};
 use super::egress::EgressProxy;
 use super::errors::Located;
 use super::listener::{check_listener, parse_alias, ListenerKeys};
+use super::model::{Credentials, SessionConfig};
 use super::model::{
     Target, UpstreamConfig, DEFAULT_CHECK_INTERVAL, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FAILBACK_AFTER, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
 };
-use super::raw::{count, RawUpstream};
+use super::raw::{count, RawSession, RawUpstream};
 
 pub(super) fn parse_egress(text: &Option<Spanned<String>>) -> Located<Option<EgressProxy>> {
     match text {
@@ -114,6 +115,57 @@ pub(crate) fn pins_of_certificate_file(path: &Path) -> Result<Vec<CertPin>, Stri
         .iter()
         .map(|der| CertPin::Sha256(sha2::Sha256::digest(der.as_ref()).into()))
         .collect())
+}
+
+/// `[upstream.session]`: how pinproxy logs in to a Check Point management API.
+fn parse_session(raw: &Spanned<RawSession>, base: &Path) -> Located<SessionConfig> {
+    let s = raw.get_ref();
+    if s.kind.get_ref() != "check-point" {
+        return Err((
+            s.kind.span(),
+            format!(
+                "session kind {:?} is not known: write kind = \"check-point\"",
+                s.kind.get_ref()
+            ),
+        ));
+    }
+    let credentials = match (&s.api_key_file, &s.user, &s.password_file) {
+        (Some(key), None, None) => Credentials::ApiKey(
+            super::secrets::secret_file("api_key_file", key.get_ref(), base).map_err(|m| (key.span(), m))?,
+        ),
+        (None, Some(user), Some(password)) => Credentials::User {
+            user: user.get_ref().clone(),
+            password: super::secrets::secret_file("password_file", password.get_ref(), base)
+                .map_err(|m| (password.span(), m))?,
+        },
+        _ => {
+            return Err((
+                raw.span(),
+                "[upstream.session] logs in with api_key_file = \"/etc/pinproxy/api-key\", or with user = \"NAME\" \
+                 and password_file = \"/etc/pinproxy/password\": give one of the two"
+                    .into(),
+            ))
+        }
+    };
+    let timeout = match &s.session_timeout {
+        Some(t) => {
+            let d = duration(t.get_ref()).map_err(|m| (t.span(), m))?;
+            if !(Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&d) {
+                return Err((
+                    t.span(),
+                    "session_timeout must be between \"10s\" and \"1h\" (what the management API accepts)".into(),
+                ));
+            }
+            d
+        }
+        None => Duration::from_secs(600),
+    };
+    Ok(SessionConfig {
+        credentials,
+        domain: s.domain.as_ref().map(|d| d.get_ref().clone()),
+        read_only: s.read_only,
+        timeout,
+    })
 }
 
 /// `check_interval`: a duration, "0s" for no checks. Under a second would be a
@@ -288,16 +340,27 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
                     .map_err(|m| (reference.span(), m))?,
             );
         }
+    }
+    let session = match &u.session {
+        Some(raw) => Some(parse_session(raw, base)?),
+        None => None,
+    };
+    let credentials_span = u
+        .inject_headers
+        .as_ref()
+        .map(|t| t.span())
+        .or(u.session.as_ref().map(|s| s.span()));
+    if let Some(span) = credentials_span {
         // Every local process (and a web page that slipped past the browser's
         // checks) could act as whoever the credential names.
         let identified =
             matches!(listen, super::model::Listen::Unix(_)) || access.allowed_users.is_some();
         if !identified {
             return Err((
-                table.span(),
-                "inject_headers on a TCP listener anyone on this machine can reach would let every local process \
-                 use the credential: listen on a unix:/path socket (socket_mode, socket_group), or set \
-                 allowed_users = [\"USER\"] to the users whose tools may use it"
+                span,
+                "credentials (inject_headers, [upstream.session]) on a TCP listener anyone on this machine can reach \
+                 would let every local process use them: listen on a unix:/path socket (socket_mode, socket_group), \
+                 or set allowed_users = [\"USER\"] to the users whose tools may use them"
                     .into(),
             ));
         }
@@ -345,6 +408,7 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         idle_timeout: timeout(&u.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
         audit: u.audit.unwrap_or(requests.is_some()),
         inject_headers,
+        session,
         requests,
         check_interval: match &u.check_interval {
             Some(s) => check_interval(s.get_ref()).map_err(|m| (s.span(), m))?,

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use crate::config::Limits;
 use crate::http::access::{Client, Decision};
+use crate::http::brokered;
 use crate::http::command_policy::{self, Verdict};
 use crate::http::headers::{clean_response, remove_hop_by_hop};
 use crate::http::idle::Activity;
@@ -38,7 +39,13 @@ pub async fn handle(
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
             let mut response = match commands(upstream, req, client.uid) {
-                Ok(req) => forward(upstream, req, tunnels, limits, &client.activity).await,
+                Ok(req) => match upstream.sessions() {
+                    Some(broker) if brokered::wants_session(&req) => {
+                        let prepare = |parts: &mut http::request::Parts| prepare(upstream, parts);
+                        brokered::forward(upstream, broker, req, limits, client.uid, prepare).await
+                    }
+                    _ => forward(upstream, req, tunnels, limits, &client.activity).await,
+                },
                 Err(refusal) => *refusal,
             };
             cors.apply(response.headers_mut());
@@ -143,11 +150,8 @@ async fn forward(
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    for header in upstream.injected() {
-        parts
-            .headers
-            .insert(header.name.clone(), header.value.header_value().clone());
+    if let Err(refusal) = prepare(upstream, &mut parts) {
+        return *refusal;
     }
     if let Some(protocol) = &upgrade {
         parts
@@ -155,27 +159,6 @@ async fn forward(
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol.clone());
     }
-    match upstream.host_header() {
-        Ok(host) => parts.headers.insert(HOST, host.clone()),
-        Err(why) => {
-            return local_error(
-                StatusCode::BAD_GATEWAY,
-                "bad-server-name",
-                format!("pinproxy: upstream {:?}: {why}\n", upstream.name),
-            )
-        }
-    };
-    parts.version = Version::HTTP_11;
-    parts.uri = match upstream.uri_for(&parts.uri) {
-        Ok(uri) => uri,
-        Err(_) => {
-            return local_error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "pinproxy: the request target is not a path it can forward\n",
-            )
-        }
-    };
     // No copy of the request is kept for a retry: when a pooled connection turns
     // out to have been closed by the server before the request went out, hyper
     // hands the unsent request back and the pool sends it on another (pinned)
@@ -233,6 +216,42 @@ async fn forward(
         }) => body_too_large(limits.max_request_body.unwrap_or(0)),
         Err(e) => upstream_error(upstream, &e),
     }
+}
+
+/// Makes the client's request head the upstream's: hop-by-hop headers out,
+/// injected credentials in, the upstream's Host, HTTP/1.1, its URI.
+fn prepare(
+    upstream: &Upstream,
+    parts: &mut http::request::Parts,
+) -> Result<(), Box<Response<ResponseBody>>> {
+    remove_hop_by_hop(&mut parts.headers);
+    for header in upstream.injected() {
+        parts
+            .headers
+            .insert(header.name.clone(), header.value.header_value().clone());
+    }
+    match upstream.host_header() {
+        Ok(host) => parts.headers.insert(HOST, host.clone()),
+        Err(why) => {
+            return Err(Box::new(local_error(
+                StatusCode::BAD_GATEWAY,
+                "bad-server-name",
+                format!("pinproxy: upstream {:?}: {why}\n", upstream.name),
+            )))
+        }
+    };
+    parts.version = Version::HTTP_11;
+    parts.uri = match upstream.uri_for(&parts.uri) {
+        Ok(uri) => uri,
+        Err(_) => {
+            return Err(Box::new(local_error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "pinproxy: the request target is not a path it can forward\n",
+            )))
+        }
+    };
+    Ok(())
 }
 
 /// The `Upgrade` value when `Connection` asks for an upgrade.

@@ -16,6 +16,7 @@ use http_body_util::Either;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::http::access::Client;
+use crate::http::brokered::{BrokeredSession, FromUpstream};
 use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
 use crate::telemetry::metrics::UpstreamMetrics;
@@ -38,6 +39,8 @@ pub(crate) struct AccessRecord {
     audit: bool,
     /// The response came from the upstream (else pinproxy answered itself).
     forwarded: bool,
+    /// The short hash of the brokered session the request ran in.
+    session: Option<String>,
 }
 
 impl AccessRecord {
@@ -64,6 +67,7 @@ impl AccessRecord {
             error: None,
             audit: false,
             forwarded: false,
+            session: None,
         }
     }
 
@@ -95,11 +99,17 @@ impl LoggedBody {
         record.status = response.status().as_u16();
         // Only pinproxy's own answers (its body, not the upstream's) carry a
         // reason: an upstream's header of that name is not ours to count.
-        record.error = match response.body() {
-            Either::Right(_) => response.headers().get(ERROR_HEADER).cloned(),
-            Either::Left(_) => None,
+        let from_upstream = matches!(response.body(), Either::Left(_))
+            || response.extensions().get::<FromUpstream>().is_some();
+        record.error = match from_upstream {
+            false => response.headers().get(ERROR_HEADER).cloned(),
+            true => None,
         };
-        record.forwarded = matches!(response.body(), Either::Left(_));
+        record.forwarded = from_upstream;
+        record.session = response
+            .extensions()
+            .get::<BrokeredSession>()
+            .map(|s| s.0.clone());
         record.upstream_address = response
             .extensions()
             .get::<UpstreamAddress>()
@@ -177,6 +187,7 @@ impl Drop for LoggedBody {
                 status: r.status,
                 bytes: self.bytes,
                 duration,
+                session: r.session.as_deref(),
             });
         }
         access_log::write(&access_log::Entry {

@@ -6,6 +6,7 @@
 //! and the one summary line for HTTP/2 rapid-reset connections (`rapid_reset`).
 
 pub(crate) mod access;
+pub(crate) mod brokered;
 pub(crate) mod command_policy;
 pub(crate) mod forward;
 pub mod headers;

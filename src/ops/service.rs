@@ -15,6 +15,10 @@ use crate::ops::systemd::Notifier;
 use crate::serve::server::Proxy;
 use crate::tls::known_pins::KnownPins;
 
+/// How often brokered sessions are looked after: idle ones logged out (after
+/// half the server's session_timeout), busy ones kept alive.
+const SESSION_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where the running config came from, which decides what a reload re-reads.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -71,9 +75,19 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut running = config;
     tokio::pin!(shutdown);
+    // Brokered sessions: kept alive while used, logged out when idle.
+    let mut sessions = tokio::time::interval(SESSION_TICK);
+    sessions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = sessions.tick() => {
+                for up in proxy.upstreams() {
+                    if let Some(broker) = up.sessions() {
+                        broker.maintain(&up).await;
+                    }
+                }
+            }
             Some(trigger) = triggers.recv() => {
                 notifier.reloading();
                 let outcome = apply_reload(&source, trigger, &mut proxy, &mut running, &admin, &board).await;
@@ -110,7 +124,14 @@ pub async fn run(source: Source, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     notifier.stopping("draining in-flight requests");
+    let upstreams = proxy.upstreams();
     proxy.drain().await;
+    // After the last request: a session pinproxy holds is not left open on the server.
+    for up in upstreams {
+        if let Some(broker) = up.sessions() {
+            broker.logout_all(&up).await;
+        }
+    }
     // Readiness stays 503 until the very end; then the admin endpoint goes too.
     admin.take();
     Ok(())

@@ -203,6 +203,14 @@ impl Proxy {
         &self.metrics
     }
 
+    /// The upstream each listener forwards to now.
+    pub(crate) fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        self.listeners
+            .iter()
+            .map(|l| l.upstream.load_full())
+            .collect()
+    }
+
     /// The bound address of each upstream's TCP listener (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
         self.listeners

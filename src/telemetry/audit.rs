@@ -39,6 +39,8 @@ pub struct Record<'a> {
     pub bytes: u64,
     /// From the request to the end of its response.
     pub duration: Duration,
+    /// The brokered session it ran in, as a short hash (never the sid).
+    pub session: Option<&'a str>,
 }
 
 /// The API command of a path: its last non-empty segment (`show-hosts` of
@@ -130,6 +132,7 @@ pub fn write(r: &Record<'_>) {
         status = r.status,
         bytes = r.bytes,
         duration_ms,
+        session = r.session,
         "audit"
     );
     let mut sink = sink().lock().unwrap_or_else(|p| p.into_inner());
@@ -148,6 +151,7 @@ pub fn write(r: &Record<'_>) {
         "status": r.status,
         "bytes": r.bytes,
         "duration_ms": duration_ms,
+        "session": r.session,
     })
     .to_string()
         + "\n";

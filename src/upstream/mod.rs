@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Empty, Limited};
+use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::sync::watch;
@@ -29,6 +29,7 @@ mod error;
 mod handshake_error;
 mod pool;
 pub(crate) mod probe;
+pub(crate) mod session;
 mod transport;
 
 pub(crate) use connector::{Alpn, Connector};
@@ -52,7 +53,7 @@ pub struct UpstreamAddress(pub Arc<str>);
 
 /// The body sent upstream: the client's own (within `max_request_body`), or none.
 pub struct RequestBody {
-    inner: http_body_util::Either<Limited<Incoming>, Empty<Bytes>>,
+    inner: http_body_util::Either<Limited<Incoming>, Full<Bytes>>,
     /// Present while a client body is being sent: the connection drops the body
     /// once it has sent it all, so a count of one left means "still sending".
     sending: Option<Arc<()>>,
@@ -62,7 +63,15 @@ impl RequestBody {
     /// No body.
     pub fn empty() -> RequestBody {
         RequestBody {
-            inner: http_body_util::Either::Right(Empty::new()),
+            inner: http_body_util::Either::Right(Full::new(Bytes::new())),
+            sending: None,
+        }
+    }
+
+    /// A body pinproxy holds whole (a login, or a request it may send twice).
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            inner: http_body_util::Either::Right(Full::new(bytes)),
             sending: None,
         }
     }
@@ -127,6 +136,8 @@ pub struct Upstream {
     audit: bool,
     /// Headers set on every forwarded request (`inject_headers`).
     inject: Arc<[InjectedHeader]>,
+    /// Brokered management API sessions (`[upstream.session]`).
+    sessions: Option<session::Broker>,
     /// The only source of new connections.
     connector: Connector,
     pool: Pool,
@@ -146,6 +157,11 @@ impl Upstream {
     /// The headers every forwarded request gets, replacing the client's.
     pub fn injected(&self) -> &[InjectedHeader] {
         &self.inject
+    }
+
+    /// The session broker, if pinproxy logs in for this listener's clients.
+    pub(crate) fn sessions(&self) -> Option<&session::Broker> {
+        self.sessions.as_ref()
     }
 
     /// Whether each request gets an audit record.
@@ -228,6 +244,7 @@ impl Upstream {
             requests: cfg.requests.clone().map(Arc::new),
             audit: cfg.audit,
             inject: cfg.inject_headers.clone().into(),
+            sessions: cfg.session.clone().map(session::Broker::new),
             connector,
             pool,
             revoked: Arc::new(watch::channel(false).0),

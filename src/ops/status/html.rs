@@ -237,6 +237,31 @@ impl UpstreamStatus {
                 self.open_connections.client, self.open_connections.upstream
             ),
         )?;
+        for session in &self.sessions {
+            let state = match (&session.held, &session.since) {
+                (true, Some(since)) => format!(
+                    "<span class=\"ok\">held</span> since {} <small>(session {})</small>",
+                    esc(&since.utc),
+                    esc(session.session.as_deref().unwrap_or(""))
+                ),
+                _ => "none held".to_string(),
+            };
+            let error = session
+                .last_login_error
+                .as_ref()
+                .map(|e| {
+                    format!(
+                        "<br><span class=\"bad\">last login failed</span>: {}",
+                        esc(e)
+                    )
+                })
+                .unwrap_or_default();
+            item(
+                out,
+                &format!("Session ({})", esc(&session.user)),
+                &format!("{state}{error}"),
+            )?;
+        }
         out.push_str("</dl></section>\n");
         Ok(())
     }

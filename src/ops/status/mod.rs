@@ -210,6 +210,20 @@ struct UpstreamStatus {
     handshakes: HandshakeCounts,
     connect_failures: u64,
     open_connections: OpenConnections,
+    /// Brokered management API sessions (`[upstream.session]`), by user.
+    sessions: Vec<SessionStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct SessionStatus {
+    /// `uid N`, or `listener` for one session shared by the listener.
+    user: String,
+    uid: Option<u32>,
+    held: bool,
+    since: Option<Time>,
+    /// A short hash of the session id (never the id).
+    session: Option<String>,
+    last_login_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -388,6 +402,18 @@ fn upstream_status(
             client: seen.client_connections,
             upstream: seen.upstream_connections,
         },
+        sessions: seen
+            .sessions
+            .iter()
+            .map(|(user, s)| SessionStatus {
+                user: user.clone(),
+                uid: s.uid,
+                held: s.held,
+                since: s.since.map(Time::of),
+                session: s.tag.clone(),
+                last_login_error: s.last_error.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -29,7 +29,9 @@ mod upstream;
 
 pub use checks::{CheckOutcome, CheckRecord};
 pub use format::{CLASSIC, OPENMETRICS};
-pub use upstream::{Certificates, Handshake, LearnedPin, NotAfter, Snapshot, UpstreamMetrics};
+pub use upstream::{
+    Certificates, Handshake, LearnedPin, NotAfter, SessionRecord, Snapshot, UpstreamMetrics,
+};
 
 /// All of pinproxy's metrics and the registry that encodes them.
 pub struct Metrics {

@@ -98,6 +98,23 @@ pub(super) struct Observed {
     pub(super) errors: BTreeMap<String, u64>,
     /// The last active check of each address.
     pub(super) checks: BTreeMap<String, CheckRecord>,
+    /// Brokered sessions, by user (`uid N`, or `listener`).
+    pub(super) sessions: BTreeMap<String, SessionRecord>,
+}
+
+/// A brokered management API session, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The local user it is for; `None`: one session for the listener.
+    pub uid: Option<u32>,
+    /// A session is held now.
+    pub held: bool,
+    /// Since when (unix seconds).
+    pub since: Option<i64>,
+    /// A short hash of the sid (never the sid).
+    pub tag: Option<String>,
+    /// Why the last login failed.
+    pub last_error: Option<String>,
 }
 
 /// The leaf certificate of an upstream's last full handshake, matched or not.
@@ -149,6 +166,8 @@ pub struct Snapshot {
     pub last_handshake: Option<LastHandshake>,
     /// The last active check of each address.
     pub checks: BTreeMap<String, CheckRecord>,
+    /// Brokered sessions, by user.
+    pub sessions: BTreeMap<String, SessionRecord>,
 }
 
 /// Where a verifier records what an upstream presents: every leaf for the
@@ -304,7 +323,25 @@ impl UpstreamMetrics {
             presented: observed.presented.clone(),
             last_handshake: observed.last_handshake.clone(),
             checks: observed.checks.clone(),
+            sessions: observed.sessions.clone(),
         }
+    }
+
+    /// Records the state of the brokered session of `user`; a failed login
+    /// keeps the error until the next success.
+    pub fn session(&self, user: &str, record: SessionRecord) {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        let previous_error = observed
+            .sessions
+            .get(user)
+            .and_then(|r| r.last_error.clone());
+        let record = SessionRecord {
+            last_error: record
+                .last_error
+                .or(if record.held { None } else { previous_error }),
+            ..record
+        };
+        observed.sessions.insert(user.to_string(), record);
     }
 
     /// Counts one failed TCP connect.
