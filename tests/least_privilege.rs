@@ -447,3 +447,148 @@ fn credentials_on_a_listener_any_local_process_can_reach_are_refused() {
         "the value is not quoted: {text}"
     );
 }
+
+/// A CA and the client certificates it issues, written as PEM files in `dir`.
+struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let ca = params.self_signed(&ca_key).unwrap();
+        Pki { ca, ca_key }
+    }
+
+    /// A client certificate with CN `cn` and DNS SAN `san`: (cert path, key path).
+    fn client(&self, dir: &std::path::Path, cn: &str, san: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![san.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let (c, k) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_clients_prove_who_they_are_with_a_certificate() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::new("team CA");
+    std::fs::write(d.join("ca.pem"), pki.ca.pem()).unwrap();
+    // The listener's own certificate, which the clients trust directly.
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(d.join("server.pem"), server.cert.pem()).unwrap();
+    std::fs::write(d.join("server.key"), server.key_pair.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let alice = pki.client(d, "alice", "alice.example");
+    let bob = pki.client(d, "bob", "bob.example");
+    let carol = pki.client(d, "carol", "carol.example");
+    let mallory = Pki::new("another CA").client(d, "mallory", "alice.example");
+    let text = config_text(up.addr, &c.sha1_pin(), "")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"")
+        + "tls_certificate = \"server.pem\"\ntls_key = \"server.key\"\nclient_ca = \"ca.pem\"\n\
+           allowed_clients = [\"alice\", \"bob.example\"]\nallowed_requests = [\"GET /read/**\"]\n\
+           [[upstream.policy]]\nclients = [\"bob.example\"]\nallow = [\"* /**\"]\n";
+    let text = format!("audit_log = \"audit.jsonl\"\n{text}");
+    let config = d.join("proxy.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut bin = Binary::spawn(&["run", "--config", config.to_str().unwrap()], &[]);
+    let port = bin.listening().port();
+    bin.discard_output();
+    let base = format!("https://localhost:{port}");
+    let ca = d.join("server.pem").display().to_string();
+    let with = |who: &(String, String), method: &str, path: &str| {
+        let (cert, key, ca, url) = (
+            who.0.clone(),
+            who.1.clone(),
+            ca.clone(),
+            format!("{base}{path}"),
+        );
+        let method = method.to_string();
+        async move {
+            curl(&[
+                "--cacert", &ca, "--cert", &cert, "--key", &key, "-X", &method, &url,
+            ])
+            .await
+        }
+    };
+
+    assert_eq!(with(&alice, "GET", "/read/hosts").await.status, 200);
+    let refused = with(&alice, "POST", "/write").await;
+    assert_eq!(
+        (refused.status, refused.header("x-pinproxy-error")),
+        (403, Some("request-not-allowed"))
+    );
+    // bob's certificate is named by its SAN in allowed_clients and in a policy table.
+    assert_eq!(with(&bob, "POST", "/write").await.status, 200);
+    let carol_got = with(&carol, "GET", "/read/hosts").await;
+    assert_eq!(
+        (carol_got.status, carol_got.header("x-pinproxy-error")),
+        (403, Some("client-not-allowed"))
+    );
+    assert!(carol_got.body.contains("carol"), "{}", carol_got.body);
+
+    // No certificate, or one from another CA (with alice's name in it): no TLS session at all.
+    for args in [
+        vec![],
+        vec!["--cert", mallory.0.as_str(), "--key", mallory.1.as_str()],
+    ] {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert", &ca])
+            .args(&args)
+            .arg(format!("{base}/read/hosts"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{args:?}: {out:?}"
+        );
+    }
+    // Python requests with a client certificate, as automation would.
+    let script = format!(
+        "import requests\nr = requests.get('{base}/read/x', cert=('{}', '{}'), verify='{ca}')\nprint(r.status_code)\n",
+        alice.0, alice.1
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        python_with(&["requests"])
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"client_certificate\":[\"alice\",\"alice.example\"]"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("\"client_certificate\":[\"bob\",\"bob.example\"]"),
+        "{audit}"
+    );
+    bin.signal("TERM");
+    let _ = bin.finish();
+}

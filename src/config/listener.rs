@@ -109,6 +109,8 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
             allowed_origins,
             allowed_users,
             identify_users: false,
+            tls: None,
+            allowed_clients: None,
         },
     ))
 }

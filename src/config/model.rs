@@ -202,6 +202,12 @@ pub struct Access {
     /// Find out each client's uid even without `allowed_users`: a per-user
     /// request policy (`[[upstream.policy]]`) needs it.
     pub identify_users: bool,
+    /// TLS with required client certificates (`tls_certificate`, `tls_key`,
+    /// `client_ca`): clients prove who they are.
+    pub tls: Option<crate::tls::listener::ListenerTls>,
+    /// `allowed_clients`: the client-certificate names (CN or SAN) that may
+    /// use the listener; `None`: any certificate the CA issued.
+    pub allowed_clients: Option<Vec<String>>,
 }
 
 /// A name by which proxy-mode clients reach an upstream: `host` or `host:port`.

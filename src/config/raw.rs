@@ -178,6 +178,10 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) allowed_origins: Vec<Spanned<String>>,
     pub(super) allowed_users: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub(super) tls_certificate: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
+    pub(super) client_ca: Option<Spanned<String>>,
+    pub(super) allowed_clients: Option<Spanned<Vec<Spanned<String>>>>,
     /// `"METHOD /path-glob"` rules for every client.
     pub(super) allowed_requests: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[[upstream.policy]]`: rules per local user.
@@ -205,7 +209,10 @@ pub(super) struct RawSession {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
-    pub(super) users: Spanned<Vec<Spanned<toml::Value>>>,
+    #[serde(default)]
+    pub(super) users: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) clients: Vec<Spanned<String>>,
     pub(super) allow: Spanned<Vec<Spanned<String>>>,
 }
 

@@ -26,6 +26,8 @@ pub struct RequestPolicy {
 pub struct UserRules {
     /// The uids it applies to.
     pub users: Vec<u32>,
+    /// The client-certificate names (CN or SAN) it applies to.
+    pub clients: Vec<String>,
     /// What they may send.
     pub rules: RuleSet,
 }
@@ -137,15 +139,17 @@ pub(super) fn parse_policy(u: &RawUpstream) -> Located<Option<RequestPolicy>> {
 }
 
 fn parse_table(number: usize, table: &RawPolicy) -> Located<UserRules> {
-    if table.users.get_ref().is_empty() {
+    if table.users.is_empty() && table.clients.is_empty() {
         return Err((
-            table.users.span(),
-            "users is empty: list the local users (names or uids) this [[upstream.policy]] table is for".into(),
+            table.allow.span(),
+            "this [[upstream.policy]] table names no one: add users = [\"NAME\"] (local users) or clients = \
+             [\"CN\"] (client-certificate names)"
+                .into(),
         ));
     }
     let mut users = Vec::new();
     let mut names = Vec::new();
-    for u in table.users.get_ref() {
+    for u in &table.users {
         users.push(user_id(u.get_ref()).map_err(|m| {
             (
                 u.span(),
@@ -157,11 +161,17 @@ fn parse_table(number: usize, table: &RawPolicy) -> Located<UserRules> {
             other => other.to_string(),
         });
     }
+    let clients: Vec<String> = table.clients.iter().map(|c| c.get_ref().clone()).collect();
+    names.extend(clients.iter().map(|c| format!("client {c}")));
     let rules = rule_list(
-        format!("[[upstream.policy]] #{number} (users {})", names.join(", ")),
+        format!("[[upstream.policy]] #{number} ({})", names.join(", ")),
         &table.allow,
     )?;
-    Ok(UserRules { users, rules })
+    Ok(UserRules {
+        users,
+        clients,
+        rules,
+    })
 }
 
 #[cfg(test)]

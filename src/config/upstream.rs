@@ -117,6 +117,47 @@ pub(crate) fn pins_of_certificate_file(path: &Path) -> Result<Vec<CertPin>, Stri
         .collect())
 }
 
+/// `tls_certificate`, `tls_key` and `client_ca`: all three or none, on a TCP listener.
+fn parse_listener_tls(
+    u: &RawUpstream,
+    listen: &super::model::Listen,
+    base: &Path,
+) -> Located<Option<crate::tls::listener::ListenerTls>> {
+    match (&u.tls_certificate, &u.tls_key, &u.client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(c), Some(k), Some(ca)) => {
+            if !matches!(listen, super::model::Listen::Tcp(_)) {
+                return Err((
+                    c.span(),
+                    "tls_certificate is for a TCP listener (listen = \"0.0.0.0:8443\"); a unix: socket's clients are \
+                     known by their uid (allowed_users)"
+                        .into(),
+                ));
+            }
+            crate::tls::listener::load(
+                &base.join(c.get_ref()),
+                &base.join(k.get_ref()),
+                &base.join(ca.get_ref()),
+            )
+            .map(Some)
+            .map_err(|m| (c.span(), m))
+        }
+        (c, k, ca) => {
+            let span = c
+                .as_ref()
+                .or(k.as_ref())
+                .or(ca.as_ref())
+                .map_or(0..0, |s| s.span());
+            Err((
+                span,
+                "a TLS listener needs all three: tls_certificate (its certificate chain), tls_key (its key) and \
+                 client_ca (the CA whose client certificates it requires)"
+                    .into(),
+            ))
+        }
+    }
+}
+
 /// `[upstream.session]`: how pinproxy logs in to a Check Point management API.
 fn parse_session(raw: &Spanned<RawSession>, base: &Path) -> Located<SessionConfig> {
     let s = raw.get_ref();
@@ -319,10 +360,12 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
             format!("upstream name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"),
         ));
     }
+    let serves_tls = u.tls_certificate.is_some() && u.tls_key.is_some() && u.client_ca.is_some();
     let (listen, mut access) = check_listener(
         &ListenerKeys {
             listen: &u.listen,
-            allow_non_loopback: u.allow_non_loopback,
+            // Clients that prove who they are may come from anywhere.
+            allow_non_loopback: u.allow_non_loopback || serves_tls,
             socket_mode: &u.socket_mode,
             socket_group: &u.socket_group,
             allowed_hosts: &u.allowed_hosts,
@@ -331,6 +374,26 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
         },
         "set allow_non_loopback = true for this upstream",
     )?;
+    access.tls = parse_listener_tls(u, &listen, base)?;
+    if let Some(list) = &u.allowed_clients {
+        if access.tls.is_none() {
+            return Err((
+                list.span(),
+                "allowed_clients names client certificates: the listener needs tls_certificate, tls_key and \
+                 client_ca to ask for them"
+                    .into(),
+            ));
+        }
+        if list.get_ref().is_empty() {
+            return Err((
+                list.span(),
+                "allowed_clients is empty, which would refuse everyone: list the certificate names (CN or SAN) \
+                 that may connect, or remove the key to let every certificate client_ca issued in"
+                    .into(),
+            ));
+        }
+        access.allowed_clients = Some(list.get_ref().iter().map(|c| c.get_ref().clone()).collect());
+    }
     let requests = super::requests::parse_policy(u)?;
     let mut inject_headers = Vec::new();
     if let Some(table) = &u.inject_headers {
@@ -353,14 +416,16 @@ pub(super) fn check_upstream(u: &RawUpstream, base: &Path) -> Located<UpstreamCo
     if let Some(span) = credentials_span {
         // Every local process (and a web page that slipped past the browser's
         // checks) could act as whoever the credential names.
-        let identified =
-            matches!(listen, super::model::Listen::Unix(_)) || access.allowed_users.is_some();
+        let identified = matches!(listen, super::model::Listen::Unix(_))
+            || access.allowed_users.is_some()
+            || access.tls.is_some();
         if !identified {
             return Err((
                 span,
                 "credentials (inject_headers, [upstream.session]) on a TCP listener anyone on this machine can reach \
                  would let every local process use them: listen on a unix:/path socket (socket_mode, socket_group), \
-                 or set allowed_users = [\"USER\"] to the users whose tools may use them"
+                 set allowed_users = [\"USER\"] to the users whose tools may use them, or require client \
+                 certificates (tls_certificate, tls_key, client_ca)"
                     .into(),
             ));
         }

@@ -38,6 +38,10 @@ pub struct Policy {
     users: Option<Vec<u32>>,
     /// Learn each client's uid even without `allowed_users` (a per-user request policy).
     identify: bool,
+    /// TLS with required client certificates.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The client-certificate names that may use the listener; `None`: any.
+    clients: Option<Vec<String>>,
     /// The `[proxy]` listener routes by host instead.
     check_host: bool,
     /// A listener on a non-loopback address (`allow_non_loopback`) is reached
@@ -56,6 +60,8 @@ pub struct Client {
     pub uid: Option<u32>,
     /// The client's address, for a TCP listener.
     pub peer: Option<std::net::SocketAddr>,
+    /// The names of the client certificate it proved (a TLS listener): CN, then SANs.
+    pub identity: Option<Arc<[String]>>,
     /// The listener's rules, as they were when the request arrived.
     pub policy: Arc<Policy>,
     /// Its connection's busy/idle state; an upgraded tunnel keeps it busy.
@@ -113,6 +119,8 @@ impl Policy {
             origins: access.allowed_origins.clone(),
             users: access.allowed_users.clone(),
             identify: access.identify_users,
+            tls: access.tls.as_ref().map(|t| t.config.clone()),
+            clients: access.allowed_clients.clone(),
             check_host,
             any_ip,
             socket_path,
@@ -123,6 +131,31 @@ impl Policy {
     /// socket (it costs a kernel query, so only when `allowed_users` is set).
     pub fn needs_uid(&self) -> bool {
         self.users.is_some() || self.identify
+    }
+
+    /// The TLS the listener serves, if its clients must show a certificate.
+    pub fn tls(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// Refuses a client whose certificate names no one in `allowed_clients`.
+    pub fn client_refusal(&self, identity: Option<&[String]>) -> Option<Refusal> {
+        let allowed = self.clients.as_ref()?;
+        let names = identity.unwrap_or_default();
+        if names.iter().any(|n| allowed.contains(n)) {
+            return None;
+        }
+        Some(Refusal {
+            status: StatusCode::FORBIDDEN,
+            tag: "client-not-allowed",
+            text: format!(
+                "pinproxy: the client certificate ({}) is not in allowed_clients = {allowed:?} of this listener. Add \
+                 one of its names there if it should be.\n",
+                if names.is_empty() { "no name".to_string() } else { names.join(", ") }
+            ),
+            seen: names.join(","),
+            close: true,
+        })
     }
 
     /// Checks one request from a client with `uid`.

@@ -34,14 +34,26 @@ pub enum Verdict {
     Ambiguous(String),
 }
 
-/// Judges `method` and `uri` from a client with `uid` under `policy`.
-pub fn judge(policy: &RequestPolicy, method: &Method, uri: &Uri, uid: Option<u32>) -> Verdict {
+/// Judges `method` and `uri` from a client with `uid` (and, on a TLS
+/// listener, the names of its certificate) under `policy`.
+pub fn judge(
+    policy: &RequestPolicy,
+    method: &Method,
+    uri: &Uri,
+    uid: Option<u32>,
+    identity: Option<&[String]>,
+) -> Verdict {
     let path = match normalise(uri.path()) {
         Ok(path) => path,
         Err(why) => return Verdict::Ambiguous(why),
     };
-    let set: Option<&RuleSet> = uid
-        .and_then(|uid| policy.per_user.iter().find(|t| t.users.contains(&uid)))
+    let names = identity.unwrap_or_default();
+    let set: Option<&RuleSet> = policy
+        .per_user
+        .iter()
+        .find(|t| {
+            uid.is_some_and(|u| t.users.contains(&u)) || names.iter().any(|n| t.clients.contains(n))
+        })
         .map(|t| &t.rules)
         .or(policy.default.as_ref());
     let request = format!("{method} {path}");
@@ -180,6 +192,7 @@ mod tests {
             )),
             per_user: vec![UserRules {
                 users: vec![1001],
+                clients: vec!["automation.example".into()],
                 rules: set(
                     "[[upstream.policy]] #1 (users automation)",
                     &["* /web_api/**"],
@@ -189,7 +202,13 @@ mod tests {
     }
 
     fn verdict(path: &str, uid: Option<u32>) -> Verdict {
-        judge(&monitoring(), &Method::POST, &path.parse().unwrap(), uid)
+        judge(
+            &monitoring(),
+            &Method::POST,
+            &path.parse().unwrap(),
+            uid,
+            None,
+        )
     }
 
     fn allowed(path: &str) -> Option<String> {
@@ -219,6 +238,7 @@ mod tests {
                 &monitoring(),
                 &Method::GET,
                 &"/web_api/show-hosts".parse().unwrap(),
+                None,
                 None
             ),
             Verdict::NotAllowed { .. }
@@ -282,8 +302,19 @@ mod tests {
             &Method::POST,
             &"/web_api/show-hosts".parse().unwrap(),
             Some(5),
+            None,
         );
         assert!(matches!(refused, Verdict::NotAllowed { .. }));
+        // A client certificate a table names gets that table.
+        let names = ["automation.example".to_string()];
+        let cert = judge(
+            &only_tables,
+            &Method::POST,
+            &"/web_api/publish".parse().unwrap(),
+            None,
+            Some(&names),
+        );
+        assert!(matches!(cert, Verdict::Allow(_)));
     }
 
     #[test]

@@ -36,9 +36,12 @@ pub async fn handle(
 ) -> Response<LoggedBody> {
     let record = AccessRecord::new(&upstream.name, upstream.metrics(), &req, client)
         .audited(upstream.audits());
+    if let Some(refusal) = client.policy.client_refusal(client.identity.as_deref()) {
+        return LoggedBody::wrap(refused(&upstream.name, client.uid, refusal), record);
+    }
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
-            let mut response = match commands(upstream, req, client.uid) {
+            let mut response = match commands(upstream, req, client) {
                 Ok(req) => match upstream.sessions() {
                     Some(broker) if brokered::wants_session(&req) => {
                         let prepare = |parts: &mut http::request::Parts| prepare(upstream, parts);
@@ -67,12 +70,13 @@ pub async fn handle(
 fn commands(
     upstream: &Upstream,
     mut req: Request<Incoming>,
-    uid: Option<u32>,
+    client: &Client,
 ) -> Result<Request<Incoming>, Box<Response<ResponseBody>>> {
+    let uid = client.uid;
     let Some(policy) = upstream.requests() else {
         return Ok(req);
     };
-    match command_policy::judge(policy, req.method(), req.uri(), uid) {
+    match command_policy::judge(policy, req.method(), req.uri(), uid, client.identity.as_deref()) {
         Verdict::Allow(uri) => {
             *req.uri_mut() = uri;
             Ok(req)

@@ -41,6 +41,8 @@ pub(crate) struct AccessRecord {
     forwarded: bool,
     /// The short hash of the brokered session the request ran in.
     session: Option<String>,
+    /// The client certificate's names (a TLS listener).
+    identity: Option<Arc<[String]>>,
 }
 
 impl AccessRecord {
@@ -68,6 +70,7 @@ impl AccessRecord {
             audit: false,
             forwarded: false,
             session: None,
+            identity: client.identity.clone(),
         }
     }
 
@@ -188,6 +191,7 @@ impl Drop for LoggedBody {
                 bytes: self.bytes,
                 duration,
                 session: r.session.as_deref(),
+                client_certificate: r.identity.as_deref(),
             });
         }
         access_log::write(&access_log::Entry {

@@ -17,6 +17,7 @@ use crate::http::access::Policy;
 use crate::http::tunnel::Tunnels;
 use crate::platform::peer;
 use crate::serve::listen::{Accepted, OwnedListener as Socket, SharedListener};
+use crate::tls::listener::client_names;
 
 use super::connection::{serve, ConnContext, Drain, Protocols, Target};
 
@@ -182,13 +183,41 @@ pub(super) async fn accept_loop(
             match accepted {
                 Accepted::Tcp(stream, peer) => {
                     let _ = stream.set_nodelay(true);
-                    let needed = context.policy.load().needs_uid();
-                    let uid = needed.then(|| peer::tcp_client(&stream, peer)).flatten();
-                    serve(stream, (uid, Some(peer)), context, draining).await
+                    let policy = context.policy.load_full();
+                    let uid = policy
+                        .needs_uid()
+                        .then(|| peer::tcp_client(&stream, peer))
+                        .flatten();
+                    match policy.tls() {
+                        None => serve(stream, (uid, Some(peer), None), context, draining).await,
+                        Some(tls) => {
+                            // Bounded like a request head: a client that never
+                            // finishes its handshake holds nothing for long.
+                            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                            let limit = context.limits.header_read_timeout;
+                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let names: Option<Arc<[String]>> = tls
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|chain| chain.first())
+                                        .map(|leaf| client_names(leaf.as_ref()).into());
+                                    serve(tls, (uid, Some(peer), names), context, draining).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(client = %peer, error = %e, "TLS handshake with a client failed (no or a wrong client certificate?)");
+                                }
+                                Err(_) => {
+                                    tracing::debug!(client = %peer, "a client did not finish its TLS handshake in header_read_timeout");
+                                }
+                            }
+                        }
+                    }
                 }
                 Accepted::Unix(stream) => {
                     let uid = peer::unix_peer(&stream);
-                    serve(stream, (uid, None), context, draining).await
+                    serve(stream, (uid, None, None), context, draining).await
                 }
             }
             open.dec();

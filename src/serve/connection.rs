@@ -40,7 +40,7 @@ pub(super) enum Target {
 /// its in-flight requests end.
 pub(super) async fn serve<IO>(
     io: IO,
-    (uid, peer): (Option<u32>, Option<SocketAddr>),
+    (uid, peer, identity): (Option<u32>, Option<SocketAddr>, Option<Arc<[String]>>),
     context: ConnContext,
     mut drain: Draining,
 ) where
@@ -65,6 +65,7 @@ pub(super) async fn serve<IO>(
         let client = Client {
             uid,
             peer,
+            identity: identity.clone(),
             policy: policy.load_full(),
             activity: activity.clone(),
         };

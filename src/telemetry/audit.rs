@@ -41,6 +41,8 @@ pub struct Record<'a> {
     pub duration: Duration,
     /// The brokered session it ran in, as a short hash (never the sid).
     pub session: Option<&'a str>,
+    /// The names of the client certificate it came with (CN, then SANs).
+    pub client_certificate: Option<&'a [String]>,
 }
 
 /// The API command of a path: its last non-empty segment (`show-hosts` of
@@ -133,6 +135,7 @@ pub fn write(r: &Record<'_>) {
         bytes = r.bytes,
         duration_ms,
         session = r.session,
+        client_certificate = r.client_certificate.map(|n| n.join(",")),
         "audit"
     );
     let mut sink = sink().lock().unwrap_or_else(|p| p.into_inner());
@@ -152,6 +155,7 @@ pub fn write(r: &Record<'_>) {
         "bytes": r.bytes,
         "duration_ms": duration_ms,
         "session": r.session,
+        "client_certificate": r.client_certificate,
     })
     .to_string()
         + "\n";

@@ -6,6 +6,7 @@
 
 pub mod identity;
 pub mod known_pins;
+pub mod listener;
 pub mod pin;
 pub mod rfc1751;
 pub mod signature;
