@@ -86,7 +86,14 @@ enum Command {
     },
 
     /// Print the manual page (roff): pinproxy man | man -l -
-    Man,
+    ///
+    /// With --dir, write every page there: pinproxy.1, one pinproxy-COMMAND.1 per
+    /// subcommand, and pinproxy.toml.5 for the configuration.
+    Man {
+        /// Write all pages into this directory instead of printing pinproxy(1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 
     /// The pins learned on first use (upstreams with trust_on_first_use): list
     /// them, or forget one so that its next connection learns it again.
@@ -349,9 +356,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Man => clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| format!("cannot write the manual page: {e}")),
+            Command::Man { dir } => man(dir),
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         };
         done.map(|()| ExitCode::SUCCESS)
@@ -485,6 +490,28 @@ async fn pins(command: PinsCommand) -> Result<(), String> {
     };
     print!("{text}");
     Ok(())
+}
+
+fn man(dir: Option<PathBuf>) -> Result<(), String> {
+    let pages = pinproxy::cmd::manual::pages(Cli::command())?;
+    match dir {
+        None => {
+            use std::io::Write;
+            let main = &pages[0].1;
+            std::io::stdout()
+                .write_all(main)
+                .map_err(|e| format!("cannot write the manual page: {e}"))
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (name, roff) in &pages {
+                let path = dir.join(name);
+                std::fs::write(&path, roff).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            println!("wrote {} pages to {}", pages.len(), dir.display());
+            Ok(())
+        }
+    }
 }
 
 async fn health(args: HealthArgs) -> Result<(), String> {

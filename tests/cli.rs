@@ -17,6 +17,83 @@ fn pinproxy(args: &[&str]) -> std::process::Output {
         .expect("run pinproxy")
 }
 
+/// Every manual page renders with `man -l` without a warning, and every page
+/// one of them refers to (`pinproxy-run(1)`, `pinproxy.toml(5)`) is among them.
+#[test]
+fn every_manual_page_renders_and_every_page_referred_to_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pinproxy(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    for needed in [
+        "pinproxy.1",
+        "pinproxy-run.1",
+        "pinproxy-pins-add.1",
+        "pinproxy.toml.5",
+    ] {
+        assert!(
+            written.iter().any(|w| w == needed),
+            "{needed} missing: {written:?}"
+        );
+    }
+    let mut referred = std::collections::BTreeSet::new();
+    for page in &written {
+        let rendered = Command::new("man")
+            .args(["-E", "ascii", "-l"])
+            .arg(dir.path().join(page))
+            .env("MANWIDTH", "250")
+            .output()
+            .expect("man (Debian package man-db) runs");
+        let text = String::from_utf8_lossy(&rendered.stdout).into_owned();
+        assert!(rendered.status.success(), "{page}");
+        assert!(
+            rendered.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        for (at, _) in text.match_indices("pinproxy") {
+            let rest = &text[at..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                .collect();
+            if let Some(section) = rest[name.len()..]
+                .strip_prefix('(')
+                .and_then(|r| r.chars().next())
+            {
+                if section == '1' || section == '5' {
+                    referred.insert(format!("{}.{section}", name.trim_end_matches('.')));
+                }
+            }
+        }
+        if page == "pinproxy.1" {
+            for section in ["FILES", "ENVIRONMENT", "SIGNALS", "EXIT STATUS", "EXAMPLES"] {
+                assert!(
+                    text.contains(&format!("\n{section}\n")),
+                    "no {section} in pinproxy(1)"
+                );
+            }
+        }
+        if page == "pinproxy.toml.5" {
+            assert!(
+                text.contains("check_interval = \"10m\""),
+                "the example config is in pinproxy.toml(5)"
+            );
+        }
+    }
+    assert!(referred.len() >= 8, "{referred:?}");
+    for page in &referred {
+        assert!(
+            written.contains(page),
+            "{page} is referred to but not written: {written:?}"
+        );
+    }
+}
+
 #[test]
 fn completions_and_the_manual_page_come_from_the_same_definitions_as_help() {
     let bash = pinproxy(&["completions", "bash"]);

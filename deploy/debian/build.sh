@@ -4,7 +4,8 @@
 #
 # What cargo-deb packages (see [package.metadata.deb] in Cargo.toml) is made
 # here first, from the built binary, so it never drifts from it:
-# - the man page and the bash/zsh/fish completions (`pinproxy man`,
+# - the man pages (pinproxy(1), one per subcommand, pinproxy.toml(5): `pinproxy man --dir`)
+#   and the bash/zsh/fish completions (
 #   `pinproxy completions SHELL`, generated from the same clap definitions as --help);
 # - the unit: deploy/systemd/pinproxy.service with ExecStart=/usr/bin/pinproxy, and
 #   the socket unit as it is; the system user from pinproxy.sysusers.
@@ -19,7 +20,8 @@ assets=target/debian-assets
 units=target/debian-units
 rm -rf "$assets" "$units"
 mkdir -p "$assets" "$units"
-"$binary" man | gzip -9n > "$assets/pinproxy.1.gz"
+"$binary" man --dir "$assets/man" >/dev/null
+gzip -9n "$assets"/man/*
 for shell in bash zsh fish; do
     "$binary" completions "$shell" > "$assets/pinproxy.$shell"
 done

@@ -47,6 +47,10 @@ setpriv --reuid=pinproxy --regid=pinproxy --init-groups \
 
 step "man page and completions"
 zcat /usr/share/man/man1/pinproxy.1.gz | grep -q '^\.TH pinproxy 1' || fail "no man page"
+for page in man1/pinproxy-run.1.gz man1/pinproxy-pins-add.1.gz man5/pinproxy.toml.5.gz; do
+    [ -f "/usr/share/man/$page" ] || fail "no $page"
+done
+dpkg -s pinproxy | grep -qE '^Maintainer: [^<]+ <[^@ ]+@[^> ]+>$' || fail "Maintainer is not a name and an address"
 bash -c 'source /usr/share/bash-completion/completions/pinproxy && complete -p pinproxy' | grep -q pinproxy \
     || fail "bash completion does not register"
 grep -q '^#compdef pinproxy' /usr/share/zsh/vendor-completions/_pinproxy || fail "no zsh completion"

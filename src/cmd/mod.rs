@@ -6,6 +6,7 @@ pub mod demo;
 pub mod expect;
 pub mod fingerprint;
 pub mod health;
+pub mod manual;
 pub mod mock_api;
 pub(crate) mod pin_edit;
 pub mod pins;
