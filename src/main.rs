@@ -240,7 +240,8 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct FingerprintArgs {
-    /// The TLS server, HOST[:PORT] (e.g. mgmt.example.com:443; the port is 443 if left out).
+    /// The TLS server: HOST[:PORT] (e.g. mgmt.example.com:443; the port is 443 if left
+    /// out) or a URL (https://mgmt.example.com/web_api/: its host and port).
     address: String,
 
     /// Name to send as SNI [default: the host, none for an IP].
@@ -554,7 +555,7 @@ async fn compare_fingerprint(args: FingerprintArgs) -> Result<bool, String> {
     // The expectation first: a command that fails costs no connection.
     let expected =
         Expectation::from_args(args.expect.as_deref(), args.expect_from.as_deref()).await?;
-    let address = config::with_default_port(&args.address, 443);
+    let address = fingerprint::address_of(&args.address)?;
     let presented = probe(&args).await?;
     let (same, text) = match &expected {
         Some(expected) => fingerprint::compare(&address, &presented, expected),
@@ -565,7 +566,7 @@ async fn compare_fingerprint(args: FingerprintArgs) -> Result<bool, String> {
 }
 
 async fn report_fingerprint(args: FingerprintArgs) -> Result<(), String> {
-    let address = config::with_default_port(&args.address, 443);
+    let address = fingerprint::address_of(&args.address)?;
     let presented = probe(&args).await?;
     let report = if args.json {
         fingerprint::report_json(&address, args.server_name.as_deref(), &presented)
@@ -577,7 +578,7 @@ async fn report_fingerprint(args: FingerprintArgs) -> Result<(), String> {
 }
 
 async fn probe(args: &FingerprintArgs) -> Result<fingerprint::Presented, String> {
-    let address = config::with_default_port(&args.address, 443);
+    let address = fingerprint::address_of(&args.address)?;
     let identity = match (&args.client_certificate, &args.client_key) {
         (Some(certificate), Some(key)) => {
             Some(ClientIdentity::load(certificate, key).map_err(|e| e.to_string())?)

@@ -908,3 +908,29 @@ async fn under_systemd_access_lines_are_info_priority() {
     let access = access.expect("an access line within 20 s").unwrap();
     assert!(access.starts_with("<6>"), "{access}");
 }
+
+#[tokio::test]
+async fn fingerprint_takes_a_url_and_names_the_snippet_after_the_certificate() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let url = format!("https://{}/web_api/login?x=1", up.addr);
+    let out = tokio::task::spawn_blocking(move || pinproxy(&["fingerprint", &url]))
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains(&c.fingerprints().sha1_line()), "{report}");
+    // The test certificate's SAN is localhost: the upstream is named after it,
+    // not after the IP connected to.
+    assert!(report.contains("name = \"localhost\""), "{report}");
+    assert!(
+        report.contains(&format!("address = \"{}\"", up.addr)),
+        "{report}"
+    );
+    let out = pinproxy(&["fingerprint", "http://mgmt.example/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+}

@@ -250,3 +250,20 @@ async fn unknown_hosts_connect_and_origin_form_are_refused_with_an_explanation()
     assert_eq!(s.gaia.requests() + s.lab.requests(), 0);
     assert_eq!(s.gaia.tls_accepted() + s.lab.tls_accepted(), 0);
 }
+
+/// A tool given an https:// URL and HTTPS_PROXY asks for a tunnel; all it
+/// shows of the refusal is the status line, so the reason phrase says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tunnel_says_what_to_do_in_its_status_line() {
+    let s = setup().await;
+    let mut cmd = python();
+    cmd.env("HTTPS_PROXY", format!("http://{}", s.proxy)).args([
+        "-c",
+        "import requests\ntry:\n    requests.get('https://mgmt.example/web_api/show-hosts', timeout=10)\nexcept Exception as e:\n    print(e)\n",
+    ]);
+    let out = run(cmd).await;
+    let said = stdout(&out);
+    assert!(said.contains("405"), "{said}");
+    assert!(said.contains("use http:// URLs with http_proxy"), "{said}");
+    assert_eq!(s.gaia.tls_accepted() + s.lab.tls_accepted(), 0);
+}

@@ -13,6 +13,38 @@ use crate::tls::verify::Trust;
 use crate::upstream::probe::handshake;
 pub use crate::upstream::probe::Presented;
 
+/// The `host:port` to probe, from what a user types: `HOST`, `HOST:PORT`, or
+/// a URL such as `https://mgmt.example/web_api/` (its host and port; 443 by
+/// default).
+pub fn address_of(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let rest = if let Some(rest) = strip_scheme(text, "https://") {
+        rest
+    } else if strip_scheme(text, "http://").is_some() {
+        return Err(format!(
+            "{text}: pinproxy fingerprints TLS servers; write https://… or HOST[:PORT]"
+        ));
+    } else {
+        text
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority.is_empty() {
+        return Err(format!(
+            "{text}: no host in it; write HOST[:PORT] or https://HOST[:PORT]/"
+        ));
+    }
+    Ok(config::with_default_port(authority, 443))
+}
+
+fn strip_scheme<'a>(text: &'a str, scheme: &str) -> Option<&'a str> {
+    text.get(..scheme.len())
+        .filter(|s| s.eq_ignore_ascii_case(scheme))
+        .map(|_| &text[scheme.len()..])
+}
+
 /// Connects to `address` (`host:port`, the port 443 if left out) once and
 /// returns what the server presented.
 pub async fn probe(
@@ -158,10 +190,36 @@ pub fn report(address: &str, server_name: Option<&str>, presented: &Presented) -
         "Anyone between you and {address} could have answered this connection. Before trusting this pin,\n\
          compare the SHA1 line above with the output of `api fingerprint` on the management server's console.\n"
     );
-    let name = address
+    // The certificate's own name when it has one (its first DNS SAN, else its
+    // CN), else the host connected to: "mgmt-example-com", not "127-0-0-1".
+    let certificate_name = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .ok()
+        .and_then(|(_, cert)| {
+            let san = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .and_then(|san| {
+                    san.value.general_names.iter().find_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                        _ => None,
+                    })
+                });
+            san.or_else(|| {
+                cert.subject()
+                    .iter_common_name()
+                    .find_map(|cn| cn.as_str().ok().map(String::from))
+            })
+        })
+        .filter(|n| !n.is_empty() && n.parse::<std::net::IpAddr>().is_err());
+    let host = address
         .rsplit_once(':')
         .map_or(address, |(h, _)| h)
         .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let name = certificate_name
+        .unwrap_or(host)
+        .trim_start_matches("*.")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -170,7 +228,9 @@ pub fn report(address: &str, server_name: Option<&str>, presented: &Presented) -
                 '-'
             }
         })
-        .collect::<String>();
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string();
     let _ = writeln!(out, "Config snippet (proxy.toml):\n");
     let _ = writeln!(out, "[[upstream]]");
     let _ = writeln!(out, "name = \"{name}\"");

@@ -194,6 +194,21 @@ impl Policy {
             {
                 if !self.host_allowed(seen) {
                     let seen = String::from_utf8_lossy(seen).into_owned();
+                    if let Some(path) = &self.socket_path {
+                        return Decision::Refuse(Refusal {
+                            status: StatusCode::FORBIDDEN,
+                            tag: "host-not-allowed",
+                            text: format!(
+                                "pinproxy: refused: the request's Host is {seen:?}. On this Unix-socket listener call it \
+                                 as localhost: curl --unix-socket {path} http://localhost/web_api/... (the socket \
+                                 picks the server, not the URL). Other names are refused here too, because a TCP \
+                                 bridge to the socket (socat) would otherwise open it to DNS rebinding; add the name \
+                                 to allowed_hosts if a tool of yours must send it.\n"
+                            ),
+                            seen,
+                            close: false,
+                        });
+                    }
                     return Decision::Refuse(Refusal {
                         status: StatusCode::FORBIDDEN,
                         tag: "host-not-allowed",
@@ -466,6 +481,21 @@ mod tests {
         assert!(matches!(ok, Decision::Forward(_)));
         let other = p.check(&req(&[("host", "%2Frun%2Fother.sock")]), None);
         assert_eq!(tag(&other), Some("host-not-allowed"));
+        // curl --unix-socket S http://mgmt.example/: the refusal says how to call it.
+        let Decision::Refuse(named) = p.check(&req(&[("host", "mgmt.example")]), None) else {
+            panic!("a Unix listener accepted another name");
+        };
+        assert!(
+            named
+                .text
+                .contains("curl --unix-socket /run/pinproxy/gaia.sock http://localhost/"),
+            "{}",
+            named.text
+        );
+        assert!(matches!(
+            p.check(&req(&[("host", "localhost")]), None),
+            Decision::Forward(_)
+        ));
     }
 
     #[test]

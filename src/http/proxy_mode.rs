@@ -18,6 +18,11 @@ use crate::http::tunnel::Tunnels;
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 
+/// The reason phrase of the refusal of CONNECT: what a client that shows only
+/// "Tunnel connection failed: 405 …" needs to read.
+const CONNECT_REASON: &[u8] =
+    b"pinproxy does not tunnel - use http:// URLs with http_proxy, pinproxy makes the pinned TLS itself";
+
 /// The name under which proxy-mode refusals are logged and counted; it cannot
 /// clash with an upstream (parentheses are not allowed in names).
 pub const PROXY_LABEL: &str = "(proxy)";
@@ -109,7 +114,10 @@ pub async fn handle(
         )
     };
     if req.method() == Method::CONNECT {
-        return refuse(
+        // A client that asked for a tunnel (HTTPS_PROXY with an https:// URL)
+        // shows only the status line, so the essence goes there and in the log.
+        tracing::info!(target_host = %crate::telemetry::access_log::printable(&req.uri().to_string()), "refused a CONNECT on the HTTP-proxy port: the client must use http:// URLs (http_proxy), not https:// through HTTPS_PROXY");
+        let mut refused = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             "connect-refused",
             format!(
@@ -120,6 +128,10 @@ pub async fn handle(
                 routes.known
             ),
         );
+        refused
+            .extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(CONNECT_REASON));
+        return refused;
     }
     let Some(host) = req.uri().host() else {
         return refuse(

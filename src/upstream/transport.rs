@@ -89,7 +89,7 @@ pub(super) async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamErro
     let addrs = tokio::net::lookup_host(address)
         .await
         .map_err(|e| failed(format!("name lookup failed: {e}")))?;
-    let mut last = None;
+    let mut errors = Vec::new();
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(tcp) => {
@@ -97,10 +97,45 @@ pub(super) async fn connect_tcp(address: &str) -> Result<TcpStream, UpstreamErro
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
-            Err(e) => last = Some(format!("{addr}: {e}")),
+            Err(e) => errors.push((addr, e)),
         }
     }
-    Err(failed(last.unwrap_or_else(|| {
-        "the name resolved to no address".to_string()
-    })))
+    Err(failed(connect_errors(address, &errors)))
+}
+
+/// What the connects to `address` said, naming a resolved address only where
+/// it adds something: "Connection refused", not "127.0.0.1:1: Connection refused"
+/// after "cannot connect to 127.0.0.1:1".
+fn connect_errors(address: &str, errors: &[(std::net::SocketAddr, std::io::Error)]) -> String {
+    match errors {
+        [] => "the name resolved to no address".to_string(),
+        [(addr, e)] if addr.to_string() == address => e.to_string(),
+        [(addr, e)] => format!("{e} (at {addr})"),
+        many => many
+            .iter()
+            .map(|(addr, e)| format!("{addr}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connect_names_the_address_once() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let Err(e) = connect_tcp(&address).await else {
+            panic!("connected to a closed port");
+        };
+        let text = e.to_string();
+        assert_eq!(text.matches(&address).count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("cannot connect to {address}: ")),
+            "{text}"
+        );
+    }
 }
