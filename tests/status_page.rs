@@ -26,7 +26,8 @@ async fn two_upstreams() -> TwoUpstreams {
     let gaia_up = TestServer::start(server_config(vec![gaia.der.clone()], gaia.key(), false)).await;
     let (rogue_up, rogue) = TestServer::start_self_signed().await;
     let pinned_elsewhere = cert();
-    let config = temp_file(&config_text(
+    // Two pins for gaia, the matching one second (as while rotating).
+    let text = config_text(
         gaia_up.addr,
         &gaia.sha1_pin(),
         &format!(
@@ -35,8 +36,26 @@ async fn two_upstreams() -> TwoUpstreams {
             rogue_up.addr,
             pinned_elsewhere.sha1_pin()
         ),
-    ));
-    let mut bin = Binary::spawn(&["run", "--config", config.path().to_str().unwrap()], &[]);
+    )
+    .replacen(
+        &format!("fingerprints = [\"{}\"]", gaia.sha1_pin()),
+        &format!("fingerprints = [\"{}\", \"{}\"]", cert().sha1_pin(), gaia.sha1_pin()),
+        1,
+    );
+    // Relative, as an operator in /etc/pinproxy would type it: the page shows it absolute.
+    let config = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile_in(".")
+        .unwrap();
+    std::fs::write(config.path(), text).unwrap();
+    let relative = config
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut bin = Binary::spawn(&["run", "--config", &relative], &[]);
     let listen_of = |line: serde_json::Value| -> std::net::SocketAddr {
         line["listen"].as_str().unwrap().parse().unwrap()
     };
@@ -108,10 +127,13 @@ async fn status_json_shows_each_upstream_its_certificate_and_last_handshake() {
     assert_eq!(gaia["targets"][0]["active"], true);
     assert_eq!(gaia["active_target"], gaia["targets"][0]["address"]);
     assert_eq!(
-        gaia["targets"][0]["pins"][0],
+        gaia["targets"][0]["pins"][1],
         t.gaia.sha1_pin().to_string(),
         "{gaia:#}"
     );
+    // Which pin matched, as check --connect says it.
+    assert_eq!(gaia["targets"][0]["matched_pin"], 2, "{gaia:#}");
+    assert_eq!(gaia["certificate"]["pin"], 2, "{gaia:#}");
 
     // The refused one: what it presented, and why it was refused.
     let rogue = upstream(&status, "rogue");
@@ -127,7 +149,12 @@ async fn status_json_shows_each_upstream_its_certificate_and_last_handshake() {
     assert_eq!(rogue["errors"]["fingerprint-mismatch"], 1);
     assert_eq!(rogue["handshakes"]["fingerprint_mismatch"], 1);
 
-    assert_eq!(status["config"]["file"], t.config.path().to_str().unwrap());
+    let file = status["config"]["file"].as_str().unwrap();
+    assert!(std::path::Path::new(file).is_absolute(), "{file}");
+    assert_eq!(
+        std::path::Path::new(file),
+        t.config.path().canonicalize().unwrap()
+    );
     assert_eq!(status["config"]["stale"], false);
     assert_eq!(status["readiness"], "ready");
     let names: Vec<&str> = status["listeners"]
@@ -175,6 +202,16 @@ async fn the_status_page_renders_in_a_browser_with_each_upstream_and_its_sha1() 
         );
     }
     assert!(dom.contains("matches no pin: refused"), "{dom}");
+    // The refused upstream's badge says why; the matching pin is marked, each pin on its own line.
+    assert!(
+        dom.contains("badge bad\">fingerprint mismatch</span>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("&larr; presented now") || dom.contains("← presented now"),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("<span class=\"pin\">").count(), 3, "{dom}");
 
     // A phone-sized screenshot, kept for people to look at (CI keeps target/).
     let shot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/status-page.png");

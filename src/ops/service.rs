@@ -264,7 +264,10 @@ fn running_of(proxy: &Proxy, config: &Config, source: &Source, admin: Option<Lis
     Running {
         config: config.clone(),
         file: match source {
-            Source::File { path, .. } => Some(path.clone()),
+            // Absolute: the page is read from elsewhere than pinproxy's directory.
+            Source::File { path, .. } => {
+                Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+            }
             Source::Flags(_) => None,
         },
         loaded_at: std::time::SystemTime::now(),

@@ -139,13 +139,13 @@ impl PinVerifier {
 
     /// Records the presented leaf (for `/metrics` and the status page); warns
     /// (once) if a pinned one has expired.
-    fn note(&self, der: &[u8], sha1: [u8; 20], matched: bool, now: UnixTime) {
+    fn note(&self, der: &[u8], sha1: [u8; 20], pin: Option<usize>, now: UnixTime) {
         let not_after = x509_parser::parse_x509_certificate(der)
             .ok()
             .map(|(_, cert)| cert.validity().not_after);
         self.certificates
-            .presented(sha1, not_after.map(|t| t.timestamp()), matched);
-        let Some(not_after) = not_after.filter(|_| matched) else {
+            .presented(sha1, not_after.map(|t| t.timestamp()), pin);
+        let Some(not_after) = not_after.filter(|_| pin.is_some()) else {
             return;
         };
         if not_after.timestamp() < now.as_secs() as i64
@@ -166,7 +166,7 @@ pub(crate) fn record_presented(certificates: &Certificates, der: &[u8], matched:
     let not_after = x509_parser::parse_x509_certificate(der)
         .ok()
         .map(|(_, cert)| cert.validity().not_after.timestamp());
-    certificates.presented(Fingerprints::of(der).sha1, not_after, matched);
+    certificates.presented(Fingerprints::of(der).sha1, not_after, matched.then_some(0));
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -213,11 +213,11 @@ impl ServerCertVerifier for PinVerifier {
             // shown as matching.
             (Trust::Learned(_), None) if learned.is_none() => Ok(ServerCertVerified::assertion()),
             (Trust::Pins(_) | Trust::Learned(_), Some(_)) => {
-                self.note(der, presented.sha1, true, now);
+                self.note(der, presented.sha1, matched, now);
                 Ok(ServerCertVerified::assertion())
             }
             (Trust::Pins(_) | Trust::Learned(_), None) => {
-                self.note(der, presented.sha1, false, now);
+                self.note(der, presented.sha1, None, now);
                 let expected = match (&self.trust, &learned) {
                     (Trust::Pins(pins), _) => pins.iter().map(CertPin::to_string).collect(),
                     (_, Some(learned)) => vec![learned.pin.clone()],

@@ -105,8 +105,10 @@ impl CheckStatus {
 
 impl UpstreamStatus {
     fn write_html(&self, out: &mut String) -> std::fmt::Result {
+        let refused_certificate = self.certificate.as_ref().is_some_and(|c| !c.matched_pin);
         let (class, verdict) = match &self.last_handshake {
             Some(h) if h.ok => ("ok", "handshake ok"),
+            Some(_) if refused_certificate => ("bad", "fingerprint mismatch"),
             Some(_) => ("bad", "handshake failed"),
             None => ("idle", "no handshake yet"),
         };
@@ -133,12 +135,23 @@ impl UpstreamStatus {
             if t.client_certificate {
                 addresses.push_str(" · client certificate");
             }
-            addresses.push_str("<br>pins: ");
+            addresses.push_str("<br>pins:");
             if t.pins.is_empty() {
-                addresses.push_str("none learned yet (trust on first use)");
+                addresses.push_str(" none learned yet (trust on first use)");
             }
-            for pin in &t.pins {
-                write!(addresses, "<code class=\"fp\">{}</code> ", esc(pin))?;
+            // One pin per line, never broken inside; the one presented now marked.
+            for (n, pin) in t.pins.iter().enumerate() {
+                let mark = if t.matched_pin == Some(n + 1) {
+                    " <span class=\"ok\">&#8592; presented now</span>"
+                } else {
+                    ""
+                };
+                write!(
+                    addresses,
+                    "<span class=\"pin\">{}. <code class=\"fp\">{}</code>{mark}</span>",
+                    n + 1,
+                    esc(pin)
+                )?;
             }
             if let Some(c) = &t.check {
                 c.write_html(&mut addresses)?;
@@ -152,10 +165,10 @@ impl UpstreamStatus {
         }
         match &self.certificate {
             Some(c) => {
-                let matched = if c.matched_pin {
-                    "<span class=\"ok\">matches a pin</span>"
-                } else {
-                    "<span class=\"bad\">matches no pin: refused</span>"
+                let matched = match (c.matched_pin, c.pin) {
+                    (true, Some(n)) => format!("<span class=\"ok\">matches pin {n}</span>"),
+                    (true, None) => "<span class=\"ok\">matches a pin</span>".to_string(),
+                    (false, _) => "<span class=\"bad\">matches no pin: refused</span>".to_string(),
                 };
                 item(
                     out,
@@ -315,7 +328,8 @@ section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.75rem 1
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:0}\
 dt{font-weight:600;color:#444}dd{margin:0;min-width:0;overflow-wrap:anywhere}\
 ol,ul{margin:0;padding-left:1.2rem}li{margin:.2rem 0;overflow-wrap:anywhere}\
-code{font:.9em ui-monospace,Menlo,Consolas,monospace}.fp{word-break:break-all}\
+code{font:.9em ui-monospace,Menlo,Consolas,monospace}\
+.pin{display:block;white-space:nowrap;overflow-x:auto}.fp{white-space:nowrap}\
 .ok{color:#0a6b2b}.bad{color:#b00020;font-weight:600}.idle{color:#666}\
 .badge{font-size:.8rem;font-weight:600;border:1px solid currentColor;border-radius:1rem;padding:0 .5rem;vertical-align:middle}\
 footer{color:#555;font-size:.9rem}\

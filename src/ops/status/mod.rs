@@ -234,6 +234,9 @@ struct TargetStatus {
     client_certificate: bool,
     /// `host:port` of the HTTP proxy it is reached through (never credentials).
     egress_proxy: Option<String>,
+    /// Which of `pins` the certificate this address presents matches, from 1
+    /// (its last check, else the last handshake when it is the address in use).
+    matched_pin: Option<usize>,
     /// What the last active check of this address saw (`check_interval`).
     check: Option<CheckStatus>,
 }
@@ -282,6 +285,8 @@ struct CertificateStatus {
     sha1: String,
     /// Whether it matched a pin; `false`: it was refused.
     matched_pin: bool,
+    /// Which pin it matched, from 1.
+    pin: Option<usize>,
     not_after: Option<Time>,
     /// Negative once expired.
     expires_in_seconds: Option<i64>,
@@ -357,11 +362,24 @@ fn upstream_status(
             client_certificate: t.client_identity.is_some(),
             egress_proxy: t.egress_proxy.as_ref().map(|p| p.address.clone()),
             check: seen.checks.get(&t.address()).map(check_status),
+            matched_pin: seen
+                .checks
+                .get(&t.address())
+                .and_then(|r| r.certificate.as_ref())
+                .map(|c| c.pin.as_ref().map(|p| p.0))
+                .unwrap_or_else(|| {
+                    seen.presented
+                        .as_ref()
+                        .filter(|_| i == seen.active_target)
+                        .and_then(|p| p.pin)
+                        .map(|p| p + 1)
+                }),
         })
         .collect();
     let certificate = seen.presented.as_ref().map(|c| CertificateStatus {
         sha1: colon_hex(&c.sha1),
         matched_pin: c.matched,
+        pin: c.pin.map(|p| p + 1),
         not_after: c.not_after.map(Time::of),
         expires_in_seconds: c.not_after.map(|at| at.saturating_sub(unix(now))),
     });

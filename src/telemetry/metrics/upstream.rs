@@ -126,6 +126,8 @@ pub struct Presented {
     pub not_after: Option<i64>,
     /// Whether it matched a pin (else the handshake was refused).
     pub matched: bool,
+    /// Which pin it matched, counted from 0 (a learned pin is 0).
+    pub pin: Option<usize>,
 }
 
 /// How an upstream's last TLS handshake ended.
@@ -182,7 +184,8 @@ impl Certificates {
     /// Records the leaf of a full handshake. Only a matched one sets the expiry
     /// series: one that matched no pin could say anything, such as a far-future
     /// date that silences the renewal alert.
-    pub fn presented(&self, sha1: [u8; 20], not_after: Option<i64>, matched: bool) {
+    pub fn presented(&self, sha1: [u8; 20], not_after: Option<i64>, pin: Option<usize>) {
+        let matched = pin.is_some();
         if let (true, Some(at)) = (matched, not_after) {
             self.not_after.set(at);
         }
@@ -193,6 +196,7 @@ impl Certificates {
             sha1,
             not_after,
             matched,
+            pin,
         });
     }
 
