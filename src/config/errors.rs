@@ -8,9 +8,12 @@
 //! a later check complain about what was on it ("no fingerprints" once a
 //! malformed `fingerprints` line is gone): such a follow-on, in the same
 //! top-level table (an `[[upstream]]` with its targets) and naming a blanked key,
-//! is not reported, and the rest of that table is left out from then on (its
-//! other mistakes show once the first is fixed). A TOML syntax error is reported
-//! alone: past it the parser cannot tell what the rest means.
+//! is not reported but blanked in turn, so the table's other mistakes still
+//! show; only a table left without a required key is left out from then on.
+//! Checks that span tables (duplicate names and listen addresses) and every
+//! table's first mistake come in one check's answer (`Problem::also`). A TOML
+//! syntax error is reported alone: past it the parser cannot tell what the rest
+//! means.
 
 use std::fmt;
 use std::ops::Range;
@@ -63,6 +66,8 @@ impl fmt::Display for ConfigError {
 pub(super) struct Problem {
     pub(super) span: Option<Range<usize>>,
     pub(super) message: String,
+    /// Other mistakes the same check found (other tables, duplicates).
+    pub(super) also: Vec<Problem>,
 }
 
 impl Problem {
@@ -70,6 +75,7 @@ impl Problem {
         Problem {
             span: Some(span),
             message,
+            also: Vec::new(),
         }
     }
 }
@@ -87,10 +93,11 @@ pub(super) fn every_error<T>(
     path: &Path,
     check: impl Fn(&str) -> Result<T, Problem>,
 ) -> Result<T, ConfigError> {
-    let first = match check(text) {
+    let mut first = match check(text) {
         Ok(config) => return Ok(config),
         Err(problem) => problem,
     };
+    let also = std::mem::take(&mut first.also);
     // The keys whose lines are blanked, by block (`None`: the top level).
     let mut blanked: Vec<(Option<usize>, String)> = Vec::new();
     let note = |blanked: &mut Vec<(Option<usize>, String)>, problem: &Problem| {
@@ -104,6 +111,10 @@ pub(super) fn every_error<T>(
     note(&mut blanked, &first);
     let mut range = first.span.as_ref().map(|s| whole_lines(text, s));
     let mut found = vec![first];
+    for problem in also {
+        note(&mut blanked, &problem);
+        found.push(problem);
+    }
     if text.parse::<toml::Table>().is_err() {
         range = None;
     }
@@ -125,19 +136,29 @@ pub(super) fn every_error<T>(
         if now.parse::<toml::Table>().is_err() {
             break;
         }
-        let Err(next) = check(now) else { break };
+        let Err(mut next) = check(now) else { break };
         let Some(span) = next.span.clone() else { break };
         let block = block_of(text, span.start);
         let follow_on = blanked
             .iter()
             .any(|(b, key)| (b.is_none() || *b == block) && mentions(&next.message, key));
         range = Some(match block {
-            // What is left of this block is what the blanked lines broke:
-            // leave it out, and look on in the rest of the file.
-            Some(start) if follow_on => start..block_end(text, start),
+            // A table the blanked lines left without a required key means
+            // nothing more: leave it out, and look on in the rest of the file.
+            Some(start) if follow_on && next.message.starts_with("missing field") => {
+                start..block_end(text, start)
+            }
+            // Another follow-on is blanked in turn, so the table's other
+            // mistakes still show in this round.
             _ => whole_lines(text, &span),
         });
-        if !follow_on {
+        for problem in std::mem::take(&mut next.also) {
+            if !found.iter().any(|f| same(f, &problem)) {
+                note(&mut blanked, &problem);
+                found.push(problem);
+            }
+        }
+        if !follow_on && !found.iter().any(|f| same(f, &next)) {
             note(&mut blanked, &next);
             found.push(next);
         }
@@ -155,6 +176,10 @@ pub(super) fn every_error<T>(
         .unwrap_or_else(|| ConfigError::new(path.display().to_string(), "invalid"));
     error.more = located.collect();
     Err(error)
+}
+
+fn same(a: &Problem, b: &Problem) -> bool {
+    a.span == b.span && a.message == b.message
 }
 
 /// The byte range of the whole lines `span` touches (without the last newline).
@@ -299,6 +324,22 @@ pub(super) fn explain_toml_error(message: &str, text: &str, at: usize) -> String
     }
     if message.contains("expected a boolean") {
         return format!("{key} is true or false, without quotes: {key} = true");
+    }
+    if key == "socket_mode" {
+        return "socket_mode is octal permission bits in quotes: socket_mode = \"0660\" (a TOML number cannot \
+                start with 0, and 660 without quotes would be read as decimal)"
+            .to_string();
+    }
+    let in_fingerprints = key == "fingerprints"
+        || text[..at.min(text.len())]
+            .rsplit_once("fingerprints")
+            .is_some_and(|(_, after)| after.contains('[') && !after.contains(']'));
+    if (message.contains("invalid basic string") || message.contains("invalid string"))
+        && !in_fingerprints
+    {
+        return format!(
+            "{message}: the string is not closed: end it with \" on the same line ({key} = \"…\")"
+        );
     }
     if message.contains("invalid basic string") || message.contains("invalid string") {
         return format!(

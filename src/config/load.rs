@@ -39,6 +39,7 @@ impl Config {
         if raw.upstream.is_empty() {
             return Err(Problem {
                 span: None,
+                also: Vec::new(),
                 message: "no [[upstream]] table: add one with name, listen, address and fingerprints (see proxy.example.toml)".into(),
             });
         }
@@ -61,28 +62,66 @@ impl Config {
         };
         // Files the config names (client certificates) are found relative to it.
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
-        for u in &raw.upstream {
-            let up = check_upstream(u, base).map_err(|(span, m)| at(span, m))?;
-            if upstreams.iter().any(|o| o.name == up.name) {
-                return Err(at(
+        // Every table is checked, and names and listen addresses compared
+        // across tables, in one round: a mistake in one table does not hide
+        // another table's, nor a duplicate.
+        let mut problems: Vec<Problem> = Vec::new();
+        for (i, u) in raw.upstream.iter().enumerate() {
+            let earlier = &raw.upstream[..i];
+            if earlier.iter().any(|o| o.name.get_ref() == u.name.get_ref()) {
+                problems.push(at(
                     u.name.span(),
                     format!(
                         "upstream name {:?} is used twice; names must be unique",
-                        up.name
+                        u.name.get_ref()
                     ),
                 ));
             }
+            // Port 0 is a new free port each time, never a clash.
+            let any_port = u.listen.get_ref().ends_with(":0");
+            if let Some(o) = earlier
+                .iter()
+                .find(|o| !any_port && o.listen.get_ref() == u.listen.get_ref())
+            {
+                problems.push(at(
+                    u.listen.span(),
+                    format!(
+                        "listen address {} is already used by upstream {:?}; give each upstream its own port",
+                        u.listen.get_ref(),
+                        o.name.get_ref()
+                    ),
+                ));
+            }
+        }
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for u in &raw.upstream {
+            let up = match check_upstream(u, base) {
+                Ok(up) => up,
+                Err((span, m)) => {
+                    problems.push(at(span, m));
+                    continue;
+                }
+            };
+            // Written differently, the same socket (127.0.0.1:8443 and [::ffff:…]).
             if let Some(o) = upstreams.iter().find(|o| o.listen.same_socket(&up.listen)) {
-                return Err(at(
+                let p = at(
                     u.listen.span(),
                     format!(
                         "listen address {} is already used by upstream {:?}; give each upstream its own port",
                         up.listen, o.name
                     ),
-                ));
+                );
+                if !problems.iter().any(|q| q.span == p.span) {
+                    problems.push(p);
+                }
             }
             upstreams.push(up);
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.span.as_ref().map_or(0, |s| s.start));
+            let mut first = problems.remove(0);
+            first.also = problems;
+            return Err(first);
         }
         let learning = raw.upstream.iter().any(|u| u.learns().is_some());
         let known_pins = match (&raw.known_pins, learning) {

@@ -83,6 +83,21 @@ fn non_loopback_listener_is_refused_unless_allowed() {
 }
 
 #[test]
+fn duplicates_across_tables_come_with_the_other_mistakes_in_one_round() {
+    // The second table repeats the name and the listen address, and its
+    // address is a URL: three mistakes, one round.
+    let second = good()
+        .replace("shutdown_timeout = \"5s\"", "")
+        .replace("\"192.0.2.10:443\"", "\"https://192.0.2.11/\"");
+    let err = parse(&(good() + &second)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("used twice"), "{text}");
+    assert!(text.contains("already used by upstream \"gaia\""), "{text}");
+    assert!(text.contains("is a URL"), "{text}");
+    assert_eq!(err.all().count(), 3, "{text}");
+}
+
+#[test]
 fn other_mistakes_are_explained() {
     let cases = [
         (
@@ -98,10 +113,6 @@ fn other_mistakes_are_explained() {
         (
             good().replace("fingerprints", "#"),
             "no fingerprints: add fingerprints",
-        ),
-        (
-            good() + &good().replace("shutdown_timeout = \"5s\"", ""),
-            "used twice",
         ),
         ("shutdown_timeout = \"1s\"\n".to_string(), "no [[upstream]]"),
         ("[[upstream]\n".to_string(), "proxy.toml:1:"),
@@ -128,6 +139,19 @@ fn other_mistakes_are_explained() {
         (
             good().replace(&format!("[\"{PIN}\"]"), "[\"SHA1: 7D:FE:DE\n:EE\"]"),
             "use a multi-line string",
+        ),
+        // Not fingerprints: no word of api fingerprint, the string is just not closed.
+        (
+            good().replace("name = \"gaia\"", "name = \"gaia"),
+            "not closed: end it with \" on the same line",
+        ),
+        (
+            good().replace("[[upstream]]", "[[upstream]]\nsocket_mode = 0660"),
+            "socket_mode = \"0660\"",
+        ),
+        (
+            good().replace("[[upstream]]", "[[upstream]]\nsocket_mode = 660"),
+            "socket_mode = \"0660\"",
         ),
     ];
     for (text, want) in cases {
@@ -495,5 +519,24 @@ fn proxy_mode_hosts_are_checked() {
             .to_string()
             .contains("already used by upstream \"gaia\""),
         "{clash}"
+    );
+}
+
+#[test]
+fn missing_files_come_with_the_table_s_other_mistakes_and_say_they_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = good().replace("\"192.0.2.10:443\"", "\"https://192.0.2.10/\"")
+        + "client_certificate = \"missing.pem\"\nclient_key = \"missing.key\"\n";
+    let err = Config::parse(&text, &dir.path().join("proxy.toml")).unwrap_err();
+    let all = err.to_string();
+    assert_eq!(err.all().count(), 2, "{all}");
+    assert!(all.contains("is a URL"), "{all}");
+    assert!(
+        all.contains("missing.pem and client_key") && all.contains("missing.key do not exist"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("BEGIN CERTIFICATE"),
+        "no PEM hint for a file that is not there: {all}"
     );
 }

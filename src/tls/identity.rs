@@ -62,6 +62,37 @@ impl ClientIdentity {
             in_key: true,
             message,
         };
+        // Both names checked first, so one round names every missing file.
+        let relative = "(a relative path is taken from the config file's directory)";
+        match (certificate.exists(), key.exists()) {
+            (false, false) => {
+                return Err(IdentityError {
+                    in_key: false,
+                    message: format!(
+                        "client_certificate {} and client_key {} do not exist: give the paths of the PEM certificate \
+                         chain and of its private key {relative}",
+                        certificate.display(),
+                        key.display()
+                    ),
+                })
+            }
+            (false, true) => {
+                return Err(IdentityError {
+                    in_key: false,
+                    message: format!(
+                        "client_certificate {} does not exist: give the path of the PEM certificate chain {relative}",
+                        certificate.display()
+                    ),
+                })
+            }
+            (true, false) => {
+                return Err(in_key(format!(
+                    "client_key {} does not exist: give the path of the PEM private key {relative}",
+                    key.display()
+                )))
+            }
+            (true, true) => {}
+        }
         crate::platform::permissions::check(key).map_err(|e| in_key(format!("client_key: {e}")))?;
         readable_by_owner_and_group_only(key).map_err(in_key)?;
         let chain = CertificateDer::pem_file_iter(certificate)
