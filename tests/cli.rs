@@ -932,3 +932,36 @@ async fn fingerprint_takes_a_url_and_names_the_snippet_after_the_certificate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
 }
+
+/// With nothing in flight, SIGTERM ends the process at once: it waits neither
+/// for shutdown_timeout nor for a kept-alive client that sits idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shutdown_does_not_wait() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let text = config_text(
+        up.addr,
+        &c.sha1_pin(),
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"60s\"");
+    let file = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", file.path().to_str().unwrap()], &[]);
+    let addr = bin.listening();
+    bin.discard_output();
+    // A client that made a request and keeps its connection open, idle.
+    let mut kept = KeptConnection::open(addr).await;
+    let answer = kept.get("/x").await.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    bin.signal("TERM");
+    let started = std::time::Instant::now();
+    let (status, _) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Far below shutdown_timeout (60 s): nothing was waited for.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
