@@ -530,9 +530,14 @@ async fn health(args: HealthArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn logged_signal() {
-    let name = shutdown::signal().await;
-    tracing::info!(signal = name, "shutting down: no new connections");
+/// The shutdown signal, logged; its handlers are installed now (see
+/// `shutdown::signal`), before anything is bound.
+fn logged_signal() -> impl std::future::Future<Output = ()> {
+    let signal = shutdown::signal();
+    async move {
+        let name = signal.await;
+        tracing::info!(signal = name, "shutting down: no new connections");
+    }
 }
 
 /// `pinproxy fingerprint`; with an expectation its exit code is the verdict
