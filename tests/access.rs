@@ -390,7 +390,7 @@ async fn anything_but_a_stale_socket_at_the_path_is_a_startup_error() {
     let pin = "7DFEDEEEC7B9D06735E4C416EC7A031348CDCA8D";
     let listen = format!("unix:{}", path.display());
     let run = |listen: String| async move {
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let run = tokio::process::Command::from(pinproxy_command())
             .args([
                 "run",
                 "--listen",
@@ -533,7 +533,7 @@ fn a_socket_in_a_directory_anyone_can_write_is_refused() {
         &sock,
         "",
     ));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["run", "--config", file.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -557,7 +557,7 @@ async fn control_and_bidi_characters_never_reach_the_log_raw() {
         let dir = socket_dir();
         let sock = dir.path().join("gaia.sock");
         let config = temp_file(&unix_config(up.addr, &c.sha1_pin(), &sock, ""));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let mut child = pinproxy_command()
             .args(["--log-format", format, "run", "--config"])
             .arg(config.path())
             .stdout(std::process::Stdio::piped())
@@ -722,7 +722,7 @@ async fn a_client_gone_before_accept_is_refused_not_taken_for_root() {
 
 #[tokio::test]
 async fn the_demo_listens_on_loopback_only() {
-    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let demo = tokio::process::Command::from(pinproxy_command())
         .args(["demo", "--listen", "0.0.0.0:0"])
         .kill_on_drop(true)
         .output();

@@ -11,7 +11,7 @@ use http::Request;
 use http_body_util::BodyExt;
 
 fn pinproxy(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    pinproxy_command()
         .args(args)
         .output()
         .expect("run pinproxy")
@@ -183,7 +183,7 @@ fn a_fatal_error_in_json_mode_is_a_json_line_and_a_rust_log_that_silences_everyt
         ("pinproxy=trace", false),
         ("info,pinproxy::access=off", false),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let out = pinproxy_command()
             .args([
                 "--log-format",
                 "json",
@@ -264,7 +264,7 @@ fn under_systemd_each_line_carries_its_journald_priority() {
         let path = dir.path().join(format!("{format}-{journal}.out"));
         let file = std::fs::File::create(&path).unwrap();
         let meta = file.metadata().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pinproxy"));
+        let mut cmd = pinproxy_command();
         cmd.args([
             "--log-format",
             format,
@@ -344,7 +344,7 @@ fn a_bad_config_names_file_line_column_and_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 
     // Without --config, PINPROXY_CONFIG names the file.
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .arg("run")
         .env("PINPROXY_CONFIG", "/nonexistent/from-env.toml")
         .output()
@@ -629,7 +629,7 @@ async fn bodies_of_128_mib_stream_both_ways_in_bounded_memory() {
 
 #[tokio::test]
 async fn the_demo_serves_a_login_and_refuses_the_impostor() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let mut child = tokio::process::Command::from(pinproxy_command())
         .args(["demo", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -857,7 +857,7 @@ async fn under_systemd_access_lines_are_info_priority() {
     let id = std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap()))
         .metadata()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let mut child = pinproxy_command()
         .args([
             "run",
             "--listen",

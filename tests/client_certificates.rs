@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
@@ -233,7 +232,7 @@ async fn a_reload_with_a_bad_key_keeps_serving_with_the_old_one_and_a_good_one_i
 
 fn check(config: &str) -> (bool, String) {
     let file = temp_file(config);
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["check", "--config", file.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -339,10 +338,7 @@ async fn fingerprint_and_check_connect_show_the_client_certificate() {
     let run = |extra: &[&str]| {
         let mut args = vec!["fingerprint".to_string(), server.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Command::new(env!("CARGO_BIN_EXE_pinproxy"))
-            .args(&args)
-            .output()
-            .unwrap()
+        pinproxy_command().args(&args).output().unwrap()
     };
     let without = run(&[]);
     assert!(!without.status.success());

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -280,7 +279,7 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
     let (up, c) = TestServer::start_self_signed().await;
     let proxy = TestProxy::start(Behaviour::Forward(None)).await;
     let url = format!("http://{}", proxy.addr);
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["fingerprint", &up.addr.to_string(), "--egress-proxy", &url])
         .output()
         .unwrap();
@@ -300,7 +299,7 @@ async fn fingerprint_and_check_connect_go_through_the_proxy() {
         (vec![], vec![("PINPROXY_EGRESS_PROXY", url.as_str())]),
         (vec!["--egress-proxy", from_file.as_str()], vec![]),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let out = pinproxy_command()
             .args(["fingerprint", &up.addr.to_string()])
             .args(&args)
             .envs(env)
@@ -366,7 +365,7 @@ fn egress_proxy_values_that_cannot_work_are_config_errors() {
         ("http://proxy.internal:3128/path", "has a path"),
     ] {
         let file = temp_file(&config_text(target, &pin, &egress(value)));
-        let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        let out = pinproxy_command()
             .args(["check", "--config", file.path().to_str().unwrap()])
             .output()
             .unwrap();
@@ -381,7 +380,7 @@ fn egress_proxy_values_that_cannot_work_are_config_errors() {
     }
     // egress_proxy = "env" quotes HTTPS_PROXY's problems, never its password.
     let file = temp_file(&config_text(target, &pin, &egress("env")));
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["check", "--config", file.path().to_str().unwrap()])
         .env("HTTPS_PROXY", "bob:pw-secret@proxy:8080")
         .output()

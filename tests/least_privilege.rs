@@ -129,7 +129,7 @@ fn policy_mistakes_are_config_errors_and_check_warns_about_an_empty_one() {
         ))
     };
     let check = |file: &tempfile::NamedTempFile| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+        pinproxy_command()
             .args(["check", "--config", file.path().to_str().unwrap()])
             .output()
             .unwrap()
@@ -394,7 +394,7 @@ async fn injected_credentials_reach_the_server_and_nothing_else() {
     let status = get(&format!("http://{admin}/status")).await.text();
     let page = get(&format!("http://{admin}/")).await.text();
     let metrics = get(&format!("http://{admin}/metrics")).await.text();
-    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let checked = pinproxy_command()
         .args(["check", "--json", "--config", config.to_str().unwrap()])
         .envs(env)
         .output()
@@ -431,7 +431,7 @@ fn credentials_on_a_listener_any_local_process_can_reach_are_refused() {
         &cert().sha1_pin(),
         "inject_headers = { X-PAN-KEY = \"env:HOME\" }\n",
     ));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["check", "--config", file.path().to_str().unwrap()])
         .output()
         .unwrap();

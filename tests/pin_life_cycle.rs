@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
 fn pinproxy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    pinproxy_command()
         .args(args)
         .output()
         .expect("run pinproxy")

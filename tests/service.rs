@@ -113,7 +113,7 @@ async fn admin_endpoint_reports_health_and_metrics_move_after_a_mismatch() {
 
 /// `pinproxy health` as an exec probe runs it: exit status and one line.
 async fn health(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = tokio::process::Command::from(pinproxy_command())
         .arg("health")
         .args(args)
         .kill_on_drop(true)
@@ -479,7 +479,7 @@ fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
 }
 
 async fn check(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    tokio::process::Command::from(pinproxy_command())
         .arg("check")
         .args(args)
         .output()
@@ -538,7 +538,7 @@ fn a_world_writable_config_file_is_refused_at_start() {
     let pin = cert().sha1_pin();
     let open = temp_file(&config_text("127.0.0.1:9".parse().unwrap(), &pin, ""));
     std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["run", "--config", path_str(open.path())])
         .output()
         .unwrap();

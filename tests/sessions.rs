@@ -228,7 +228,7 @@ fn a_session_on_a_listener_anyone_may_use_is_refused() {
          [upstream.session]\nkind = \"check-point\"\nuser = \"admin\"\npassword_file = \"{}\"\n",
         password.display()
     ));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["check", "--config", file.path().to_str().unwrap()])
         .output()
         .unwrap();

@@ -186,7 +186,7 @@ fn without_socket_activation_the_error_says_how_to_get_it() {
     let file = temp_file(
         "[[upstream]]\nname = \"gaia\"\nlisten = \"systemd:gaia\"\naddress = \"192.0.2.10:443\"\nfingerprints = [\"SHA1: 7D:FE:DE:52:F4:AA:E0:8D:3C:51:1A:1E:3F:73:1C:69:B9:E8:0E:CB\"]\n",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(["run", "--config", file.path().to_str().unwrap()])
         .env_remove("LISTEN_FDS")
         .output()

@@ -7,7 +7,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ fn learning_config(address: SocketAddr, known_pins: &Path) -> String {
 }
 
 fn pinproxy(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    let out = pinproxy_command()
         .args(args)
         .envs(env.iter().copied())
         .output()

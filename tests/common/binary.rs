@@ -7,6 +7,25 @@ use std::sync::Mutex;
 
 use pinproxy::tls::pin::CertPin;
 
+/// How to run the built binary: itself, or through `PINPROXY_TEST_RUNNER`
+/// (`qemu-aarch64-static -L /usr/aarch64-linux-gnu` when the tests run for
+/// another architecture, where the kernel cannot run it directly).
+pub fn program() -> Vec<String> {
+    let mut words: Vec<String> = std::env::var("PINPROXY_TEST_RUNNER")
+        .map(|r| r.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    words.push(env!("CARGO_BIN_EXE_pinproxy").to_string());
+    words
+}
+
+/// A `Command` that runs the built binary (see [`program`]).
+pub fn pinproxy_command() -> Command {
+    let program = program();
+    let mut cmd = Command::new(&program[0]);
+    cmd.args(&program[1..]);
+    cmd
+}
+
 /// The built `pinproxy` binary, logging JSON lines to stdout.
 pub struct Binary {
     pub child: Child,
@@ -54,19 +73,16 @@ impl Binary {
         let mut cmd = match (launcher, setup) {
             (Some(launcher), _) => {
                 let mut cmd = Command::new(launcher[0]);
-                cmd.args(&launcher[1..]).arg(env!("CARGO_BIN_EXE_pinproxy"));
+                cmd.args(&launcher[1..]).args(program());
                 cmd
             }
             (None, Some(setup)) => {
                 let mut sh = Command::new("sh");
-                sh.args([
-                    "-c",
-                    &format!("{setup} && exec \"$0\" \"$@\""),
-                    env!("CARGO_BIN_EXE_pinproxy"),
-                ]);
+                sh.args(["-c", &format!("{setup} && exec \"$@\""), "sh"])
+                    .args(program());
                 sh
             }
-            (None, None) => Command::new(env!("CARGO_BIN_EXE_pinproxy")),
+            (None, None) => pinproxy_command(),
         };
         cmd.args(["--log-format", "json"])
             .args(args)
@@ -230,7 +246,7 @@ pub fn python_with(packages: &[&str]) -> Command {
 
 /// `pinproxy check --connect --config PATH`, run to its end.
 pub fn check_connect(path: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pinproxy"))
+    pinproxy_command()
         .args(["check", "--connect", "--config"])
         .arg(path)
         .output()
