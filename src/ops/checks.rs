@@ -230,8 +230,9 @@ fn warn_expiry(up: &UpstreamConfig, address: &str, now: &CheckRecord, memory: &M
     let (Some((n, _)), Some(not_after)) = (&cert.pin, cert.not_after) else {
         return;
     };
-    let days_left = (not_after - now.at).div_euclid(86_400);
-    let Some(&threshold) = EXPIRY_WARNINGS.iter().filter(|&&t| days_left < t).min() else {
+    // Whole days left, rounded up: a certificate valid for 4 days and 23 hours has 5.
+    let days_left = (not_after - now.at + 86_399).div_euclid(86_400);
+    let Some(&threshold) = EXPIRY_WARNINGS.iter().filter(|&&t| days_left <= t).min() else {
         return;
     };
     let key = (up.name.clone(), address.to_string(), cert.sha1);
@@ -257,7 +258,7 @@ fn warn_expiry(up: &UpstreamConfig, address: &str, now: &CheckRecord, memory: &M
          (pinproxy pins add {} --from-server --expect-from 'ssh admin@HOST api fingerprint'), keep the old one until \
          the switch, then remove it. pinproxy itself still accepts the pinned certificate after it expires",
         match threshold {
-            _ if days_left < 0 => "has expired".to_string(),
+            _ if not_after < now.at => "has expired".to_string(),
             1 => "expires within 1 day".to_string(),
             t => format!("expires within {t} days"),
         },
