@@ -47,9 +47,12 @@ pub fn tcp_owner(peer: SocketAddr, local: SocketAddr) -> io::Result<u32> {
     {
         match linux::sock_diag_owner(peer, local) {
             // No netlink here (a sandbox that allows only inet and unix
-            // sockets): the slower scan gives the same answer.
+            // sockets: EAFNOSUPPORT; a kernel or emulator without sock_diag,
+            // such as qemu-user or gVisor: EPROTONOSUPPORT): the slower scan
+            // gives the same answer.
             Err(e)
-                if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(97) =>
+                if e.kind() == io::ErrorKind::PermissionDenied
+                    || matches!(e.raw_os_error(), Some(93 | 97)) =>
             {
                 linux::proc_net_owner(peer, local)
             }
