@@ -25,10 +25,14 @@ pub struct BrokeredSession(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct FromUpstream;
 
-/// Whether `req` should get the brokered session: it brings none, and it is
-/// not the tool's own login or logout.
+/// Whether `req` should get the brokered session: it brings none, it is not
+/// the tool's own login or logout, and it is an API call (a CONNECT or an
+/// upgrade takes the ordinary path, which refuses or tunnels it).
 pub fn wants_session<B>(req: &Request<B>) -> bool {
-    !req.headers().contains_key(SID_HEADER) && !is_own_login(req.uri().path())
+    req.method() != http::Method::CONNECT
+        && !req.headers().contains_key(http::header::UPGRADE)
+        && !req.headers().contains_key(SID_HEADER)
+        && !is_own_login(req.uri().path())
 }
 
 /// Body bytes held for a possible second sending when no `max_request_body` is set.
@@ -119,4 +123,34 @@ pub async fn forward(
             upstream.name
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_api_calls_without_their_own_session_get_the_brokered_one() {
+        let req = |method: &str, path: &str, header: Option<(&str, &str)>| {
+            let mut b = Request::builder().method(method).uri(path);
+            if let Some((k, v)) = header {
+                b = b.header(k, v);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(wants_session(&req("POST", "/web_api/show-hosts", None)));
+        assert!(!wants_session(&req(
+            "POST",
+            "/web_api/show-hosts",
+            Some(("X-chkp-sid", "own"))
+        )));
+        assert!(!wants_session(&req("POST", "/web_api/v1.9/login", None)));
+        assert!(!wants_session(&req("POST", "/web_api/logout", None)));
+        assert!(!wants_session(&req("CONNECT", "mgmt.example:443", None)));
+        assert!(!wants_session(&req(
+            "GET",
+            "/ws",
+            Some(("Upgrade", "websocket"))
+        )));
+    }
 }
