@@ -31,12 +31,29 @@ fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `promtool test rules` with `test` (a test file over `alerts.yml`) beside
+/// the shipped rules; fails the test with promtool's words if it does not pass.
+fn promtool_test_rules(test: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alerts.yml"), RULES).unwrap();
+    std::fs::write(dir.path().join("test.yml"), test).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool (Debian package prometheus) runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `promtool test rules` on the shipped rules with one test case: the
 /// not-after samples as scraped, moved onto promtool's clock (which starts at
 /// 0), evaluated five minutes in; `firing` lists the upstreams expected to alert.
 fn promtool_expects(scraped: &[(String, f64)], firing: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("alerts.yml"), RULES).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -66,18 +83,7 @@ fn promtool_expects(scraped: &[(String, f64)], firing: &[&str]) {
         if series.is_empty() { " []" } else { "" },
         if alerts.is_empty() { " []" } else { "" },
     );
-    std::fs::write(dir.path().join("test.yml"), &test).unwrap();
-    let out = std::process::Command::new("promtool")
-        .args(["test", "rules", "test.yml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("promtool (Debian package prometheus) runs");
-    assert!(
-        out.status.success(),
-        "promtool test rules failed:\n{}{}\n{test}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_test_rules(&test);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,8 +200,6 @@ async fn the_certificate_changed_alert_fires_from_the_checks_alone() {
         })
         .collect();
     assert_eq!(samples(&scraped, name).len(), 2, "{scraped}");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("alerts.yml"), RULES).unwrap();
     let address = renewed.addr;
     let test = format!(
         "rule_files: [alerts.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    \
@@ -203,18 +207,7 @@ async fn the_certificate_changed_alert_fires_from_the_checks_alone() {
          - exp_labels: {{severity: critical, upstream: gaia, address: \"{address}\"}}\n            exp_annotations:\n              \
          summary: \"gaia at {address} presents a certificate that matches no pin: compare it with `api fingerprint` on the server's console and re-pin (pinproxy pins add), or find who is in between\"\n"
     );
-    std::fs::write(dir.path().join("test.yml"), &test).unwrap();
-    let out = std::process::Command::new("promtool")
-        .args(["test", "rules", "test.yml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("promtool (Debian package prometheus) runs");
-    assert!(
-        out.status.success(),
-        "promtool test rules failed:\n{}{}\n{test}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_test_rules(&test);
 }
 
 /// `promtool check metrics` on a live scrape: a scraper that does not ask for
