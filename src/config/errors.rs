@@ -158,8 +158,10 @@ pub(super) fn every_error<T>(
                 found.push(problem);
             }
         }
+        // A follow-on's line is blanked too, so what that brings in turn
+        // (a table missing the key on it) is a follow-on as well.
+        note(&mut blanked, &next);
         if !follow_on && !found.iter().any(|f| same(f, &next)) {
-            note(&mut blanked, &next);
             found.push(next);
         }
     }
