@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use crate::config::Limits;
 use crate::http::headers::clean_response;
 use crate::http::respond::{body_too_large, local_error, upstream_error, ResponseBody};
-use crate::upstream::session::{is_own_login, is_session_error, Broker, SID_HEADER};
+use crate::upstream::session::{is_own_login, is_session_error, Broker, Holder, SID_HEADER};
 use crate::upstream::{RequestBody, Upstream};
 
 /// Held in a response's extensions: the short hash of the session it ran in,
@@ -41,13 +41,13 @@ const DEFAULT_HELD: u64 = 16 << 20;
 /// An error answer read whole to see whether it is about the session.
 const MAX_ERROR_READ: usize = 64 * 1024;
 
-/// Sends `req` in `user`'s session; `prepare` makes its head the upstream's.
+/// Sends `req` in the session of `user` (a local user or a client certificate); `prepare` makes its head the upstream's.
 pub async fn forward(
     upstream: &Upstream,
     broker: &Broker,
     req: Request<Incoming>,
     limits: &Limits,
-    user: Option<u32>,
+    user: &Holder,
     prepare: impl Fn(&mut http::request::Parts) -> Result<(), Box<Response<ResponseBody>>>,
 ) -> Response<ResponseBody> {
     let client_version = req.version();

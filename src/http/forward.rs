@@ -22,6 +22,7 @@ use crate::http::respond::{body_too_large, local_error, refused, upstream_error,
 use crate::http::tunnel::Tunnels;
 use crate::telemetry::access_log::printable;
 use crate::telemetry::metrics::UpstreamMetrics;
+use crate::upstream::session::Holder;
 use crate::upstream::{RequestBody, Upstream, UpstreamError};
 
 /// Checks `req` against the listener's rules ([`crate::http::access`]), then forwards it to
@@ -45,7 +46,8 @@ pub async fn handle(
                 Ok(req) => match upstream.sessions() {
                     Some(broker) if brokered::wants_session(&req) => {
                         let prepare = |parts: &mut http::request::Parts| prepare(upstream, parts);
-                        brokered::forward(upstream, broker, req, limits, client.uid, prepare).await
+                        let holder = Holder::of(client.uid, client.identity.as_deref());
+                        brokered::forward(upstream, broker, req, limits, &holder, prepare).await
                     }
                     _ => forward(upstream, req, tunnels, limits, &client.activity).await,
                 },

@@ -49,7 +49,7 @@ struct Slot {
 /// The sessions of one upstream.
 pub struct Broker {
     cfg: SessionConfig,
-    slots: Mutex<HashMap<Option<u32>, Arc<Slot>>>,
+    slots: Mutex<HashMap<Holder, Arc<Slot>>>,
 }
 
 /// A request's hold on its session: counts it in flight until dropped.
@@ -68,8 +68,36 @@ impl Drop for InUse {
     }
 }
 
-fn key(user: Option<u32>) -> String {
-    user.map_or_else(|| "listener".to_string(), |u| format!("uid {u}"))
+/// Whose session: the local user where the kernel says who it is, else the
+/// client certificate's first name (a TLS listener), else the listener's one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Holder {
+    /// The client's uid.
+    pub uid: Option<u32>,
+    /// The first name of the client's certificate.
+    pub client: Option<String>,
+}
+
+impl Holder {
+    /// The holder of a request from `uid` with certificate `names`: by uid
+    /// first, so one user keeps one session however they connect.
+    pub fn of(uid: Option<u32>, names: Option<&[String]>) -> Holder {
+        Holder {
+            uid,
+            client: uid
+                .is_none()
+                .then(|| names.and_then(|n| n.first().cloned()))
+                .flatten(),
+        }
+    }
+}
+
+fn key(user: &Holder) -> String {
+    match (user.uid, &user.client) {
+        (Some(uid), _) => format!("uid {uid}"),
+        (None, Some(name)) => format!("client {name}"),
+        (None, None) => "listener".to_string(),
+    }
 }
 
 /// Whether a Check Point error answer says the session is wrong or gone: the
@@ -107,11 +135,11 @@ impl Broker {
         }
     }
 
-    fn slot(&self, user: Option<u32>) -> Arc<Slot> {
+    fn slot(&self, user: &Holder) -> Arc<Slot> {
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(user)
+            .entry(user.clone())
             .or_default()
             .clone()
     }
@@ -120,7 +148,7 @@ impl Broker {
     pub async fn session(
         &self,
         upstream: &Upstream,
-        user: Option<u32>,
+        user: &Holder,
     ) -> Result<InUse, UpstreamError> {
         let slot = self.slot(user);
         slot.in_flight
@@ -151,7 +179,7 @@ impl Broker {
 
     /// Forgets `stale` (the server said it is wrong or expired), unless
     /// another request already replaced it.
-    pub async fn invalidate(&self, user: Option<u32>, stale: &Held) {
+    pub async fn invalidate(&self, user: &Holder, stale: &Held) {
         let slot = self.slot(user);
         let mut held = slot.held.lock().await;
         if held.as_ref().is_some_and(|h| h.tag == stale.tag) {
@@ -160,7 +188,7 @@ impl Broker {
         }
     }
 
-    async fn login(&self, upstream: &Upstream, user: Option<u32>) -> Result<Held, UpstreamError> {
+    async fn login(&self, upstream: &Upstream, user: &Holder) -> Result<Held, UpstreamError> {
         let mut body = serde_json::Map::new();
         let secret = match &self.cfg.credentials {
             Credentials::ApiKey(key) => {
@@ -217,17 +245,11 @@ impl Broker {
         Ok(held)
     }
 
-    fn note(
-        &self,
-        upstream: &Upstream,
-        user: Option<u32>,
-        held: Option<&Held>,
-        error: Option<String>,
-    ) {
+    fn note(&self, upstream: &Upstream, user: &Holder, held: Option<&Held>, error: Option<String>) {
         upstream.metrics().session(
             &key(user),
             SessionRecord {
-                uid: user,
+                uid: user.uid,
                 held: held.is_some(),
                 since: held.map(|h| unix(h.since)),
                 tag: held.map(|h| h.tag.clone()),
@@ -239,12 +261,12 @@ impl Broker {
     /// Keeps sessions with a request in flight alive and logs out those idle
     /// for half the server's timeout; called every few seconds.
     pub async fn maintain(&self, upstream: &Upstream) {
-        let slots: Vec<(Option<u32>, Arc<Slot>)> = self
+        let slots: Vec<(Holder, Arc<Slot>)> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (user, slot) in slots {
             let busy = slot.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0;
@@ -268,16 +290,16 @@ impl Broker {
                 *slot.last_use.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             } else if !busy && idle >= self.cfg.timeout / 2 {
                 let _ = call(upstream, "logout", Some(&h.sid), Bytes::from_static(b"{}")).await;
-                tracing::info!(upstream = %upstream.name, user = %key(user), session = %h.tag, "logged out of the idle brokered session");
+                tracing::info!(upstream = %upstream.name, user = %key(&user), session = %h.tag, "logged out of the idle brokered session");
                 *held = None;
-                self.note(upstream, user, None, None);
+                self.note(upstream, &user, None, None);
             }
         }
     }
 
     /// Logs out of every session (at shutdown).
     pub async fn logout_all(&self, upstream: &Upstream) {
-        let slots: Vec<(Option<u32>, Arc<Slot>)> = self
+        let slots: Vec<(Holder, Arc<Slot>)> = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -286,8 +308,8 @@ impl Broker {
         for (user, slot) in slots {
             if let Some(h) = slot.held.lock().await.take() {
                 let _ = call(upstream, "logout", Some(&h.sid), Bytes::from_static(b"{}")).await;
-                tracing::info!(upstream = %upstream.name, user = %key(user), session = %h.tag, "logged out of the brokered session");
-                self.note(upstream, user, None, None);
+                tracing::info!(upstream = %upstream.name, user = %key(&user), session = %h.tag, "logged out of the brokered session");
+                self.note(upstream, &user, None, None);
             }
         }
     }
@@ -338,4 +360,23 @@ async fn call(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     Ok((status, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_user_or_client_certificate_holds_its_own_session() {
+        let names = ["alice".to_string(), "alice.example".to_string()];
+        let by_uid = Holder::of(Some(1001), Some(&names));
+        assert_eq!(
+            (key(&by_uid), by_uid.client),
+            ("uid 1001".to_string(), None)
+        );
+        let by_cert = Holder::of(None, Some(&names));
+        assert_eq!(key(&by_cert), "client alice");
+        assert_ne!(by_cert, Holder::of(None, Some(&["bob".to_string()])));
+        assert_eq!(key(&Holder::of(None, None)), "listener");
+    }
 }
