@@ -928,9 +928,11 @@ async fn fingerprint_takes_a_url_and_names_the_snippet_after_the_certificate() {
         report.contains(&format!("address = \"{}\"", up.addr)),
         "{report}"
     );
-    let out = pinproxy(&["fingerprint", "http://mgmt.example/"]);
+    // A URL may carry credentials: the refusal does not quote it.
+    let out = pinproxy(&["fingerprint", "http://admin:s3cret@mgmt.example/"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("https://") && !err.contains("s3cret"), "{err}");
 }
 
 /// With nothing in flight, SIGTERM ends the process at once: it waits neither

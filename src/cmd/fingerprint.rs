@@ -21,9 +21,11 @@ pub fn address_of(text: &str) -> Result<String, String> {
     let rest = if let Some(rest) = strip_scheme(text, "https://") {
         rest
     } else if strip_scheme(text, "http://").is_some() {
-        return Err(format!(
-            "{text}: pinproxy fingerprints TLS servers; write https://… or HOST[:PORT]"
-        ));
+        // Not quoted: a URL may carry user:password@.
+        return Err(
+            "an http:// URL: pinproxy fingerprints TLS servers; write https://… or HOST[:PORT]"
+                .into(),
+        );
     } else {
         text
     };
@@ -32,9 +34,7 @@ pub fn address_of(text: &str) -> Result<String, String> {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
     if authority.is_empty() {
-        return Err(format!(
-            "{text}: no host in it; write HOST[:PORT] or https://HOST[:PORT]/"
-        ));
+        return Err("no host in the address; write HOST[:PORT] or https://HOST[:PORT]/".into());
     }
     Ok(config::with_default_port(authority, 443))
 }
