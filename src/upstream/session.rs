@@ -307,7 +307,15 @@ impl Broker {
             .collect();
         for (user, slot) in slots {
             if let Some(h) = slot.held.lock().await.take() {
-                let _ = call(upstream, "logout", Some(&h.sid), Bytes::from_static(b"{}")).await;
+                // After the drain, a pooled connection may belong to a stopped
+                // worker and fail; the second try makes a new one.
+                for _ in 0..2 {
+                    let out =
+                        call(upstream, "logout", Some(&h.sid), Bytes::from_static(b"{}")).await;
+                    if out.is_ok() {
+                        break;
+                    }
+                }
                 tracing::info!(upstream = %upstream.name, user = %key(&user), session = %h.tag, "logged out of the brokered session");
                 self.note(upstream, &user, None, None);
             }
