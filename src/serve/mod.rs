@@ -10,4 +10,5 @@ pub(crate) mod listen;
 pub mod server;
 pub mod shutdown;
 pub(crate) mod socket_activation;
+mod unix_socket;
 pub(crate) mod workers;
