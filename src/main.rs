@@ -682,6 +682,7 @@ fn init_logging(format: LogFormat) {
 /// True when systemd connected stdout to the journal: `JOURNAL_STREAM` names
 /// its device and inode (a child that inherited the variable but writes
 /// elsewhere must not add prefixes).
+#[cfg(unix)]
 fn stdout_is_the_journal() -> bool {
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
@@ -690,6 +691,12 @@ fn stdout_is_the_journal() -> bool {
         return false;
     };
     stream.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
+}
+
+/// No journal outside systemd.
+#[cfg(not(unix))]
+fn stdout_is_the_journal() -> bool {
+    false
 }
 
 /// Writes sd-daemon's `<N>` priority before each line when `.1` is set.

@@ -132,8 +132,8 @@ pub(super) fn group_id(value: &toml::Value) -> Result<u32, String> {
     match value {
         toml::Value::Integer(n) => u32::try_from(*n)
             .map_err(|_| format!("socket_group {n} is not a group id (0 to 4294967295)")),
-        toml::Value::String(name) => match nix::unistd::Group::from_name(name) {
-            Ok(Some(group)) => Ok(group.gid.as_raw()),
+        toml::Value::String(name) => match crate::platform::users::group_id(name) {
+            Ok(Some(gid)) => Ok(gid),
             Ok(None) => Err(format!(
                 "socket_group {name:?}: no such group on this system; create it (groupadd {name}) or give a gid"
             )),
@@ -152,8 +152,8 @@ pub(super) fn user_id(value: &toml::Value) -> Result<u32, String> {
         toml::Value::Integer(n) => {
             u32::try_from(*n).map_err(|_| format!("allowed_users entry {n} is not a uid (0 to 4294967295)"))
         }
-        toml::Value::String(name) => match nix::unistd::User::from_name(name) {
-            Ok(Some(user)) => Ok(user.uid.as_raw()),
+        toml::Value::String(name) => match crate::platform::users::user_id(name) {
+            Ok(Some(uid)) => Ok(uid),
             Ok(None) => Err(format!(
                 "allowed_users entry {name:?}: no such user on this system; check the spelling, or give the uid \
                  (id -u {name} on the machine where it exists)"

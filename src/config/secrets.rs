@@ -131,24 +131,16 @@ pub(super) fn injected(name: &str, reference: &str, base: &Path) -> Result<Injec
 }
 
 /// A secret file readable by every user is no secret.
-#[cfg(unix)]
 fn private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.mode() & 0o004 != 0 => Err(format!(
-            "{} is readable by every user on this machine (mode {:04o}); fix: chmod o-r {} (and replace the \
+    match crate::platform::permissions::readable_by_everyone(path) {
+        Some(mode) => Err(format!(
+            "{} is readable by every user on this machine (mode {mode:04o}); fix: chmod o-r {} (and replace the \
              secret: it may have been read)",
             path.display(),
-            meta.mode() & 0o7777,
             path.display()
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
-}
-
-#[cfg(not(unix))]
-fn private(_path: &Path) -> Result<(), String> {
-    Ok(())
 }
 
 #[cfg(test)]

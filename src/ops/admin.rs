@@ -146,7 +146,7 @@ async fn accept_loop(socket: Listener, policy: Arc<Policy>, health: Health, boar
                     serve(stream, uid, &http, policy, (health, board)).await
                 }
                 Accepted::Unix(stream) => {
-                    let uid = peer::unix_peer(&stream);
+                    let uid = crate::serve::unix_socket::peer_uid(&stream);
                     serve(stream, uid, &http, policy, (health, board)).await
                 }
             }

@@ -8,4 +8,7 @@ pub(crate) mod checks;
 pub(crate) mod reload;
 pub mod service;
 pub(crate) mod status;
+// The service manager's notifications: systemd's on Unix; on Windows, the
+// service control manager's (`ops/not_unix/systemd.rs`).
+#[cfg_attr(not(unix), path = "not_unix/systemd.rs")]
 pub(crate) mod systemd;

@@ -1,11 +1,16 @@
 //! What the operating system tells us about the people involved: who is at the
 //! other end of a client socket (`peer`) and whether a file is one only its
 //! owner and root could have written (`permissions`), and which connection
-//! worker the calling thread is (`worker`); and how to replace a file the
+//! worker the calling thread is (`worker`); users' and groups' names (`users`); and how to replace a file the
 //! operator owns without a reader ever seeing half of it (`replace_file`). The bottom layer: it uses
 //! nothing else in the crate, and every layer above may ask it.
 
 pub mod peer;
+// Owners, modes and the user database are Unix's; elsewhere (Windows) stand-ins
+// say what does not apply there.
+#[cfg_attr(not(unix), path = "not_unix/permissions.rs")]
 pub(crate) mod permissions;
 pub(crate) mod replace_file;
+#[cfg_attr(not(unix), path = "not_unix/users.rs")]
+pub(crate) mod users;
 pub mod worker;

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 pub const TCP_OWNER_SUPPORTED: bool = cfg!(target_os = "linux");
 
 /// The uid of the process at the other end of a Unix-socket connection.
+#[cfg(unix)]
 pub fn unix_peer(stream: &tokio::net::UnixStream) -> Option<u32> {
     stream.peer_cred().ok().map(|cred| cred.uid())
 }

@@ -172,6 +172,24 @@ impl Walk<'_> {
     }
 }
 
+/// The mode of a file every user may read (a key or secret that is then no
+/// longer private); `None` when it is not, or cannot be read.
+pub(crate) fn readable_by_everyone(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.mode();
+    (mode & 0o004 != 0).then_some(mode & 0o7777)
+}
+
+/// Creates files only their owner may read or write, from the first byte on.
+pub(crate) fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    options.mode(0o600)
+}
+
+/// Whether the user pinproxy runs as may create files in `dir`.
+pub(crate) fn can_write_dir(dir: &Path) -> bool {
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
 /// Missing, or unreadable to us (EACCES): reading the file says so plainly.
 fn missing(_: io::Error) -> Unsafe {
     Unsafe::Missing
@@ -184,9 +202,9 @@ fn read_only(path: &Path) -> bool {
 
 /// `uid 1000 (bob)`, or just the uid when it has no name.
 fn user(uid: u32) -> String {
-    match nix::unistd::User::from_uid(uid.into()) {
-        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
-        _ => format!("uid {uid}"),
+    match super::users::name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
     }
 }
 

@@ -23,13 +23,8 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let result = (|| -> std::io::Result<()> {
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // No wider than the original from the first byte on.
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temporary)?;
+        // No wider than the original from the first byte on.
+        let mut file = super::permissions::owner_only(&mut options).open(&temporary)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;

@@ -216,7 +216,7 @@ pub(super) async fn accept_loop(
                     }
                 }
                 Accepted::Unix(stream) => {
-                    let uid = peer::unix_peer(&stream);
+                    let uid = crate::serve::unix_socket::peer_uid(&stream);
                     serve(stream, (uid, None, None), context, draining).await
                 }
             }

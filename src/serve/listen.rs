@@ -4,14 +4,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::Path;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{Listen, UnixSocket};
 use crate::serve::socket_activation as systemd;
-use crate::serve::unix_socket::{bind_unix, SocketFile, StdUnixListener, UnixListener, UnixStream};
+use crate::serve::unix_socket::{
+    bind_unix, duplicate, SocketFile, StdUnixListener, UnixListener, UnixStream,
+};
 
 /// A bound listening socket.
 pub enum Listener {
@@ -83,10 +84,10 @@ impl Listener {
     /// worker's reactor. This `Listener` still owns the socket file.
     pub fn share(&self) -> io::Result<SharedListener> {
         Ok(match self {
-            Listener::Tcp(tcp) => SharedListener::Tcp(tcp.as_fd().try_clone_to_owned()?.into()),
-            Listener::Unix(unix, _) => {
-                SharedListener::Unix(unix.as_fd().try_clone_to_owned()?.into())
+            Listener::Tcp(tcp) => {
+                SharedListener::Tcp(socket2::SockRef::from(tcp).try_clone()?.into())
             }
+            Listener::Unix(unix, _) => SharedListener::Unix(duplicate(unix)?),
         })
     }
 

@@ -9,6 +9,10 @@ mod connection;
 pub(crate) mod listen;
 pub mod server;
 pub mod shutdown;
+// Unix sockets and systemd's socket activation exist only on Unix; elsewhere
+// stand-ins whose types can hold no value keep the listener code one.
+#[cfg_attr(not(unix), path = "not_unix/socket_activation.rs")]
 pub(crate) mod socket_activation;
-mod unix_socket;
+#[cfg_attr(not(unix), path = "not_unix/unix_socket.rs")]
+pub(crate) mod unix_socket;
 pub(crate) mod workers;

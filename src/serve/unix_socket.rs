@@ -13,6 +13,17 @@ use crate::config::UnixSocket;
 pub(crate) use std::os::unix::net::UnixListener as StdUnixListener;
 pub(crate) use tokio::net::{UnixListener, UnixStream};
 
+/// The uid of the process at the other end.
+pub(crate) fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    crate::platform::peer::unix_peer(stream)
+}
+
+/// A second descriptor of the listening socket, for another worker.
+pub(crate) fn duplicate(listener: &UnixListener) -> io::Result<StdUnixListener> {
+    use std::os::fd::AsFd;
+    Ok(listener.as_fd().try_clone_to_owned()?.into())
+}
+
 /// A socket file this process created; removed on drop if it is still ours.
 pub struct SocketFile {
     path: PathBuf,

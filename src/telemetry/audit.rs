@@ -58,15 +58,7 @@ fn user_name(uid: u32) -> Option<String> {
     let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
     names
         .entry(uid)
-        .or_insert_with(|| {
-            #[cfg(unix)]
-            return nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.name);
-            #[cfg(not(unix))]
-            None
-        })
+        .or_insert_with(|| crate::platform::users::name(uid))
         .clone()
 }
 
@@ -91,12 +83,7 @@ pub(crate) fn failures() -> &'static Counter {
 fn open(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
+    crate::platform::permissions::owner_only(&mut options).open(path)
 }
 
 /// Sends records to `path` too (`None`: only to the log), opening it anew:

@@ -41,16 +41,14 @@ fn io_reason(e: &std::io::Error) -> String {
 /// private: refused, as SSH refuses such a key. Group read is how a root-owned
 /// key is given to the service's user (`root:pinproxy 0640`), so it passes.
 fn readable_by_owner_and_group_only(key: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    match std::fs::metadata(key) {
-        Ok(meta) if meta.mode() & 0o004 != 0 => Err(format!(
-            "client_key {}: readable by every user on this machine (mode {:04o}), so the key is not private. \
+    match crate::platform::permissions::readable_by_everyone(key) {
+        Some(mode) => Err(format!(
+            "client_key {}: readable by every user on this machine (mode {mode:04o}), so the key is not private. \
              Fix: chmod o-r {} (and consider a new key: this one may have been copied)",
             key.display(),
-            meta.mode() & 0o7777,
             key.display()
         )),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -206,7 +205,7 @@ pub fn check_store(path: &Path) -> Result<(), String> {
         }
     }
     crate::platform::permissions::check_as(path, Protected::PinStore)?;
-    if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+    if !crate::platform::permissions::can_write_dir(dir) {
         return Err(format!(
             "known_pins {}: the directory {} is not writable by the user pinproxy runs as, so a pin learned on \
              first use could not be kept. Fix: chown that user {}",
@@ -252,11 +251,10 @@ fn write(path: &Path, entries: &BTreeMap<String, Learned>) -> Result<(), String>
         .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)?;
+        let mut file = crate::platform::permissions::owner_only(
+            fs::OpenOptions::new().write(true).create_new(true),
+        )
+        .open(&temporary)?;
         file.write_all(HEADER.as_bytes())?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;

@@ -75,6 +75,7 @@ impl Process {
             self.open_fds
                 .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
         }
+        #[cfg(unix)]
         if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
             self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
         }
