@@ -332,6 +332,14 @@ pub(super) fn explain_toml_error(message: &str, text: &str, at: usize) -> String
                 start with 0, and 660 without quotes would be read as decimal)"
             .to_string();
     }
+    // A Windows path in a "basic string": \U, \u and \p are escapes there.
+    if message.contains("invalid unicode") || message.contains("invalid escape") {
+        return format!(
+            "{message}: in a \"…\" string a backslash starts an escape; write a Windows path in single quotes, \
+             {key} = 'C:\\ProgramData\\pinproxy\\…' (a literal string), with forward slashes (C:/ProgramData/…), \
+             or with each backslash doubled"
+        );
+    }
     let in_fingerprints = key == "fingerprints"
         || text[..at.min(text.len())]
             .rsplit_once("fingerprints")

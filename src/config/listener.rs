@@ -31,6 +31,16 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
         .as_ref()
         .map(|m| ("socket_mode", m.span()))
         .or(k.socket_group.as_ref().map(|g| ("socket_group", g.span())));
+    if let (Some((key, span)), false) = (&unix_only, cfg!(unix)) {
+        return Err((
+            span.clone(),
+            format!(
+                "{key} is for a Unix socket file, and there are none on {}: remove it (a loopback TCP listener has \
+                 no file mode)",
+                std::env::consts::OS
+            ),
+        ));
+    }
     let listen = match listen {
         Listen::Unix(socket) => Listen::Unix(UnixSocket {
             mode: match k.socket_mode {
@@ -88,11 +98,18 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
                 ));
             }
             if matches!(listen, Listen::Tcp(_)) && !crate::platform::peer::TCP_OWNER_SUPPORTED {
+                let instead = if cfg!(unix) {
+                    "on this system use a unix:/path listener, where the peer's credentials are always known"
+                } else {
+                    "on this system, let only the clients you mean in with client certificates instead (tls_certificate, \
+                     tls_key, client_ca and allowed_clients make the listener TLS with required client certificates)"
+                };
                 return Err((
                     list.span(),
-                    "allowed_users on a TCP listener needs Linux (the kernel tells pinproxy who owns the client's \
-                     socket); on this system use a unix:/path listener, where the peer's credentials are always known"
-                        .into(),
+                    format!(
+                        "allowed_users on a TCP listener needs Linux (the kernel tells pinproxy who owns the client's \
+                         socket); {instead}"
+                    ),
                 ));
             }
             let mut uids = Vec::new();
@@ -212,6 +229,18 @@ pub(super) fn parse_listen(
     allow_non_loopback: bool,
     allow_how: &str,
 ) -> Result<Listen, String> {
+    if !cfg!(unix) && (text.starts_with("systemd:") || text.starts_with("unix:")) {
+        let what = if text.starts_with("unix:") {
+            "Unix sockets exist"
+        } else {
+            "systemd's socket activation exists"
+        };
+        return Err(format!(
+            "listen {text:?}: {what} only on Unix, and this is {}: listen on a loopback TCP address such as \
+             \"127.0.0.1:8443\"",
+            std::env::consts::OS
+        ));
+    }
     if let Some(name) = text.strip_prefix("systemd:") {
         // systemd's FileDescriptorName=: up to 255 printable ASCII characters, no ':'.
         let valid = !name.is_empty()

@@ -371,6 +371,7 @@ fn limits_are_read_and_checked() {
         .contains("unknown field"));
 }
 
+#[cfg(unix)] // user names and Unix sockets
 #[test]
 fn listener_access_keys_are_read_and_checked() {
     let with =
@@ -412,6 +413,7 @@ fn listener_access_keys_are_read_and_checked() {
     }
 }
 
+#[cfg(unix)] // user names and Unix sockets
 #[test]
 fn unix_listeners_are_read_and_checked() {
     let unix = |extra: &str| {
@@ -538,5 +540,54 @@ fn missing_files_come_with_the_table_s_other_mistakes_and_say_they_are_missing()
     assert!(
         !all.contains("BEGIN CERTIFICATE"),
         "no PEM hint for a file that is not there: {all}"
+    );
+}
+
+/// Windows (run under Wine in CI): the Unix-only keys are errors that name the
+/// platform and the way out, at the line of the key.
+#[cfg(not(unix))]
+#[test]
+fn unix_only_keys_are_errors_naming_the_platform() {
+    for (from, to, want) in [
+        (
+            "\"127.0.0.1:8443\"",
+            "\"unix:C:/pinproxy/gaia.sock\"",
+            "Unix sockets exist only on Unix, and this is windows",
+        ),
+        (
+            "\"127.0.0.1:8443\"",
+            "\"systemd:gaia\"",
+            "systemd's socket activation exists only on Unix, and this is windows",
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"",
+            "listen = \"127.0.0.1:8443\"\nsocket_mode = \"0600\"",
+            "socket_mode is for a Unix socket file, and there are none on windows",
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"",
+            "listen = \"127.0.0.1:8443\"\nallowed_users = [\"alice\"]",
+            "client certificates instead",
+        ),
+    ] {
+        let err = parse(&good().replace(from, to)).unwrap_err().to_string();
+        assert!(err.contains(want), "{to}: {err}");
+        assert!(
+            err.contains("proxy.toml:"),
+            "names the file and line: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_windows_path_in_a_basic_string_is_explained() {
+    let text = good().replace(
+        "shutdown_timeout = \"5s\"",
+        "shutdown_timeout = \"5s\"\naudit_log = \"C:\\Users\\pinproxy\\audit.log\"",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("proxy.toml:2:") && err.contains("audit_log = 'C:\\ProgramData"),
+        "{err}"
     );
 }
