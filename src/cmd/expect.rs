@@ -124,12 +124,24 @@ mod tests {
     #[tokio::test]
     async fn a_command_s_output_gives_the_pin_and_a_failing_command_gives_none() {
         let sha1 = "SHA1: 7D:FE:DE:EE:C7:B9:D0:67:35:E4:C4:16:EC:7A:03:13:48:CD:CA:8D";
-        let got = Expectation::from_args(None, Some(&format!("echo banner; echo '{sha1}'")))
+        // sh on Unix, cmd on Windows.
+        let (printing, failing) = if cfg!(windows) {
+            (
+                format!("echo banner& echo {sha1}"),
+                format!("echo {sha1}& exit 3"),
+            )
+        } else {
+            (
+                format!("echo banner; echo '{sha1}'"),
+                format!("echo '{sha1}'; exit 3"),
+            )
+        };
+        let got = Expectation::from_args(None, Some(&printing))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(got.pin, CertPin::parse(sha1).unwrap());
-        let failed = Expectation::from_args(None, Some(&format!("echo '{sha1}'; exit 3")))
+        let failed = Expectation::from_args(None, Some(&failing))
             .await
             .unwrap_err();
         assert!(
@@ -140,7 +152,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(empty.contains("no `SHA1:` line"), "{empty}");
-        let slow = run("sleep 5", Duration::from_millis(50)).await.unwrap_err();
+        let wait = if cfg!(windows) {
+            "ping -n 6 127.0.0.1"
+        } else {
+            "sleep 5"
+        };
+        let slow = run(wait, Duration::from_millis(50)).await.unwrap_err();
         assert!(slow.contains("did not finish"), "{slow}");
     }
 }

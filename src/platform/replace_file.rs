@@ -34,8 +34,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temporary, &target)?;
-        #[cfg(unix)]
-        fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
         Ok(())
     })();
     if result.is_err() {
@@ -47,6 +46,16 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
             target.display()
         )
     })
+}
+
+/// Makes a rename in `dir` durable. On Unix the directory is synced like a
+/// file; Windows' NTFS journals the rename itself (and a directory cannot be
+/// opened as a file there).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(all(test, unix))]

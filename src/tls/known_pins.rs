@@ -259,7 +259,7 @@ fn write(path: &Path, entries: &BTreeMap<String, Learned>) -> Result<(), String>
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(&temporary, path)?;
-        fs::File::open(dir)?.sync_all()
+        crate::platform::replace_file::sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temporary);
