@@ -11,7 +11,9 @@
 //! files' owners and which worker a thread is, `cmd` the subcommands other
 //! than `run`. Arrows point one way, down this list read from the end:
 //! `cmd` → `ops` → `serve` → `http` → `upstream` → `config` → `tls` →
-//! `telemetry`, `platform`.
+//! `telemetry` → `platform`. Where an operating system lacks something
+//! (Windows: Unix sockets, systemd, file modes), a `not_unix/` stand-in of the
+//! same shape takes the Unix module's place, so no `cfg` enters the request path.
 //!
 //! The flow from a client to the upstream socket:
 //! `config` (what to do) → `serve::server` (listeners from `serve::listen`, or
@@ -28,7 +30,10 @@
 //! `telemetry::metrics` and the `ops::status` page on the `ops::admin` endpoint,
 //! which `cmd::health` asks, `ops::systemd` notifications).
 
-#![forbid(unsafe_code)]
+// Forbidden outright on Unix. On Windows the service entry point comes from
+// windows-service's macro, whose FFI glue is allowed in that one place.
+#![cfg_attr(not(windows), forbid(unsafe_code))]
+#![cfg_attr(windows, deny(unsafe_code))]
 #![warn(missing_docs)]
 
 pub mod cmd;

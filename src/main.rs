@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
+    /// Append log lines (the access log too) to FILE instead of writing them to
+    /// stdout: for a Windows service, whose stdout goes nowhere.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +105,11 @@ enum Command {
     #[command(subcommand)]
     Pins(PinsCommand),
 
+    /// Windows: install pinproxy as a service of the service control manager, start,
+    /// stop or remove it. On Linux, use the systemd unit (deploy/systemd, or the .deb).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+
     /// Run a self-contained demo: a mock management API with a fresh self-signed
     /// certificate, a pinned listener in front of it, and an impostor it refuses.
     Demo(DemoArgs),
@@ -141,6 +151,58 @@ struct RunArgs {
     /// symlinks, so a Kubernetes ConfigMap update is seen).
     #[arg(long, conflicts_with = "listen")]
     watch_config: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum ServiceCommand {
+    /// Register the service (automatic start, account NT AUTHORITY\LocalService), which
+    /// runs `pinproxy service run` with --config and --log-file. From an elevated prompt.
+    Install {
+        /// Config file [default: %ProgramData%\pinproxy\proxy.toml]; checked first.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where the service writes its log [default: pinproxy.log beside the config].
+        #[arg(long = "service-log", value_name = "FILE")]
+        service_log: Option<PathBuf>,
+        /// The service's name, for more than one pinproxy on a machine.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+    },
+    /// Stop the service if it runs, and remove it (config and log stay).
+    Uninstall {
+        /// The service's name.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+    },
+    /// Start the service and wait until its listeners are bound.
+    Start {
+        /// The service's name.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+    },
+    /// Stop the service (in-flight requests finish, as with SIGTERM) and wait.
+    Stop {
+        /// The service's name.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+    },
+    /// Ask the running service to reload its config (as SIGHUP does on Unix; so does
+    /// `sc control pinproxy paramchange`). The service log says whether it was taken.
+    Reload {
+        /// The service's name.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+    },
+    /// What the service control manager starts: `pinproxy run` as a service.
+    #[command(hide = true)]
+    Run {
+        /// The service's name.
+        #[arg(long, default_value = "pinproxy")]
+        name: String,
+        /// Config file [default: %ProgramData%\pinproxy\proxy.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -327,7 +389,20 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    if let Err(e) = init_logging(cli.log_format, cli.log_file.as_deref()) {
+        return fail(e);
+    }
+    // The service control manager takes this thread and calls back on another.
+    if let Command::Service(ServiceCommand::Run { name, config }) = &cli.command {
+        let source = Source::File {
+            path: config.clone().unwrap_or_else(config::default_path),
+            watch: false,
+        };
+        return match windows_service::run(name, source) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
     // Each client and upstream connection is a descriptor; a soft limit of 1024
     // (a common default) would cap pinproxy far below max_client_connections.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -358,6 +433,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Man { dir } => man(dir),
+            Command::Service(command) => service_command(command).await,
             Command::Demo(args) => demo::run(args.listen, logged_signal()).await,
         };
         done.map(|()| ExitCode::SUCCESS)
@@ -432,6 +508,77 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     service::run(source, logged_signal()).await
 }
+
+/// `pinproxy service …` (Windows; elsewhere it says what to use instead).
+async fn service_command(command: ServiceCommand) -> Result<(), String> {
+    if !cfg!(windows) {
+        return Err(format!(
+            "`pinproxy service` manages a Windows service; on {} run pinproxy under systemd (deploy/systemd, or \
+             the .deb's pinproxy.service), or `pinproxy run` by hand",
+            std::env::consts::OS
+        ));
+    }
+    let done = match command {
+        ServiceCommand::Install {
+            config,
+            service_log,
+            name,
+        } => {
+            let config = config.unwrap_or_else(config::default_path);
+            // A broken config is reported now, not in the service's log at start.
+            Config::load(&config).map_err(|e| e.to_string())?;
+            let config =
+                std::path::absolute(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+            let log = match service_log {
+                Some(log) => {
+                    std::path::absolute(&log).map_err(|e| format!("{}: {e}", log.display()))?
+                }
+                None => config.with_file_name("pinproxy.log"),
+            };
+            windows_service::install(&name, &config, &log)?
+        }
+        ServiceCommand::Uninstall { name } => windows_service::uninstall(&name)?,
+        ServiceCommand::Start { name } => windows_service::start(&name)?,
+        ServiceCommand::Stop { name } => windows_service::stop(&name)?,
+        ServiceCommand::Reload { name } => windows_service::reload(&name)?,
+        // main hands the thread to the service control manager before any runtime.
+        ServiceCommand::Run { .. } => {
+            return Err("`service run` runs outside the async runtime".into())
+        }
+    };
+    println!("{done}");
+    Ok(())
+}
+
+/// Only Windows has a service control manager (`service_command` says so
+/// before any of these is reached elsewhere).
+#[cfg(not(windows))]
+mod windows_service {
+    use pinproxy::service::Source;
+
+    const WINDOWS_ONLY: &str = "`pinproxy service` manages a Windows service";
+
+    pub fn install(_: &str, _: &std::path::Path, _: &std::path::Path) -> Result<String, String> {
+        Err(WINDOWS_ONLY.into())
+    }
+    pub fn uninstall(_: &str) -> Result<String, String> {
+        Err(WINDOWS_ONLY.into())
+    }
+    pub fn start(_: &str) -> Result<String, String> {
+        Err(WINDOWS_ONLY.into())
+    }
+    pub fn stop(_: &str) -> Result<String, String> {
+        Err(WINDOWS_ONLY.into())
+    }
+    pub fn reload(_: &str) -> Result<String, String> {
+        Err(WINDOWS_ONLY.into())
+    }
+    pub fn run(_: &str, _: Source) -> Result<(), String> {
+        Err(WINDOWS_ONLY.into())
+    }
+}
+#[cfg(windows)]
+use pinproxy::ops::windows_service;
 
 async fn check(args: CheckArgs) -> Result<(), String> {
     let path = args.config.unwrap_or_else(config::default_path);
@@ -627,8 +774,19 @@ fn rust_log_reaches_pinproxy(value: &str) -> bool {
     })
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, log_file: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
+    let file = match log_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--log-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let rust_log = std::env::var("RUST_LOG").ok();
     let unheard = rust_log
         .as_deref()
@@ -646,14 +804,22 @@ fn init_logging(format: LogFormat) {
         }
     }
     // Colours only for a person at a terminal, never into journald or a log file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     // Under systemd, stdout is the journal: each line starts with its
     // priority (sd-daemon's `<N>`), so `journalctl -p warning` works.
-    let journal = stdout_is_the_journal();
+    let journal = file.is_none() && stdout_is_the_journal();
+    let writer = match file {
+        Some(file) => {
+            let copy = file.try_clone().map_err(|e| format!("--log-file: {e}"))?;
+            pinproxy::access_log::set_file(copy);
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+        None => BoxMakeWriter::new(std::io::stdout),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi && !journal)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     pinproxy::access_log::set_format(match format {
         LogFormat::Text => pinproxy::access_log::Format::Text {
             ansi: ansi && !journal,
@@ -677,6 +843,7 @@ fn init_logging(format: LogFormat) {
              instead. Write a level (RUST_LOG=debug) or target=level pairs (RUST_LOG=info,pinproxy::access=off)"
         );
     }
+    Ok(())
 }
 
 /// True when systemd connected stdout to the journal: `JOURNAL_STREAM` names

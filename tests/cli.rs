@@ -256,6 +256,7 @@ async fn fingerprint_and_check_connect_speak_json_for_automation() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn under_systemd_each_line_carries_its_journald_priority() {
     use std::os::unix::fs::MetadataExt;
@@ -847,6 +848,7 @@ fn bad_server_names_urls_and_word_counts_are_explained_everywhere() {
     refused(&out, "11 words, 12 needed");
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_systemd_access_lines_are_info_priority() {
     use std::io::BufRead;
@@ -965,5 +967,92 @@ async fn an_idle_shutdown_does_not_wait() {
         started.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Reads `path` until a JSON line satisfies `pred` (the process writes it
+/// there, not to stdout), for at most ten seconds.
+fn line_in_file(
+    path: &std::path::Path,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| pred(v))
+        {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in {}: {text}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `--log-file`: a Windows service has no stdout, so the log and the access log
+/// go to the file, appended, and nothing to stdout.
+#[cfg(unix)]
+#[tokio::test]
+async fn log_file_takes_the_log_and_the_access_log() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pinproxy.log");
+    std::fs::write(&log, "an earlier line\n").unwrap();
+    let target = up.addr.to_string();
+    let pin = c.sha1_pin().to_string();
+    let bin = Binary::spawn(
+        &[
+            "--log-file",
+            log.to_str().unwrap(),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &target,
+            "--fingerprint",
+            &pin,
+        ],
+        &[],
+    );
+    let (bin, listening) = on(bin, {
+        let log = log.clone();
+        move |_| line_in_file(&log, |v| v["message"] == "listening")
+    })
+    .await;
+    let addr = listening["listen"].as_str().unwrap().to_string();
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
+    let (bin, access) = on(bin, {
+        let log = log.clone();
+        move |_| line_in_file(&log, |v| v["target"] == "pinproxy::access")
+    })
+    .await;
+    assert_eq!(access["status"], 200, "{access}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .starts_with("an earlier line\n"));
+    bin.signal("TERM");
+    let (status, stdout) = tokio::task::spawn_blocking(move || bin.finish())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(stdout.is_empty(), "stdout: {stdout:?}");
+}
+
+/// `pinproxy service` is Windows'; elsewhere it says what to use instead.
+#[cfg(unix)]
+#[test]
+fn service_commands_on_linux_point_to_systemd() {
+    let out = pinproxy(&["service", "install"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("manages a Windows service") && err.contains("systemd"),
+        "{err}"
     );
 }

@@ -360,9 +360,21 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Where the config file is when `--config` is not given.
+/// Where the config file is when `--config` is not given: `$PINPROXY_CONFIG`,
+/// else /etc/pinproxy/proxy.toml (on Windows %ProgramData%\pinproxy\proxy.toml).
 pub fn default_path() -> PathBuf {
     std::env::var_os("PINPROXY_CONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/pinproxy/proxy.toml"))
+        .unwrap_or_else(|| default_dir().join("proxy.toml"))
+}
+
+/// Where pinproxy's files live by default: /etc/pinproxy, or on Windows
+/// %ProgramData%\pinproxy (SECURITY.md says which ACL to give it there).
+pub fn default_dir() -> PathBuf {
+    if cfg!(windows) {
+        let data = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(data).join("pinproxy")
+    } else {
+        PathBuf::from("/etc/pinproxy")
+    }
 }

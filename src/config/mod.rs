@@ -18,7 +18,7 @@ pub(crate) use egress::percent_decode;
 pub use egress::EgressProxy;
 pub use errors::ConfigError;
 pub use listener::parse_client_target;
-pub use load::{default_path, read, Flags};
+pub use load::{default_dir, default_path, read, Flags};
 pub use model::*;
 pub use requests::{parse_rule, RequestPolicy, RequestRule, RuleSet, Segment, UserRules};
 pub use secrets::{InjectedHeader, Secret, SecretText};

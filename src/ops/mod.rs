@@ -12,3 +12,5 @@ pub(crate) mod status;
 // service control manager's (`ops/not_unix/systemd.rs`).
 #[cfg_attr(not(unix), path = "not_unix/systemd.rs")]
 pub(crate) mod systemd;
+#[cfg(windows)]
+pub mod windows_service;

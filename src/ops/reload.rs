@@ -22,9 +22,26 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// `kill -HUP`, `systemctl reload`.
+    #[cfg_attr(not(unix), allow(dead_code))] // no SIGHUP there
     Signal,
     /// `--watch-config` saw new content.
     FileChanged,
+    /// The Windows service control manager sent ParamChange
+    /// (`sc control pinproxy paramchange`), through [`request`].
+    ServiceControl,
+}
+
+/// Asks the running service to reload, as SIGHUP does: from a thread outside
+/// the runtime (the Windows service control handler). Requests before the
+/// service listens are kept for it.
+#[cfg_attr(not(windows), allow(dead_code))] // Unix has SIGHUP
+pub fn request() {
+    requests().notify_one();
+}
+
+fn requests() -> &'static tokio::sync::Notify {
+    static REQUESTS: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    REQUESTS.get_or_init(tokio::sync::Notify::new)
 }
 
 impl fmt::Display for Trigger {
@@ -32,6 +49,7 @@ impl fmt::Display for Trigger {
         f.write_str(match self {
             Trigger::Signal => "SIGHUP",
             Trigger::FileChanged => "file change",
+            Trigger::ServiceControl => "service control (paramchange)",
         })
     }
 }
@@ -57,6 +75,15 @@ pub fn triggers(watch: Option<(PathBuf, Vec<u8>)>) -> mpsc::Receiver<Trigger> {
             Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; reload by restarting"),
         }
     }
+    let requested = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            requests().notified().await;
+            if requested.try_send(Trigger::ServiceControl).is_err() && requested.is_closed() {
+                return;
+            }
+        }
+    });
     if let Some((path, loaded)) = watch {
         tokio::spawn(watch_file(path, loaded, tx));
     }

@@ -1,4 +1,4 @@
-//! The access log: one line per request on stdout, target `pinproxy::access`.
+//! The access log: one line per request on stdout (or `--log-file`), target `pinproxy::access`.
 //!
 //! The line is formatted here, by hand, in the layout `tracing-subscriber` gives
 //! every other line (text, or JSON with `--log-format json`). Going through
@@ -36,6 +36,14 @@ static JOURNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Prefixes each access line with `<6>` (info) for journald.
 pub fn set_journal(on: bool) {
     JOURNAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Where lines go instead of stdout (`--log-file`), set once at startup.
+static FILE: OnceLock<std::sync::Mutex<std::fs::File>> = OnceLock::new();
+
+/// Writes the access log to `file` (appending) instead of stdout.
+pub fn set_file(file: std::fs::File) {
+    let _ = FILE.set(std::sync::Mutex::new(file));
 }
 
 /// Sets the layout once, at startup (plain text without it).
@@ -156,7 +164,17 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn write_out(lines: &[u8]) {
     // Like tracing-subscriber, a failed log write is not the request's problem.
-    let _ = std::io::stdout().lock().write_all(lines);
+    match FILE.get() {
+        Some(file) => {
+            let _ = file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(lines);
+        }
+        None => {
+            let _ = std::io::stdout().lock().write_all(lines);
+        }
+    }
 }
 
 fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format) {
