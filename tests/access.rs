@@ -1,3 +1,4 @@
+#![cfg(unix)] // Unix users, modes, sockets and setpriv throughout; see deploy/windows-check.sh
 //! Who may use a listener, tried through the built binary as an attacker and as
 //! the operator's own tools would: DNS-rebinding Hosts (HTTP/1.1 and h2),
 //! cross-site requests and preflights from web pages, Unix-socket listeners and

@@ -96,12 +96,13 @@ fn files(dir: &Path, certificate: &str, key: &str) -> (PathBuf, PathBuf) {
 /// A key file as people keep them: readable by its owner only.
 fn write_key(path: &Path, key: &str) {
     std::fs::write(path, key).unwrap();
+    #[cfg(unix)]
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
 fn identity_lines(certificate: &Path, key: &Path) -> String {
     format!(
-        "client_certificate = \"{}\"\nclient_key = \"{}\"\n",
+        "client_certificate = '{}'\nclient_key = '{}'\n",
         certificate.display(),
         key.display()
     )
@@ -230,6 +231,7 @@ async fn a_reload_with_a_bad_key_keeps_serving_with_the_old_one_and_a_good_one_i
     let _ = bin.finish();
 }
 
+#[cfg(unix)]
 fn check(config: &str) -> (bool, String) {
     let file = temp_file(config);
     let out = pinproxy_command()
@@ -241,6 +243,7 @@ fn check(config: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+#[cfg(unix)]
 #[test]
 fn bad_client_certificate_files_are_config_errors_with_the_fix() {
     let ca = Ca::new("the server's client CA");
@@ -266,7 +269,7 @@ fn bad_client_certificate_files_are_config_errors_with_the_fix() {
     );
 
     // One without the other.
-    let only = format!("client_certificate = \"{}\"\n", c.display());
+    let only = format!("client_certificate = '{}'\n", c.display());
     let (ok, text) = check(&config_text(target, &pin, &only));
     assert!(!ok);
     assert!(text.contains("needs client_key too"), "{text}");

@@ -1,3 +1,4 @@
+#![cfg(unix)] // Unix users, modes, sockets and setpriv throughout; see deploy/windows-check.sh
 //! The config file is the trust decision, so pinproxy refuses one that someone
 //! else could have changed — at start, on every reload, and in `check` — while
 //! the layouts operators really use (systemd's /etc/pinproxy, a Kubernetes

@@ -15,7 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["config"],
     &["tls"],
-    &["telemetry", "platform"],
+    &["telemetry"],
+    &["platform"],
 ];
 
 fn rank(folder: &str) -> Option<usize> {

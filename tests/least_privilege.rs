@@ -1,3 +1,4 @@
+#![cfg(unix)] // Unix users, modes, sockets and setpriv throughout; see deploy/windows-check.sh
 //! Least privilege through the channel: which requests a listener forwards
 //! (`allowed_requests`, `[[upstream.policy]]` per local user), tried with curl
 //! and Python requests through the built binary, including the encodings,

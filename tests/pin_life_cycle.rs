@@ -92,6 +92,7 @@ async fn fingerprint_expect_says_match_or_mismatch_in_its_exit_code() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn a_pin_by_certificate_file_trusts_that_certificate_only() {
     let (up, c) = TestServer::start_self_signed().await;

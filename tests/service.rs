@@ -4,6 +4,7 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
@@ -126,6 +127,7 @@ async fn health(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_admin_connections_cannot_fail_probes_and_are_closed() {
     let (up, c) = TestServer::start_self_signed().await;
@@ -309,6 +311,7 @@ async fn shutdown_drain_delay_keeps_accepting_with_readyz_503_until_it_ends() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config() {
     let (up, c) = TestServer::start_self_signed().await;
@@ -367,11 +370,13 @@ async fn sighup_applies_a_corrected_pin_and_a_broken_file_keeps_the_old_config()
 /// The layout kubelet gives a mounted ConfigMap: `proxy.toml -> ..data/proxy.toml`,
 /// `..data -> ..<timestamp>`; an update writes a new directory and renames a new
 /// `..data` symlink over the old one.
+#[cfg(unix)]
 struct ConfigMapDir {
     dir: tempfile::TempDir,
     version: usize,
 }
 
+#[cfg(unix)]
 impl ConfigMapDir {
     fn new(text: &str) -> ConfigMapDir {
         let dir = tempfile::tempdir().unwrap();
@@ -400,6 +405,7 @@ impl ConfigMapDir {
     }
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn watch_config_follows_a_configmap_symlink_swap() {
     let (up, c) = TestServer::start_self_signed().await;
@@ -418,6 +424,7 @@ async fn watch_config_follows_a_configmap_symlink_swap() {
     drop(bin);
 }
 
+#[cfg(unix)]
 /// Reads notifications until one contains `want`, skipping watchdog pings.
 fn expect_notification(sock: &UnixDatagram, want: &str) -> String {
     let mut buf = [0u8; 4096];
@@ -432,6 +439,7 @@ fn expect_notification(sock: &UnixDatagram, want: &str) -> String {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
@@ -532,6 +540,7 @@ async fn check_validates_and_connect_reports_match_or_mismatch() {
     );
 }
 
+#[cfg(unix)]
 #[test]
 fn a_world_writable_config_file_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;

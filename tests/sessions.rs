@@ -1,3 +1,4 @@
+#![cfg(unix)] // sessions are held per local user (uid), on Unix-socket listeners
 //! Brokered Check Point sessions (`[upstream.session]`): pinproxy logs in
 //! with a key the tool never sees, hands the session to requests that bring
 //! none, logs in again when the server has dropped it, gives each local user

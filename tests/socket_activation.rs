@@ -1,3 +1,4 @@
+#![cfg(unix)] // Unix users, modes, sockets and setpriv throughout; see deploy/windows-check.sh
 //! `listen = "systemd:NAME"`: listeners on sockets systemd passed, started the
 //! way systemd does it (`systemd-socket-activate`, Debian package `systemd`):
 //! upstream listener, `[proxy]` and `[admin]`, TCP and Unix; a name systemd did

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn learning_config(address: SocketAddr, known_pins: &Path) -> String {
     format!(
-        "shutdown_timeout = \"10s\"\nknown_pins = \"{}\"\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\n\
+        "shutdown_timeout = \"10s\"\nknown_pins = '{}'\n[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\n\
          address = \"{address}\"\nserver_name = \"localhost\"\ntrust_on_first_use = true\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         known_pins.display()
     )
@@ -297,11 +297,13 @@ async fn forgetting_a_learned_pin_closes_the_connections_it_verified() {
     let _ = bin.finish();
 }
 
+#[cfg(unix)]
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+#[cfg(unix)]
 /// The pin store decides which server is trusted, so it gets the config
 /// file's rules (and no group write): checked at startup, in `check`, and
 /// before every read and write at run time.

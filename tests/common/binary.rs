@@ -14,8 +14,19 @@ pub fn program() -> Vec<String> {
     let mut words: Vec<String> = std::env::var("PINPROXY_TEST_RUNNER")
         .map(|r| r.split_whitespace().map(String::from).collect())
         .unwrap_or_default();
-    words.push(env!("CARGO_BIN_EXE_pinproxy").to_string());
+    words.push(built_binary());
     words
+}
+
+/// Cargo's path to the binary. A Windows build cross-compiled on Linux and
+/// tested under Wine gets a Unix path, which Wine serves as drive Z:.
+fn built_binary() -> String {
+    let path = env!("CARGO_BIN_EXE_pinproxy");
+    if cfg!(windows) && path.starts_with('/') {
+        format!("Z:{}", path.replace('/', "\\"))
+    } else {
+        path.to_string()
+    }
 }
 
 /// A `Command` that runs the built binary (see [`program`]).

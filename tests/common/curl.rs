@@ -56,6 +56,14 @@ pub async fn curl(args: &[&str]) -> Got {
 }
 
 /// `setpriv` arguments that run a command as `nobody`, if this process may.
+#[cfg(not(unix))]
+pub fn as_nobody() -> Option<[&'static str; 3]> {
+    println!("skipped: no setpriv and no uids on this platform");
+    None
+}
+
+/// `setpriv` arguments that run a command as `nobody`, if this process may.
+#[cfg(unix)]
 pub fn as_nobody() -> Option<[&'static str; 3]> {
     if nix::unistd::geteuid().as_raw() != 0 {
         println!(
