@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # arm64: cross-builds pinproxy for aarch64-unknown-linux-gnu with Debian's cross
-# gcc (no emulated build), checks the release binary runs under qemu-user, and
+# gcc (no emulated build), checks the release binary runs under qemu-user,
+# builds the arm64 .deb (deploy/debian/build.sh --target) and checks it, and
 # runs a subset of the tests under qemu-aarch64-static as cargo's runner: the
 # library's own tests, the request path (tests/proxy.rs: pinned requests,
 # mismatches, the handshake signature), the Host/Origin checks
@@ -34,9 +35,24 @@ binary="target/$target/release/pinproxy"
 file "$binary" | grep -q 'ARM aarch64' || { echo "arm64-check: $binary is not an aarch64 binary" >&2; exit 1; }
 $runner "$binary" --version
 built=$(date +%s)
+
+# The arm64 .deb from the same script as the amd64 one: its control file says
+# arm64, its dependencies come from the arm64 binary, and the binary in it runs.
+bash deploy/debian/build.sh --target "$target"
+deb=$(ls -t target/$target/debian/pinproxy_*_arm64.deb | head -n 1)
+dpkg-deb -f "$deb" Architecture | grep -qx arm64 || { echo "arm64-check: $deb is not Architecture: arm64" >&2; exit 1; }
+dpkg-deb -f "$deb" Depends | grep -q 'libc6' || { echo "arm64-check: $deb does not depend on libc6: $(dpkg-deb -f "$deb" Depends)" >&2; exit 1; }
+unpacked=$(mktemp -d)
+dpkg-deb -x "$deb" "$unpacked"
+file "$unpacked/usr/bin/pinproxy" | grep -q 'ARM aarch64' || { echo "arm64-check: the .deb holds $(file "$unpacked/usr/bin/pinproxy")" >&2; exit 1; }
+$runner "$unpacked/usr/bin/pinproxy" check --config "$unpacked/etc/pinproxy/proxy.toml" > /dev/null
+[ -f "$unpacked/usr/share/man/man1/pinproxy.1.gz" ] || { echo "arm64-check: no man page in $deb" >&2; exit 1; }
+rm -rf "$unpacked"
+echo "arm64 .deb: $deb ($(dpkg-deb -f "$deb" Depends))"
+packaged=$(date +%s)
 # qemu-user does not emulate netlink sock_diag: the tests of that lookup are
 # left out here; the /proc/net/tcp fallback pinproxy uses without it is what
 # access.rs's allowed_users tests exercise under qemu.
 cargo test --locked --target "$target" --lib --test proxy --test access --test service \
     -- --skip platform::peer::tests
-echo "arm64-check: ok (release build $((built - started)) s, tests under qemu $(($(date +%s) - built)) s)"
+echo "arm64-check: ok (release build $((built - started)) s, .deb $((packaged - built)) s, tests under qemu $(($(date +%s) - packaged)) s)"

@@ -5,7 +5,8 @@
 # read-only as a non-root user with the example config pointed at a local
 # self-signed HTTPS server, and checks /readyz, the image's HEALTHCHECK, a pinned request (by IP and by
 # a host name, which the static binary must resolve inside scratch), the user,
-# and a clean exit on SIGTERM.
+# and a clean exit on SIGTERM; then builds the same stage for linux/arm64 from a
+# cross-built static binary and puts both under one multi-arch tag (a manifest list).
 #
 #   sudo bash deploy/container-check.sh        (needs buildah, podman, runc, openssl, curl)
 #
@@ -54,9 +55,9 @@ strip -o "$work/context/pinproxy" "$binary"
 # Everything from the last FROM on, with the one COPY --from=build taken from the context instead.
 awk '/^FROM /{stage=""} {stage=stage $0 "\n"} END{printf "%s", stage}' deploy/Dockerfile > "$work/final.stage"
 grep -q '^FROM scratch' "$work/final.stage" || { echo "container-check: the final stage is not FROM scratch" >&2; exit 1; }
-[ "$(grep -c '^COPY --from=build /pinproxy /pinproxy$' "$work/final.stage")" = 1 ] \
-    || { echo "container-check: expected exactly one 'COPY --from=build /pinproxy /pinproxy' in the final stage" >&2; exit 1; }
-sed 's|^COPY --from=build /pinproxy /pinproxy$|COPY pinproxy /pinproxy|' "$work/final.stage" > "$work/Containerfile"
+[ "$(grep -c '^COPY --from=build /out/pinproxy /pinproxy$' "$work/final.stage")" = 1 ] \
+    || { echo "container-check: expected exactly one 'COPY --from=build /out/pinproxy /pinproxy' in the final stage" >&2; exit 1; }
+sed 's|^COPY --from=build /out/pinproxy /pinproxy$|COPY pinproxy /pinproxy|' "$work/final.stage" > "$work/Containerfile"
 cat "$work/Containerfile"
 buildah "${storage[@]}" build --format docker --isolation chroot "${ulimits[@]}" -f "$work/Containerfile" -t "$image" "$work/context"
 "${podman[@]}" images "$image"
@@ -134,5 +135,37 @@ curl -fsS "http://127.0.0.1:$admin_port/metrics" | grep '^pinproxy_requests_tota
 code=$("${podman[@]}" inspect -f '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM"
 "${podman[@]}" logs "$name" | tail -n 3
+
+step "arm64 image (cross-built static binary) and one multi-arch tag for both"
+# The same final stage for linux/arm64: it only copies the binary, so nothing
+# is emulated. Running it needs an arm64 machine (or binfmt_misc, which this
+# machine lacks); deploy/arm64-check.sh runs the same binary under qemu-user.
+arm_target=aarch64-unknown-linux-gnu
+command -v aarch64-linux-gnu-gcc > /dev/null || { echo "container-check: aarch64-linux-gnu-gcc is missing (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)" >&2; exit 1; }
+rustup target list --installed | grep -qx "$arm_target" || rustup target add "$arm_target"
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$arm_target"
+mkdir -p "$work/arm64"
+aarch64-linux-gnu-strip -o "$work/arm64/pinproxy" "target/$arm_target/release/pinproxy"
+file "$work/arm64/pinproxy" | grep -q 'ARM aarch64.*statically linked' || fail "the arm64 binary is not static: $(file "$work/arm64/pinproxy")"
+if command -v qemu-aarch64-static > /dev/null; then qemu-aarch64-static "$work/arm64/pinproxy" --version; fi
+arm_image=localhost/pinproxy:check-arm64
+multi=localhost/pinproxy:check-multi
+buildah "${storage[@]}" build --format docker --isolation chroot "${ulimits[@]}" --platform linux/arm64 \
+    -f "$work/Containerfile" -t "$arm_image" "$work/arm64"
+buildah "${storage[@]}" manifest create "$multi" > /dev/null
+buildah "${storage[@]}" manifest add "$multi" "$image" > /dev/null
+buildah "${storage[@]}" manifest add "$multi" "$arm_image" > /dev/null
+platforms=$(buildah "${storage[@]}" manifest inspect "$multi" \
+    | python3 -c 'import json,sys; print(" ".join(sorted(m["platform"]["os"] + "/" + m["platform"]["architecture"] for m in json.load(sys.stdin)["manifests"])))')
+[ "$platforms" = "linux/amd64 linux/arm64" ] || fail "the multi-arch tag lists: $platforms"
+echo "one tag, $multi: $platforms"
+arm_copy=$(buildah "${storage[@]}" from "$arm_image")
+arm_root=$(buildah "${storage[@]}" mount "$arm_copy")
+file "$arm_root/pinproxy" | grep -q 'ARM aarch64' || fail "the arm64 image holds $(file "$arm_root/pinproxy")"
+buildah "${storage[@]}" umount "$arm_copy" > /dev/null
+buildah "${storage[@]}" rm "$arm_copy" > /dev/null
+buildah "${storage[@]}" manifest rm "$multi" > /dev/null 2>&1 || true
+buildah "${storage[@]}" rmi -f "$arm_image" > /dev/null 2>&1 || true
 echo
 echo "container-check: ok (image $("${podman[@]}" images --format '{{.Size}}' "$image"))"

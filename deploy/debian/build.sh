@@ -2,6 +2,11 @@
 # Builds the Debian package: target/debian/pinproxy_<version>-1_<arch>.deb
 # (needs cargo-deb: `cargo install cargo-deb --locked`; installed here if missing).
 #
+#   bash deploy/debian/build.sh                                    # this machine's architecture
+#   bash deploy/debian/build.sh --target aarch64-unknown-linux-gnu # arm64, cross-built
+#     (needs gcc-aarch64-linux-gnu and libc6-dev-arm64-cross; the package is
+#      target/aarch64-unknown-linux-gnu/debian/pinproxy_<version>-1_arm64.deb)
+#
 # What cargo-deb packages (see [package.metadata.deb] in Cargo.toml) is made
 # here first, from the built binary, so it never drifts from it:
 # - the man pages (pinproxy(1), one per subcommand, pinproxy.toml(5): `pinproxy man --dir`)
@@ -12,9 +17,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+target=
+if [ "${1:-}" = --target ]; then
+    target=${2:?--target needs a Rust target triple}
+fi
+
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version '^3'
+# The man pages and completions come from a binary this machine runs; they are
+# the same for every architecture.
 cargo build --release --locked
 binary=target/release/pinproxy
+deb_args=()
+if [ -n "$target" ]; then
+    case "$target" in
+        aarch64-unknown-linux-gnu)
+            export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+            export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc ;;
+    esac
+    rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+    cargo build --release --locked --target "$target"
+    deb_args=(--target "$target")
+fi
 
 assets=target/debian-assets
 units=target/debian-units
@@ -36,4 +59,4 @@ grep -q '^ExecStart=/usr/bin/pinproxy ' "$units/pinproxy.service"
 cp deploy/systemd/pinproxy.socket "$units/pinproxy.socket"
 cp deploy/debian/pinproxy.sysusers "$units/pinproxy.sysusers"
 
-cargo deb --no-build --locked
+cargo deb --no-build --locked "${deb_args[@]}"
