@@ -14,7 +14,7 @@ step() { echo "== $*"; }
 fail() { echo "deb-check: $*" >&2; exit 1; }
 
 bash deploy/debian/build.sh
-deb=$(ls -t target/debian/pinproxy_*.deb | head -n 1)
+deb=$(ls -t "target/debian/pinproxy_"*"_$(dpkg --print-architecture).deb" | head -n 1)
 
 step "clean state"
 if dpkg-query -W pinproxy >/dev/null 2>&1; then dpkg --purge pinproxy; fi
