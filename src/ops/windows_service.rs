@@ -80,13 +80,10 @@ pub fn install(name: &str, config: &Path, log_file: &Path) -> Result<String, Str
 
 /// Stops (if running) and removes the service `name`.
 pub fn uninstall(name: &str) -> Result<String, String> {
-    let manager = manager(ServiceManagerAccess::CONNECT)?;
-    let service = manager
-        .open_service(
-            name,
-            ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
-        )
-        .map_err(|e| scm_error(&format!("cannot open the service {name:?}"), e))?;
+    let service = open(
+        name,
+        ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
+    )?;
     let state = service.query_status().map(|s| s.current_state);
     if !matches!(state, Ok(ServiceState::Stopped)) {
         let _ = service.stop();
@@ -105,10 +102,7 @@ pub fn uninstall(name: &str) -> Result<String, String> {
 
 /// Starts the service `name` and waits until it reports Running.
 pub fn start(name: &str) -> Result<String, String> {
-    let manager = manager(ServiceManagerAccess::CONNECT)?;
-    let service = manager
-        .open_service(name, ServiceAccess::QUERY_STATUS | ServiceAccess::START)
-        .map_err(|e| scm_error(&format!("cannot open the service {name:?}"), e))?;
+    let service = open(name, ServiceAccess::QUERY_STATUS | ServiceAccess::START)?;
     service
         .start::<&str>(&[])
         .map_err(|e| scm_error(&format!("cannot start the service {name:?}"), e))?;
@@ -122,10 +116,7 @@ pub fn start(name: &str) -> Result<String, String> {
 
 /// Stops the service `name` and waits until it has.
 pub fn stop(name: &str) -> Result<String, String> {
-    let manager = manager(ServiceManagerAccess::CONNECT)?;
-    let service = manager
-        .open_service(name, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)
-        .map_err(|e| scm_error(&format!("cannot open the service {name:?}"), e))?;
+    let service = open(name, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP)?;
     service
         .stop()
         .map_err(|e| scm_error(&format!("cannot stop the service {name:?}"), e))?;
@@ -138,10 +129,7 @@ pub fn stop(name: &str) -> Result<String, String> {
 
 /// Asks the running service `name` to reload its config.
 pub fn reload(name: &str) -> Result<String, String> {
-    let manager = manager(ServiceManagerAccess::CONNECT)?;
-    let service = manager
-        .open_service(name, ServiceAccess::USER_DEFINED_CONTROL)
-        .map_err(|e| scm_error(&format!("cannot open the service {name:?}"), e))?;
+    let service = open(name, ServiceAccess::USER_DEFINED_CONTROL)?;
     let code = UserEventCode::from_raw(RELOAD).map_err(|e| e.to_string())?;
     service
         .notify(code)
@@ -252,6 +240,13 @@ fn service_main() {
         tracing::error!(fatal = true, "{e}");
     }
     report(ServiceState::Stopped, u32::from(result.is_err()));
+}
+
+/// The installed service `name`, opened for `access`.
+fn open(name: &str, access: ServiceAccess) -> Result<windows_service::service::Service, String> {
+    manager(ServiceManagerAccess::CONNECT)?
+        .open_service(name, access)
+        .map_err(|e| scm_error(&format!("cannot open the service {name:?}"), e))
 }
 
 fn manager(access: ServiceManagerAccess) -> Result<ServiceManager, String> {
