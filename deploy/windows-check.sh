@@ -33,10 +33,11 @@ fi
 rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 
 wine=/usr/lib/wine/wine64
-export WINEPREFIX=${WINEPREFIX:-$(mktemp -d)/wineprefix} WINEDEBUG=-all
+work=$(mktemp -d)
+# A fresh prefix is ~700 MB: inside $work, so cleanup removes it.
+export WINEPREFIX=${WINEPREFIX:-$work/wineprefix} WINEDEBUG=-all
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$wine
-work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
