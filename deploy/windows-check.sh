@@ -55,6 +55,9 @@ wait_http() { # URL: until anything answers, at most 60 s (Wine's first start is
 }
 
 started=$(date +%s)
+# The Windows-only code (service, accounts, TCP owners) is linted like the rest.
+step "clippy for $target"
+cargo clippy --locked --target "$target" --all-targets -- -D warnings
 step "release build for $target"
 cargo build --release --locked --target "$target"
 exe=target/$target/release/pinproxy.exe
@@ -92,6 +95,27 @@ echo "server matching no pin: 502 fingerprint-mismatch"
 status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: evil.example' "http://127.0.0.1:$listen/")
 [ "$status" = 403 ] || fail "a foreign Host got HTTP $status, not 403"
 echo "foreign Host header: HTTP $status"
+# allowed_users: the account of the process that owns the client socket. Wine
+# lists connections with owning process 0 (it keeps no owners), so under Wine
+# every owner is unknown and must be refused; on Windows the same lookup names
+# the account (src/platform/windows).
+users_port=$(free_port)
+cat > "$work/users.toml" <<TOML
+[[upstream]]
+name = "gaia"
+listen = "127.0.0.1:$users_port"
+address = "127.0.0.1:$upstream"
+fingerprints = ["SHA1: $sha1"]
+allowed_users = ["S-1-5-18"]
+TOML
+"$wine" "$work/pinproxy.exe" check --config "Z:${work//\//\\}\\users.toml" >/dev/null
+"$wine" "$work/pinproxy.exe" run --config "Z:${work//\//\\}\\users.toml" > "$work/users.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$users_port/" || { cat "$work/users.log"; fail "the allowed_users listener never answered"; }
+headers=$(curl -sS -D - -o "$work/body" "http://127.0.0.1:$users_port/")
+echo "$headers" | grep -q '^HTTP/1.1 403' && echo "$headers" | grep -qi '^x-pinproxy-error: user-not-allowed' \
+    && grep -q 'an unknown user' "$work/body" || fail "a client whose owner is unknown was not refused: $headers"
+echo "allowed_users, owner unknown (Wine): 403 user-not-allowed"
 
 step "pinproxy.exe as a service of Wine's service control manager"
 service_port=$(free_port)

@@ -972,6 +972,7 @@ async fn an_idle_shutdown_does_not_wait() {
 
 /// Reads `path` until a JSON line satisfies `pred` (the process writes it
 /// there, not to stdout), for at most ten seconds.
+#[cfg(unix)]
 fn line_in_file(
     path: &std::path::Path,
     pred: impl Fn(&serde_json::Value) -> bool,

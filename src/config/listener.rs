@@ -98,18 +98,12 @@ pub(super) fn check_listener(k: &ListenerKeys<'_>, allow_how: &str) -> Located<(
                 ));
             }
             if matches!(listen, Listen::Tcp(_)) && !crate::platform::peer::TCP_OWNER_SUPPORTED {
-                let instead = if cfg!(unix) {
-                    "on this system use a unix:/path listener, where the peer's credentials are always known"
-                } else {
-                    "on this system, let only the clients you mean in with client certificates instead (tls_certificate, \
-                     tls_key, client_ca and allowed_clients make the listener TLS with required client certificates)"
-                };
                 return Err((
                     list.span(),
-                    format!(
-                        "allowed_users on a TCP listener needs Linux (the kernel tells pinproxy who owns the client's \
-                         socket); {instead}"
-                    ),
+                    "allowed_users on a TCP listener needs Linux or Windows (the system tells pinproxy who owns the \
+                     client's socket); on this system use a unix:/path listener, where the peer's credentials are \
+                     always known"
+                        .into(),
                 ));
             }
             let mut uids = Vec::new();
@@ -166,11 +160,19 @@ pub(super) fn group_id(value: &toml::Value) -> Result<u32, String> {
 /// An `allowed_users` entry: a user name, resolved now, or a uid.
 pub(super) fn user_id(value: &toml::Value) -> Result<u32, String> {
     match value {
+        toml::Value::Integer(n) if cfg!(windows) => Err(format!(
+            "allowed_users entry {n}: Windows accounts have no uid; give the account's name (\"alice\", \
+             \"DOMAIN\\\\alice\") or its SID (\"S-1-5-21-…\", whoami /user prints it)"
+        )),
         toml::Value::Integer(n) => {
             u32::try_from(*n).map_err(|_| format!("allowed_users entry {n} is not a uid (0 to 4294967295)"))
         }
         toml::Value::String(name) => match crate::platform::users::user_id(name) {
             Ok(Some(uid)) => Ok(uid),
+            Ok(None) if cfg!(windows) => Err(format!(
+                "allowed_users entry {name:?}: no such account on this system; check the spelling (whoami prints \
+                 yours as DOMAIN\\name), or give its SID (whoami /user)"
+            )),
             Ok(None) => Err(format!(
                 "allowed_users entry {name:?}: no such user on this system; check the spelling, or give the uid \
                  (id -u {name} on the machine where it exists)"

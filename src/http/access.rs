@@ -163,9 +163,9 @@ impl Policy {
         if let Some(users) = &self.users {
             if !uid.is_some_and(|u| users.contains(&u)) {
                 let who = uid.map_or(
-                    "an unknown user (the kernel could not say who owns the client socket)"
+                    "an unknown user (the system could not say who owns the client socket)"
                         .to_string(),
-                    |u| format!("uid {u}"),
+                    crate::platform::users::label,
                 );
                 return Decision::Refuse(Refusal {
                     status: StatusCode::FORBIDDEN,

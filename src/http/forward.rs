@@ -88,7 +88,7 @@ fn commands(
             allowed,
             request,
         } => {
-            let who = uid.map_or("this client".to_string(), |u| format!("uid {u}"));
+            let who = uid.map_or("this client".to_string(), crate::platform::users::label);
             tracing::debug!(upstream = %upstream.name, uid, request = %printable(&request), rules = %rules, "request not allowed by the command policy; not sent");
             Err(Box::new(local_error(
                 StatusCode::FORBIDDEN,

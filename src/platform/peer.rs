@@ -8,14 +8,16 @@
 //! connection's exact 4-tuple, and falls back to reading `/proc/net/tcp{,6}`
 //! where netlink is not allowed. The netlink query costs the same however many
 //! sockets the machine has; the `/proc` scan grows with them (figures in the
-//! README, "Who can use the listener").
+//! README, "Who can use the listener"). On Windows the TCP table with owning
+//! processes names the client's process, and its token the account
+//! (`platform/windows`); there the number is pinproxy's own for that account.
 
 use std::io;
 use std::net::SocketAddr;
 
 /// Whether [`tcp_owner`] can work on this platform; elsewhere `allowed_users`
 /// on a TCP listener is a configuration error.
-pub const TCP_OWNER_SUPPORTED: bool = cfg!(target_os = "linux");
+pub const TCP_OWNER_SUPPORTED: bool = cfg!(any(target_os = "linux", windows));
 
 /// The uid of the process at the other end of a Unix-socket connection.
 #[cfg(unix)]
@@ -60,7 +62,11 @@ pub fn tcp_owner(peer: SocketAddr, local: SocketAddr) -> io::Result<u32> {
             other => other,
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        super::windows::tcp_owner::tcp_owner(peer, local)
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = (peer, local);
         Err(io::Error::new(

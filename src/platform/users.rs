@@ -15,6 +15,11 @@ pub(crate) fn group_id(name: &str) -> Result<Option<u32>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// How a user is named in refusals and log lines: `uid 1000`.
+pub(crate) fn label(uid: u32) -> String {
+    format!("uid {uid}")
+}
+
 /// The name of user `uid`, if it has one.
 pub(crate) fn name(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))

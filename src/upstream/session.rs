@@ -94,7 +94,7 @@ impl Holder {
 
 fn key(user: &Holder) -> String {
     match (user.uid, &user.client) {
-        (Some(uid), _) => format!("uid {uid}"),
+        (Some(uid), _) => crate::platform::users::label(uid),
         (None, Some(name)) => format!("client {name}"),
         (None, None) => "listener".to_string(),
     }
