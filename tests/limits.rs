@@ -289,3 +289,146 @@ async fn connections_that_never_send_a_request_are_closed_and_cannot_lock_out_cl
     assert_eq!(a.status, 200);
     proxy.drain().await;
 }
+
+/// Reads one response with a Content-Length body: its status line and body.
+async fn response_on(tcp: &mut TcpStream) -> (String, String) {
+    let mut got = Vec::new();
+    let head_end = loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .expect("the connection stays usable");
+        assert!(
+            n > 0,
+            "the connection closed; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = got[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(
+        body.len(),
+        length,
+        "nothing after the body: responses come one by one"
+    );
+    let status = head.lines().next().unwrap_or("").to_string();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+/// `release_idle_buffers_after = "0s"`: every kept-alive connection gives back
+/// its parser's buffers after each response, and is given new ones for the
+/// next request. Nothing a client sends may be lost or misread across that:
+/// sequential requests, pipelined ones, a body, a head that arrives in pieces.
+#[tokio::test]
+async fn a_connection_that_gives_back_its_buffers_between_requests_serves_every_next_one() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let limits = Limits {
+        release_idle_buffers_after: Duration::ZERO,
+        ..Limits::default()
+    };
+    let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
+    let addr = proxy.local_addrs()[0].1;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+
+    for i in 0..20 {
+        let req = format!("GET /n{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let (status, body) = response_on(&mut tcp).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains(&format!("\"path\":\"/n{i}\"")), "{body}");
+    }
+    // Pipelined: the second request is already there when the first is answered.
+    tcp.write_all(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\nGET /second HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    for path in ["/first", "/second"] {
+        let (status, body) = response_on(&mut tcp).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains(&format!("\"path\":\"{path}\"")), "{body}");
+    }
+    // A body, then a request after it.
+    tcp.write_all(b"POST /post HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let (_, body) = response_on(&mut tcp).await;
+    assert!(body.contains("\"body\":\"hello\""), "{body}");
+    // A client that pauses in the middle of a head (the pause lets the first
+    // half reach the parser first; the answer must not depend on it).
+    for _ in 0..3 {
+        tcp.write_all(b"GET /slow-client HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(b"st: localhost\r\n\r\n").await.unwrap();
+        let (status, body) = response_on(&mut tcp).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains("\"path\":\"/slow-client\""), "{body}");
+    }
+    assert_eq!(up.requests(), 26);
+}
+
+/// A request refused before its body was read: what the client sends after it
+/// is the rest of that body, never a request of its own, whether or not the
+/// connection's buffers were given back in between.
+#[tokio::test]
+async fn the_unread_body_of_a_refused_request_is_never_read_as_a_request() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let limits = Limits {
+        release_idle_buffers_after: Duration::ZERO,
+        ..Limits::default()
+    };
+    let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
+    let addr = proxy.local_addrs()[0].1;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let head = format!(
+        "POST /x HTTP/1.1\r\nHost: evil.example\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let (status, _) = response_on(&mut tcp).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    // The announced body, which looks like a request of its own.
+    let _ = tcp.write_all(smuggled).await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed, not left waiting");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    // Its task ends: nothing is left reading what the client sent after.
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while !proxy
+            .metrics()
+            .encode()
+            .contains("pinproxy_client_connections{upstream=\"test\"} 0")
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "{}", proxy.metrics().encode());
+    assert_eq!(up.requests(), 0, "nothing reached the upstream");
+}

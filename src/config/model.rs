@@ -79,6 +79,9 @@ pub struct Limits {
     /// Requests in progress at once per listener, over all its connections;
     /// more get 503 `too-busy` at once.
     pub max_requests_in_flight: usize,
+    /// How long an HTTP/1 connection idles before its parser's buffers are
+    /// given back (it keeps the socket; the next request gets new ones).
+    pub release_idle_buffers_after: Duration,
 }
 
 impl Default for Limits {
@@ -91,6 +94,7 @@ impl Default for Limits {
             max_request_body: None,
             max_concurrent_streams: 64,
             max_requests_in_flight: 256,
+            release_idle_buffers_after: Duration::from_millis(250),
         }
     }
 }

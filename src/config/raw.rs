@@ -35,6 +35,7 @@ pub(super) struct RawLimits {
     pub(super) max_request_body: Option<Spanned<i64>>,
     pub(super) max_concurrent_streams: Option<Spanned<i64>>,
     pub(super) max_requests_in_flight: Option<Spanned<i64>>,
+    pub(super) release_idle_buffers_after: Option<Spanned<String>>,
 }
 
 /// A whole number in `range`, or where it is and what would do.
@@ -103,6 +104,14 @@ pub(super) fn check_limits(raw: &RawLimits) -> Located<Limits> {
         max_requests_in_flight: match &raw.max_requests_in_flight {
             Some(v) => count(v, "max_requests_in_flight", 1..=1_000_000)?,
             None => d.max_requests_in_flight,
+        },
+        release_idle_buffers_after: match &raw.release_idle_buffers_after {
+            // "0s" is meaningful here: as soon as each response is sent.
+            Some(v) if humantime::parse_duration(v.get_ref()).is_ok_and(|d| d.is_zero()) => {
+                Duration::ZERO
+            }
+            Some(v) => duration(v.get_ref()).map_err(|m| (v.span(), m))?,
+            None => d.release_idle_buffers_after,
         },
     })
 }

@@ -363,6 +363,16 @@ fn limits_are_read_and_checked() {
         (8, 20)
     );
     assert!(with("max_requests_in_flight = 0").is_err());
+    assert_eq!(
+        parse(&good()).unwrap().limits.release_idle_buffers_after,
+        Duration::from_millis(250)
+    );
+    for (text, want) in [("0s", Duration::ZERO), ("2s", Duration::from_secs(2))] {
+        let c = with(&format!("release_idle_buffers_after = \"{text}\"")).unwrap();
+        assert_eq!(c.limits.release_idle_buffers_after, want);
+    }
+    let err = with("release_idle_buffers_after = \"soon\"").unwrap_err();
+    assert_eq!(err.location, "proxy.toml:2:30");
     let err = with("header_read_timeout = \"1000years\"").unwrap_err();
     assert!(err.message.contains("at most \"24h\""), "{err}");
     assert!(with("max_clients = 5")
@@ -564,11 +574,6 @@ fn unix_only_keys_are_errors_naming_the_platform() {
             "listen = \"127.0.0.1:8443\"\nsocket_mode = \"0600\"",
             "socket_mode is for a Unix socket file, and there are none on windows",
         ),
-        (
-            "listen = \"127.0.0.1:8443\"",
-            "listen = \"127.0.0.1:8443\"\nallowed_users = [\"alice\"]",
-            "client certificates instead",
-        ),
     ] {
         let err = parse(&good().replace(from, to)).unwrap_err().to_string();
         assert!(err.contains(want), "{to}: {err}");
@@ -576,6 +581,32 @@ fn unix_only_keys_are_errors_naming_the_platform() {
             err.contains("proxy.toml:"),
             "names the file and line: {err}"
         );
+    }
+}
+
+/// Windows (under Wine in CI): `allowed_users` on a TCP listener names
+/// accounts, by name or SID; a number is not an account there.
+#[cfg(windows)]
+#[test]
+fn allowed_users_names_windows_accounts() {
+    let with =
+        |keys: &str| parse(&good().replace("fingerprints", &format!("{keys}\nfingerprints")));
+    // S-1-5-18 is LocalSystem on every Windows.
+    let c = with("allowed_users = [\"S-1-5-18\"]").unwrap();
+    let users = c.upstreams[0].access.allowed_users.clone().unwrap();
+    assert_eq!(users.len(), 1);
+    assert!(crate::platform::users::name(users[0]).is_some());
+    for (keys, want) in [
+        ("allowed_users = [1001]", "Windows accounts have no uid"),
+        (
+            "allowed_users = [\"no-such-account-pinproxy\"]",
+            "no such account on this system",
+        ),
+        ("allowed_users = [\"S-1-nonsense\"]", "not a SID"),
+    ] {
+        let err = with(keys).unwrap_err();
+        assert!(err.location.starts_with("proxy.toml:7:"), "{keys}: {err}");
+        assert!(err.message.contains(want), "{keys}: {err}");
     }
 }
 

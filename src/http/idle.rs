@@ -13,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +34,22 @@ struct Inner {
     /// When it last became idle, in nanoseconds after `epoch`.
     idle_since: AtomicU64,
     epoch: Instant,
-    /// Wakes [`Activity::idle_for`] when the connection becomes idle.
+    /// Wakes [`Activity::idle_for`] (every waiter) when the connection becomes idle.
     became_idle: Notify,
+    /// Reads that brought bytes, and their count when the connection last
+    /// became idle: equal means nothing arrived since (no partial head waits).
+    reads: AtomicU32,
+    reads_at_idle: AtomicU32,
+    /// Parking an idle HTTP/1 connection (`serve/park.rs`): one of `PARK_*`.
+    park: AtomicU8,
 }
+
+/// Not parking.
+pub(crate) const PARK_NONE: u8 = 0;
+/// Asked to park: the parser's next read is told the stream ended.
+pub(crate) const PARK_ASKED: u8 = 1;
+/// The parser was told; what it does next says whether it was idle.
+pub(crate) const PARK_TOLD: u8 = 2;
 
 impl Activity {
     /// A connection that has just been accepted: idle from now.
@@ -47,27 +60,54 @@ impl Activity {
                 idle_since: AtomicU64::new(0),
                 epoch: Instant::now(),
                 became_idle: Notify::new(),
+                reads: AtomicU32::new(0),
+                reads_at_idle: AtomicU32::new(0),
+                park: AtomicU8::new(PARK_NONE),
             }),
         }
     }
 
     /// Resolves once the connection has been idle for `limit` without a break.
     pub(crate) async fn idle_for(&self, limit: Duration) {
+        self.idle_period(limit, None).await;
+    }
+
+    /// Like [`Activity::idle_for`], for an idle period other than the one that
+    /// began at `skip`; resolves with when the period began.
+    pub(crate) async fn idle_period(&self, limit: Duration, skip: Option<u64>) -> u64 {
         let inner = &self.inner;
         loop {
             let became_idle = inner.became_idle.notified();
-            if inner.busy.load(Ordering::Acquire) > 0 {
+            let since = inner.idle_since.load(Ordering::Acquire);
+            if inner.busy.load(Ordering::Acquire) > 0 || skip == Some(since) {
                 became_idle.await;
                 continue;
             }
-            let since = inner.idle_since.load(Ordering::Acquire);
             tokio::time::sleep_until(inner.epoch + Duration::from_nanos(since) + limit).await;
             if inner.busy.load(Ordering::Acquire) == 0
                 && inner.idle_since.load(Ordering::Acquire) == since
             {
-                return;
+                return since;
             }
         }
+    }
+
+    /// Counts a read that brought bytes.
+    pub(crate) fn note_read(&self) {
+        self.inner.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether no bytes arrived since the connection last became idle.
+    pub(crate) fn quiet_since_idle(&self) -> bool {
+        self.inner.reads.load(Ordering::Relaxed) == self.inner.reads_at_idle.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn park_state(&self) -> u8 {
+        self.inner.park.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_park_state(&self, state: u8) {
+        self.inner.park.store(state, Ordering::Relaxed);
     }
 
     /// Marks the connection busy until the returned guard is dropped.
@@ -89,8 +129,10 @@ impl Drop for Busy {
         let inner = &self.inner;
         let now = nanos_since(inner.epoch);
         inner.idle_since.store(now, Ordering::Release);
+        let reads = inner.reads.load(Ordering::Relaxed);
+        inner.reads_at_idle.store(reads, Ordering::Relaxed);
         if inner.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            inner.became_idle.notify_one();
+            inner.became_idle.notify_waiters();
         }
     }
 }
@@ -150,14 +192,21 @@ where
 /// Drives `conn` to its end. Idle (see [`Activity`]) for `limit`, or once `drain`
 /// resolves, it is asked to close gracefully; still there `limit` after an idle
 /// close, it is dropped (which closes the socket). `None` when it was dropped.
+///
+/// With `park_after`, a connection idle that long with no byte of a next
+/// request arrived is asked to park (see `serve/park.rs`); whether it did,
+/// [`Activity::park_state`] says once it ends.
 pub(crate) async fn drive<C: GracefulClose>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     activity: &Activity,
     limit: Duration,
+    park_after: Option<Duration>,
     drain: impl Future<Output = ()>,
 ) -> Option<C::Output> {
-    tokio::pin!(conn, drain);
+    tokio::pin!(drain);
     let (mut draining, mut idle_since) = (false, None::<Instant>);
+    // The idle period in which parking was last found unsafe: not tried again in it.
+    let mut unparkable = None;
     loop {
         let hard = idle_since.map(|at| at + limit);
         tokio::select! {
@@ -171,6 +220,18 @@ pub(crate) async fn drive<C: GracefulClose>(
             () = activity.idle_for(limit), if idle_since.is_none() => {
                 idle_since = Some(Instant::now());
                 conn.as_mut().graceful_close();
+            }
+            since = activity.idle_period(park_after.unwrap_or(limit), unparkable),
+                if park_after.is_some() && !draining && idle_since.is_none()
+                    && activity.park_state() == PARK_NONE =>
+            {
+                // Bytes since the last response may be part of a head the parser
+                // holds: telling it the stream ended would fail that request.
+                if activity.quiet_since_idle() {
+                    activity.set_park_state(PARK_ASKED);
+                } else {
+                    unparkable = Some(since);
+                }
             }
             () = tokio::time::sleep_until(hard.unwrap_or_else(Instant::now)), if hard.is_some() => {
                 return None;
@@ -209,9 +270,10 @@ mod tests {
         };
         let start = Instant::now();
         let ended = drive(
-            conn,
+            std::pin::pin!(conn),
             &Activity::new(),
             Duration::from_secs(2),
+            None,
             std::future::pending(),
         )
         .await;
@@ -229,9 +291,10 @@ mod tests {
             let (asked, activity) = (asked.clone(), activity.clone());
             async move {
                 drive(
-                    Stubborn { asked },
+                    std::pin::pin!(Stubborn { asked }),
                     &activity,
                     Duration::from_secs(2),
+                    None,
                     std::future::pending(),
                 )
                 .await;

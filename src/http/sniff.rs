@@ -63,6 +63,20 @@ pub(crate) struct Prefixed<IO> {
     io: IO,
 }
 
+impl<IO: AsyncRead + Unpin> Prefixed<IO> {
+    /// Once the prefix is used up: waits for the next bytes and keeps them in
+    /// front, as [`sniff`] did (a parked connection waits with 24 bytes of
+    /// buffer, not the parser's). `Ok(0)`: the client closed.
+    pub(crate) async fn refill(&mut self) -> io::Result<usize> {
+        if self.start < self.end {
+            return Ok(self.end - self.start);
+        }
+        let n = self.io.read(&mut self.prefix).await?;
+        (self.start, self.end) = (0, n);
+        Ok(n)
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
     fn poll_read(
         self: Pin<&mut Self>,

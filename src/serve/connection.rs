@@ -56,6 +56,7 @@ pub(super) async fn serve<IO>(
     } = context;
     let activity = Activity::new();
     let idle_limit = limits.header_read_timeout;
+    let park_after = limits.release_idle_buffers_after;
     let idle = activity.clone();
     // Each request reads the current upstream (or routes) and rules, so a
     // reload applies to the next request even on a kept-alive client connection.
@@ -102,14 +103,14 @@ pub(super) async fn serve<IO>(
     };
     let ended = match sniffed {
         Ok((Protocol::Http1, io)) => {
-            let conn = http.http1.serve_connection(TokioIo::new(io), service);
-            idle::drive(conn.with_upgrades(), &idle, idle_limit, drain.signalled()).await
+            let timers = (idle_limit, park_after);
+            super::park::serve(&http.http1, io, service, &idle, timers, &mut drain).await
         }
         Ok((Protocol::Http2, io)) => {
-            let conn = http.http2.serve_connection(TokioIo::new(io), service);
             // Boxed: the task of every HTTP/1 connection would otherwise keep room
             // for HTTP/2's larger state.
-            Box::pin(idle::drive(conn, &idle, idle_limit, drain.signalled())).await
+            let mut conn = Box::pin(http.http2.serve_connection(TokioIo::new(io), service));
+            idle::drive(conn.as_mut(), &idle, idle_limit, None, drain.signalled()).await
         }
         Err(e) => {
             tracing::debug!(error = %e, "client connection ended before its first request");

@@ -1,12 +1,14 @@
 //! The serving side: the listening sockets (`listen`, or those systemd passed,
 //! `socket_activation`), the connection workers (`workers`), the proxy's
 //! listeners with reload and drain (`server`), their accept loops (`accept`),
-//! one client connection (`connection`; who the client is: `platform::peer`) and the
+//! one client connection (`connection`; who the client is: `platform::peer`), an
+//! idle HTTP/1 connection without its parser's buffers (`park`) and the
 //! one shutdown signal (`shutdown`).
 
 mod accept;
 mod connection;
 pub(crate) mod listen;
+mod park;
 pub mod server;
 pub mod shutdown;
 // Unix sockets and systemd's socket activation exist only on Unix; elsewhere

@@ -3,7 +3,8 @@
 # upstream: VmRSS after start (and one request), req/s and CPU ticks (1/100 s) per
 # 100k requests for a keep-alive and a connection-per-request load (wrk -t2 -c64),
 # VmRSS SETTLE seconds after the loads, then with 1,000 kept-alive clients that
-# have each made one request. A quick look between full runs of run.sh:
+# have each made one request (and again HOLD seconds later, default 11). A quick
+# look between full runs of run.sh:
 #   bash tests/bench/mem.sh target/release/pinproxy
 #   SETTLE=11 DURATION=5s bash tests/bench/mem.sh /tmp/old/pinproxy
 set -euo pipefail
@@ -60,9 +61,9 @@ for mode in keep-alive close; do
 done
 sleep "$SETTLE"
 echo "RSS ${SETTLE} s after the loads: $(rss) KiB"
-python3 - "$PORT" 1000 "$pid" <<'PY'
-import socket, sys
-port, count, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+python3 - "$PORT" 1000 "$pid" "${HOLD:-11}" <<'PY'
+import socket, sys, time
+port, count, pid, hold = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 conns = []
 for _ in range(count):
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -78,6 +79,11 @@ for _ in range(count):
     while len(body) < length:
         body += s.recv(65536)
     conns.append(s)
-rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0].split()[1]
-print(f"RSS with {count} kept-alive clients: {rss} KiB")
+def rss():
+    return [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0].split()[1]
+print(f"RSS with {count} kept-alive clients: {rss()} KiB")
+# Once they idle: pinproxy gives back an idle connection's buffers after
+# release_idle_buffers_after, and freed heap to the system every 10 s.
+time.sleep(hold)
+print(f"RSS with {count} kept-alive clients, {hold:g} s later: {rss()} KiB")
 PY
