@@ -334,20 +334,26 @@ async fn response_on(tcp: &mut TcpStream) -> (String, String) {
     (status, String::from_utf8_lossy(&body).to_string())
 }
 
-/// `release_idle_buffers_after = "0s"`: every kept-alive connection gives back
-/// its parser's buffers after each response, and is given new ones for the
-/// next request. Nothing a client sends may be lost or misread across that:
-/// sequential requests, pipelined ones, a body, a head that arrives in pieces.
-#[tokio::test]
-async fn a_connection_that_gives_back_its_buffers_between_requests_serves_every_next_one() {
+/// An upstream, a proxy whose connections give back their buffers after every
+/// response, and a client connection to it.
+async fn parking_at_once() -> (TestServer, Proxy, TcpStream) {
     let (up, c) = TestServer::start_self_signed().await;
     let limits = Limits {
         release_idle_buffers_after: Duration::ZERO,
         ..Limits::default()
     };
     let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
-    let addr = proxy.local_addrs()[0].1;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let tcp = TcpStream::connect(proxy.local_addrs()[0].1).await.unwrap();
+    (up, proxy, tcp)
+}
+
+/// `release_idle_buffers_after = "0s"`: every kept-alive connection gives back
+/// its parser's buffers after each response, and is given new ones for the
+/// next request. Nothing a client sends may be lost or misread across that:
+/// sequential requests, pipelined ones, a body, a head that arrives in pieces.
+#[tokio::test]
+async fn a_connection_that_gives_back_its_buffers_between_requests_serves_every_next_one() {
+    let (up, _proxy, mut tcp) = parking_at_once().await;
 
     for i in 0..20 {
         let req = format!("GET /n{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
@@ -391,14 +397,7 @@ async fn a_connection_that_gives_back_its_buffers_between_requests_serves_every_
 /// connection's buffers were given back in between.
 #[tokio::test]
 async fn the_unread_body_of_a_refused_request_is_never_read_as_a_request() {
-    let (up, c) = TestServer::start_self_signed().await;
-    let limits = Limits {
-        release_idle_buffers_after: Duration::ZERO,
-        ..Limits::default()
-    };
-    let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
-    let addr = proxy.local_addrs()[0].1;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let (up, proxy, mut tcp) = parking_at_once().await;
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let head = format!(
         "POST /x HTTP/1.1\r\nHost: evil.example\r\nContent-Length: {}\r\n\r\n",
