@@ -94,7 +94,9 @@ impl Holder {
 
 fn key(user: &Holder) -> String {
     match (user.uid, &user.client) {
-        (Some(uid), _) => crate::platform::users::label(uid),
+        // The number, not a name: a key must differ for every user (on Windows
+        // two accounts can both be without a name).
+        (Some(uid), _) => format!("uid {uid}"),
         (None, Some(name)) => format!("client {name}"),
         (None, None) => "listener".to_string(),
     }
