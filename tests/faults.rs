@@ -104,17 +104,7 @@ async fn a_client_leaving_mid_download_or_mid_upload_releases_the_upstream_conne
         "{m}"
     );
     // And both client connection tasks end: nothing is left running for them.
-    let gone = tokio::time::timeout(Duration::from_secs(10), async {
-        while !proxy
-            .metrics()
-            .encode()
-            .contains("pinproxy_client_connections{upstream=\"test\"} 0")
-        {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(gone.is_ok(), "{}", proxy.metrics().encode());
+    wait_no_client_connections(&proxy).await;
     // And the next request is served.
     assert_eq!(get(&format!("http://{addr}/x")).await.status, 200);
     proxy.drain().await;

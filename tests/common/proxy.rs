@@ -74,3 +74,20 @@ impl RunningProxy {
         }
     }
 }
+
+/// Waits (at most 10 s) until `proxy` counts no open client connection on the
+/// test upstream's listener: every connection task has ended. Panics with the
+/// metrics if it does not.
+pub async fn wait_no_client_connections(proxy: &Proxy) {
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while !proxy
+            .metrics()
+            .encode()
+            .contains("pinproxy_client_connections{upstream=\"test\"} 0")
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "{}", proxy.metrics().encode());
+}
