@@ -36,7 +36,7 @@ pub use upstream::{
 /// All of pinproxy's metrics and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
-    /// The standard `process_*` series, read from /proc at each scrape.
+    /// The standard `process_*` series, read at each scrape.
     process: Process,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,

@@ -1,4 +1,4 @@
-//! The standard `process_*` series, read from /proc at each scrape.
+//! The standard `process_*` series, read at each scrape (`platform::process`).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -59,36 +59,19 @@ impl Process {
         process
     }
 
-    /// Reads /proc/self; a value that cannot be read keeps its last one.
+    /// Reads what the system counts; a value it cannot tell keeps its last one.
     pub(super) fn refresh(&self) {
-        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-            })
-        {
-            self.resident_memory.set(kib * 1024);
+        let usage = crate::platform::process::usage();
+        if let Some(bytes) = usage.resident_bytes {
+            self.resident_memory.set(bytes);
         }
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds
-                .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
+        if let Some(open) = usage.open_fds {
+            self.open_fds.set(open);
         }
-        #[cfg(unix)]
-        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        if let Some(max) = usage.max_fds {
+            self.max_fds.set(max);
         }
-        // utime and stime, the 14th and 15th fields, in clock ticks (USER_HZ,
-        // 100 on Linux); the command name before them may hold spaces.
-        let ticks = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-            });
-        if let Some(ticks) = ticks {
-            let seconds = ticks as f64 / 100.0;
+        if let Some(seconds) = usage.cpu_seconds {
             let mut counted = self.cpu_counted.lock().unwrap_or_else(|p| p.into_inner());
             if seconds > *counted {
                 self.cpu_seconds.inc_by(seconds - *counted);
