@@ -137,6 +137,11 @@ curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null || fail "the service 
 status=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$service_port/")
 [ "$status" = 200 ] || fail "request through the service: HTTP $status"
 echo "request through the service: HTTP $status"
+# process_* from Windows' own counters (working set, CPU time).
+metrics=$(curl -fsS "http://127.0.0.1:$admin_port/metrics")
+echo "$metrics" | grep -Eq '^process_resident_memory_bytes [1-9]' && echo "$metrics" | grep -Eq '^process_cpu_seconds_total [0-9.e+-]+$' \
+    || fail "the service's metrics lack process_* values: $(echo "$metrics" | grep '^process_')"
+echo "service metrics: $(echo "$metrics" | grep '^process_resident_memory_bytes')"
 # A reload through the service control manager (pinproxy service reload):
 # the edited config's new port serves, the old one is closed.
 moved=$(free_port)

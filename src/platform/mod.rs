@@ -22,6 +22,8 @@ pub(crate) mod users;
 #[cfg(windows)]
 mod windows {
     pub(super) mod tcp_owner;
+    #[cfg(test)]
+    pub(super) mod wine;
 }
 pub mod worker;
 

@@ -127,23 +127,13 @@ fn table(family: u32) -> io::Result<Vec<u32>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wine::under_wine;
     use super::*;
 
     #[test]
     fn a_port_is_read_in_network_byte_order() {
         // 8443 = 0x20FB, stored as the bytes 20 FB 00 00.
         assert_eq!(port(u32::from_ne_bytes([0x20, 0xFB, 0, 0])), 8443);
-    }
-
-    /// Wine (where CI runs these tests) exports `wine_get_version` from ntdll.
-    #[allow(unsafe_code)]
-    fn under_wine() -> bool {
-        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
-        // SAFETY: NUL-terminated names; ntdll is loaded in every process.
-        unsafe {
-            let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
-            !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
-        }
     }
 
     /// On Windows the client socket of our own connection names our process,
