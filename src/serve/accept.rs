@@ -190,34 +190,40 @@ pub(super) async fn accept_loop(
                         .flatten();
                     match policy.tls() {
                         None => serve(stream, (uid, Some(peer), None), context, draining).await,
+                        // Boxed: a TLS handshake and stream are ~8 KB, and the task of
+                        // every plain connection would otherwise keep room for them.
                         Some(tls) => {
-                            // Bounded like a request head: a client that never
-                            // finishes its handshake holds nothing for long.
                             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                            let limit = context.limits.header_read_timeout;
-                            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => {
-                                    let names: Option<Arc<[String]>> = tls
-                                        .get_ref()
-                                        .1
-                                        .peer_certificates()
-                                        .and_then(|chain| chain.first())
-                                        .map(|leaf| client_names(leaf.as_ref()).into());
-                                    serve(tls, (uid, Some(peer), names), context, draining).await
+                            Box::pin(async move {
+                                // Bounded like a request head: a client that never
+                                // finishes its handshake holds nothing for long.
+                                let limit = context.limits.header_read_timeout;
+                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => {
+                                        let names: Option<Arc<[String]>> = tls
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|chain| chain.first())
+                                            .map(|leaf| client_names(leaf.as_ref()).into());
+                                        serve(tls, (uid, Some(peer), names), context, draining).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(client = %peer, error = %e, "TLS handshake with a client failed (no or a wrong client certificate?)");
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(client = %peer, "a client did not finish its TLS handshake in header_read_timeout");
+                                    }
                                 }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(client = %peer, error = %e, "TLS handshake with a client failed (no or a wrong client certificate?)");
-                                }
-                                Err(_) => {
-                                    tracing::debug!(client = %peer, "a client did not finish its TLS handshake in header_read_timeout");
-                                }
-                            }
+                            })
+                            .await
                         }
                     }
                 }
                 Accepted::Unix(stream) => {
                     let uid = crate::serve::unix_socket::peer_uid(&stream);
-                    serve(stream, (uid, None, None), context, draining).await
+                    // Boxed for the same reason as TLS.
+                    Box::pin(serve(stream, (uid, None, None), context, draining)).await
                 }
             }
             open.dec();
