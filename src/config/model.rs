@@ -80,7 +80,8 @@ pub struct Limits {
     /// more get 503 `too-busy` at once.
     pub max_requests_in_flight: usize,
     /// How long an HTTP/1 connection idles before its parser's buffers are
-    /// given back (it keeps the socket; the next request gets new ones).
+    /// given back (it keeps the socket; the next request gets new ones), while
+    /// few client connections are open; in a crowd, at once (`serve/park.rs`).
     pub release_idle_buffers_after: Duration,
 }
 

@@ -193,14 +193,15 @@ where
 /// resolves, it is asked to close gracefully; still there `limit` after an idle
 /// close, it is dropped (which closes the socket). `None` when it was dropped.
 ///
-/// With `park_after`, a connection idle that long with no byte of a next
-/// request arrived is asked to park (see `serve/park.rs`); whether it did,
-/// [`Activity::park_state`] says once it ends.
+/// With `park_after`, a connection idle for as long as it says (asked anew
+/// at every wake-up) with no byte of a next request arrived is asked to park
+/// (see `serve/park.rs`); whether it did, [`Activity::park_state`] says once
+/// it ends.
 pub(crate) async fn drive<C: GracefulClose>(
     mut conn: Pin<&mut C>,
     activity: &Activity,
     limit: Duration,
-    park_after: Option<Duration>,
+    park_after: Option<impl Fn() -> Duration>,
     drain: impl Future<Output = ()>,
 ) -> Option<C::Output> {
     tokio::pin!(drain);
@@ -221,7 +222,7 @@ pub(crate) async fn drive<C: GracefulClose>(
                 idle_since = Some(Instant::now());
                 conn.as_mut().graceful_close();
             }
-            since = activity.idle_period(park_after.unwrap_or(limit), unparkable),
+            since = activity.idle_period(park_after.as_ref().map_or(limit, |after| after()), unparkable),
                 if park_after.is_some() && !draining && idle_since.is_none()
                     && activity.park_state() == PARK_NONE =>
             {
@@ -239,6 +240,9 @@ pub(crate) async fn drive<C: GracefulClose>(
         }
     }
 }
+
+/// For [`drive`]: a connection that never parks.
+pub(crate) const NO_PARKING: Option<fn() -> Duration> = None;
 
 #[cfg(test)]
 mod tests {
@@ -273,7 +277,7 @@ mod tests {
             std::pin::pin!(conn),
             &Activity::new(),
             Duration::from_secs(2),
-            None,
+            NO_PARKING,
             std::future::pending(),
         )
         .await;
@@ -294,7 +298,7 @@ mod tests {
                     std::pin::pin!(Stubborn { asked }),
                     &activity,
                     Duration::from_secs(2),
-                    None,
+                    NO_PARKING,
                     std::future::pending(),
                 )
                 .await;

@@ -188,7 +188,14 @@ async fn serve<IO>(
         async move { Ok::<_, Infallible>(answer) }
     });
     let conn = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
-    let _ = idle::drive(conn, &activity, ADMIN_IDLE, None, std::future::pending()).await;
+    let _ = idle::drive(
+        conn,
+        &activity,
+        ADMIN_IDLE,
+        idle::NO_PARKING,
+        std::future::pending(),
+    )
+    .await;
 }
 
 fn respond(health: &Health, board: &Board, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -176,6 +176,7 @@ pub(super) async fn accept_loop(
             tunnels: tunnels.clone(),
             limits: limits.clone(),
             in_flight: in_flight.clone(),
+            open: drain.clone(),
         };
         let (draining, open) = (drain.track(), connections.clone());
         open.inc();

@@ -53,6 +53,7 @@ pub(super) async fn serve<IO>(
         tunnels,
         limits,
         in_flight,
+        open,
     } = context;
     let activity = Activity::new();
     let idle_limit = limits.header_read_timeout;
@@ -103,14 +104,22 @@ pub(super) async fn serve<IO>(
     };
     let ended = match sniffed {
         Ok((Protocol::Http1, io)) => {
-            let timers = (idle_limit, park_after);
+            let open = || open.open();
+            let timers = (idle_limit, park_after, &open as &(dyn Fn() -> usize + Sync));
             super::park::serve(&http.http1, io, service, &idle, timers, &mut drain).await
         }
         Ok((Protocol::Http2, io)) => {
             // Boxed: the task of every HTTP/1 connection would otherwise keep room
             // for HTTP/2's larger state.
             let mut conn = Box::pin(http.http2.serve_connection(TokioIo::new(io), service));
-            idle::drive(conn.as_mut(), &idle, idle_limit, None, drain.signalled()).await
+            idle::drive(
+                conn.as_mut(),
+                &idle,
+                idle_limit,
+                idle::NO_PARKING,
+                drain.signalled(),
+            )
+            .await
         }
         Err(e) => {
             tracing::debug!(error = %e, "client connection ended before its first request");
@@ -248,4 +257,6 @@ pub(super) struct ConnContext {
     pub(super) limits: Arc<Limits>,
     /// `max_requests_in_flight` of the connection's listener.
     pub(super) in_flight: Arc<Semaphore>,
+    /// The proxy's drain, here for its count of open client connections.
+    pub(super) open: Arc<Drain>,
 }

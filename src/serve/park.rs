@@ -18,6 +18,11 @@
 //! A connection hyper has stopped reading (a request body it gave up on) never
 //! sees the end and closes as hyper decided. Not asked while a response is
 //! still being written, nor when bytes arrived since the last response.
+//!
+//! While more than [`CROWDED`] client connections are open, an idle one parks
+//! at once, whatever `release_idle_buffers_after` says: the delay spares a busy
+//! client the cost of new buffers for every request (a few percent of CPU),
+//! which is worth it only while the buffers idle connections keep are few.
 
 use std::io;
 use std::pin::Pin;
@@ -120,14 +125,30 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Parkable<IO> {
     }
 }
 
+/// More open client connections than this, and an idle one parks at once.
+/// Up to it, idle connections keep at most ~1.6 MiB of buffers between them.
+pub(super) const CROWDED: usize = 100;
+
+/// How long a connection idles before it parks, with `open` client
+/// connections open: `configured` (`release_idle_buffers_after`), or at once
+/// in a crowd.
+pub(super) fn park_after(configured: Duration, open: usize) -> Duration {
+    if open > CROWDED {
+        Duration::ZERO
+    } else {
+        configured
+    }
+}
+
 /// Serves HTTP/1.1 on `io` until the client closes, the idle limit or the
-/// drain ends it, parking it whenever it idles for `park_after`.
+/// drain ends it, parking it whenever it idles for `park_after` (with `open`
+/// telling how many client connections are open).
 pub(super) async fn serve<IO, S>(
     http: &http1::Builder,
     mut io: Prefixed<IO>,
     mut service: S,
     activity: &Activity,
-    (limit, park_after): (Duration, Duration),
+    (limit, configured, open): (Duration, Duration, &(dyn Fn() -> usize + Sync)),
     drain: &mut super::connection::Draining,
 ) -> Option<hyper::Result<()>>
 where
@@ -152,7 +173,7 @@ where
             conn.as_mut(),
             activity,
             limit,
-            Some(park_after),
+            Some(|| park_after(configured, open())),
             drain.signalled(),
         )
         .await;
@@ -185,5 +206,19 @@ where
             () = activity.idle_for(limit) => return ended,
             () = drain.signalled() => return ended,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crowd_parks_at_once_and_a_few_connections_wait_as_configured() {
+        let configured = Duration::from_millis(250);
+        assert_eq!(park_after(configured, 1), configured);
+        assert_eq!(park_after(configured, CROWDED), configured);
+        assert_eq!(park_after(configured, CROWDED + 1), Duration::ZERO);
+        assert_eq!(park_after(Duration::ZERO, 1), Duration::ZERO);
     }
 }
