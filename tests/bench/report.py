@@ -83,14 +83,14 @@ def table(path):
         thrifty = min(PEERS, key=lambda t: med(scenario, t, "cpu100k") or float("inf"))
         peer_cpu = med(scenario, thrifty, "cpu100k")
         name = "keep-alive" if scenario == "keepalive" else "connection-per-request"
+        # The engine issue's goals: CPU per request at most the thriftiest peer's
+        # (0.8× is the aim), req/s at least the best peer's, and 3× direct HTTPS
+        # when every request opens a connection.
         if peer_cpu and ours["cpu100k"]:
-            goals.append((f"{name} CPU per request ≤ 0.8× the thriftiest peer's", peer_cpu / ours["cpu100k"], 1.25,
+            goals.append((f"{name} CPU per request ≤ 1.0× the thriftiest peer's (aim 0.8×)", peer_cpu / ours["cpu100k"], 1.0,
                           f"{ours['cpu100k'] / peer_cpu:.2f}× ({thrifty})"))
-        if scenario == "keepalive":
-            goals.append(("keep-alive req/s ≥ 1.1× best peer", ours["rps"] / best_rps, 1.1, best))
-            goals.append(("keep-alive p99 no worse than best peer", med(scenario, best, "p99") / ours["p99"], 1.0, best))
-        else:
-            goals.append(("connection-per-request req/s ≥ 1.0× best peer", ours["rps"] / best_rps, 1.0, best))
+        goals.append((f"{name} req/s ≥ 1.0× best peer", ours["rps"] / best_rps, 1.0, best))
+        if scenario == "close":
             goals.append(("connection-per-request req/s ≥ 3× direct HTTPS", ours["rps"] / med(scenario, "direct", "rps"), 3.0, "direct"))
 
     print("#### Bulk: one download and one upload per round, MB/s (10^6 bytes)\n")
