@@ -104,8 +104,12 @@ pub(super) async fn serve<IO>(
     };
     let ended = match sniffed {
         Ok((Protocol::Http1, io)) => {
-            let open = || open.open();
-            let timers = (idle_limit, park_after, &open as &(dyn Fn() -> usize + Sync));
+            let open_now = || open.open();
+            let timers = (
+                idle_limit,
+                park_after,
+                &open_now as &(dyn Fn() -> usize + Sync),
+            );
             super::park::serve(&http.http1, io, service, &idle, timers, &mut drain).await
         }
         Ok((Protocol::Http2, io)) => {
