@@ -1,0 +1,35 @@
+# Sourced by mem.sh and profile.sh: nginx as a self-signed HTTPS upstream on
+# 127.0.0.1:$UP serving /small (~1.2 KiB), and the pinproxy build $BIN pinned to
+# it on 127.0.0.1:$PORT, both in a temporary directory $W that goes on exit.
+# Leaves $pid set to pinproxy's process.
+W=$(mktemp -d /tmp/pinproxy-bench.XXXXXX)
+chmod 755 "$W"
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -f "$W/up.pid" ] && kill "$(cat "$W/up.pid")" 2>/dev/null; rm -rf "$W"' EXIT
+
+mkdir -p "$W/www" "$W/tmp"
+chmod 1777 "$W/tmp"
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+head -c 1200 /dev/urandom | base64 -w 76 >"$W/www/small"
+cat >"$W/up.conf" <<C
+daemon on;
+worker_processes auto;
+pid $W/up.pid;
+error_log $W/up.err warn;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; client_body_temp_path $W/tmp;
+  server { listen 127.0.0.1:$UP ssl reuseport; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+           root $W/www; location = /small { default_type application/json; } } }
+C
+nginx -c "$W/up.conf" -p "$W"
+cat >"$W/pinproxy.toml" <<C
+[[upstream]]
+name = "bench"
+listen = "127.0.0.1:$PORT"
+address = "127.0.0.1:$UP"
+fingerprints = ["$(openssl x509 -in "$W/cert.pem" -noout -fingerprint -sha1 | cut -d= -f2)"]
+C
+RUST_LOG=warn "$BIN" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.1; done
