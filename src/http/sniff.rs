@@ -4,18 +4,26 @@
 //! hyper-util's `auto` builder does the same, but its rewind wrapper gives the
 //! HTTP/1 parser the sniffed bytes in a read of their own: the parser's next
 //! read then finds less than its usual 8 KiB free and doubles its buffer, so
-//! every kept-alive client held 16 KiB instead of 8. [`Prefixed`] fills the
-//! same read with what the socket has after the prefix, so a whole request head
-//! arrives in one read, and it adds nothing once the prefix is consumed.
+//! every kept-alive client held 16 KiB instead of 8. [`Prefixed`] reads what
+//! the socket has (up to [`READ`] bytes) while sniffing and hands all of it to
+//! the parser's first read, so a request head that arrived whole costs one
+//! read system call, not two; when more may follow (the head is not complete),
+//! that same read takes what the socket has after it. Once the prefix is
+//! consumed it holds nothing.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What every HTTP/2 prior-knowledge connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The most one sniffing read takes: a whole ordinary request head. Lives on
+/// the stack only for the read; the heap copy is as long as what came.
+const READ: usize = 4096;
 
 /// The protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +39,21 @@ pub(crate) enum Protocol {
 pub(crate) async fn sniff<IO: AsyncRead + Unpin>(
     mut io: IO,
 ) -> io::Result<(Protocol, Prefixed<IO>)> {
-    let mut prefix = [0u8; 24];
-    let mut len = 0;
+    let mut got: Vec<u8> = Vec::new();
+    let mut full = false;
     let protocol = loop {
-        let n = io.read(&mut prefix[len..]).await?;
-        if n == 0 {
+        let chunk = read_some(&mut io).await?;
+        if chunk.is_empty() {
             break Protocol::Http1;
         }
-        len += n;
-        if prefix[..len] != H2_PREFACE[..len] {
+        full = chunk.len() == READ;
+        if got.is_empty() {
+            got = chunk.into_vec();
+        } else {
+            got.extend_from_slice(&chunk);
+        }
+        let len = got.len().min(H2_PREFACE.len());
+        if got[..len] != H2_PREFACE[..len] {
             break Protocol::Http1;
         }
         if len == H2_PREFACE.len() {
@@ -47,32 +61,54 @@ pub(crate) async fn sniff<IO: AsyncRead + Unpin>(
         }
     };
     let prefixed = Prefixed {
-        prefix,
+        more: more_after(&got, full),
+        prefix: got.into_boxed_slice(),
         start: 0,
-        end: len,
         io,
     };
     Ok((protocol, prefixed))
 }
 
+/// One read of what the socket has, at most [`READ`] bytes, copied to a heap
+/// slice of its length; empty at the end of the stream.
+async fn read_some<IO: AsyncRead + Unpin>(io: &mut IO) -> io::Result<Box<[u8]>> {
+    std::future::poll_fn(|cx| {
+        // Not held across a wait: a connection waiting to be read keeps no buffer.
+        let mut buf = [MaybeUninit::<u8>::uninit(); READ];
+        let mut read = ReadBuf::uninit(&mut buf);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+        Poll::Ready(Ok(Box::from(read.filled())))
+    })
+    .await
+}
+
 /// The connection with its sniffed bytes put back in front.
 pub(crate) struct Prefixed<IO> {
-    prefix: [u8; 24],
+    prefix: Box<[u8]>,
     start: usize,
-    end: usize,
+    /// The first read of the parser goes on reading the socket after the prefix:
+    /// the head is not complete in it, so the parser would read at once anyway.
+    more: bool,
     io: IO,
+}
+
+/// Whether the parser, handed `prefix`, will want more bytes at once: the last
+/// read filled its buffer, or no request head ends in it.
+fn more_after(prefix: &[u8], last_read_full: bool) -> bool {
+    last_read_full || !prefix.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 impl<IO: AsyncRead + Unpin> Prefixed<IO> {
     /// Once the prefix is used up: waits for the next bytes and keeps them in
-    /// front, as [`sniff`] did (a parked connection waits with 24 bytes of
-    /// buffer, not the parser's). `Ok(0)`: the client closed.
+    /// front, as [`sniff`] did (a parked connection waits with no buffer, not
+    /// the parser's). `Ok(0)`: the client closed.
     pub(crate) async fn refill(&mut self) -> io::Result<usize> {
-        if self.start < self.end {
-            return Ok(self.end - self.start);
+        if self.start < self.prefix.len() {
+            return Ok(self.prefix.len() - self.start);
         }
-        let n = self.io.read(&mut self.prefix).await?;
-        (self.start, self.end) = (0, n);
+        let chunk = read_some(&mut self.io).await?;
+        let n = chunk.len();
+        (self.more, self.prefix, self.start) = (more_after(&chunk, n == READ), chunk, 0);
         Ok(n)
     }
 }
@@ -84,16 +120,21 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.start == this.end {
+        if this.start == this.prefix.len() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
-        let n = (this.end - this.start).min(buf.remaining());
-        buf.put_slice(&this.prefix[this.start..this.start + n]);
+        let rest = &this.prefix[this.start..];
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
         this.start += n;
-        if this.start == this.end && buf.remaining() > 0 {
-            // Whatever follows, in the same read. Nothing there yet is fine: the
-            // prefix is an answer already. An error now comes back on the next read.
-            let _ = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.start == this.prefix.len() {
+            this.prefix = Box::default();
+            this.start = 0;
+            if this.more && buf.remaining() > 0 {
+                // Whatever follows, in the same read. Nothing there yet is fine: the
+                // prefix is an answer already. An error now comes back on the next read.
+                let _ = Pin::new(&mut this.io).poll_read(cx, buf);
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -132,7 +173,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn sniffed(chunks: &[&[u8]]) -> (Protocol, Vec<u8>) {
         let (mut client, server) = tokio::io::duplex(1024);
@@ -187,5 +228,40 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = io.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_whole_head_is_handed_over_without_reading_the_socket_again() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (_, mut io) = sniff(server).await.unwrap();
+        client
+            .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /next HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_refill_keeps_the_next_bytes_in_front_and_frees_them_once_read() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (_, mut io) = sniff(server).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 18);
+        client
+            .write_all(b"GET /again HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(io.refill().await.unwrap(), 23);
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /again HTTP/1.1\r\n\r\n");
+        assert!(io.prefix.is_empty());
+        drop(client);
+        assert_eq!(io.refill().await.unwrap(), 0);
     }
 }
