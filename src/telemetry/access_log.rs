@@ -187,25 +187,8 @@ fn format_line(out: &mut Vec<u8>, e: &Entry<'_>, now: SystemTime, format: Format
     // Writes into a Vec cannot fail.
     let _ = match format {
         Format::Text { ansi: false } => {
-            let _ = write!(
-                out,
-                "{timestamp}  INFO {TARGET}: request upstream={} method={} path={} status={} bytes={} \
-                 duration_ms={ms}.{fraction:06} complete={} error={:?}",
-                e.upstream, e.method, e.path, e.status, e.bytes, e.complete, e.error,
-            );
-            if let Some(uid) = e.client_uid {
-                let _ = write!(out, " client_uid={uid}");
-            }
-            if let Some(client) = e.client {
-                let _ = write!(out, " client={client}");
-            }
-            if let Some(address) = e.upstream_address {
-                let _ = write!(out, " upstream_address={address}");
-            }
-            if let Some(id) = e.request_id {
-                let _ = write!(out, " request_id={id:?}");
-            }
-            writeln!(out)
+            super::text_line::write(out, e, now);
+            Ok(())
         }
         Format::Text { ansi: true } => {
             const DIM: &str = "\x1b[2m";
@@ -321,6 +304,10 @@ mod tests {
 
     /// The same event as tracing-subscriber formats it, as pinproxy logged it before.
     fn from_tracing(json: bool, ansi: bool) -> String {
+        from_tracing_of(&entry(), json, ansi)
+    }
+
+    fn from_tracing_of(e: &Entry<'_>, json: bool, ansi: bool) -> String {
         #[derive(Clone, Default)]
         struct Captured(Arc<Mutex<Vec<u8>>>);
         impl Write for Captured {
@@ -337,7 +324,6 @@ mod tests {
         let builder = tracing_subscriber::fmt()
             .with_ansi(ansi)
             .with_writer(move || out.clone());
-        let e = entry();
         let emit = || {
             tracing::info!(
                 target: TARGET,
@@ -366,8 +352,12 @@ mod tests {
     }
 
     fn ours(format: Format) -> String {
+        ours_of(&entry(), format)
+    }
+
+    fn ours_of(e: &Entry<'_>, format: Format) -> String {
         let mut out = Vec::new();
-        format_line(&mut out, &entry(), SystemTime::now(), format);
+        format_line(&mut out, e, SystemTime::now(), format);
         String::from_utf8(out).unwrap()
     }
 
@@ -379,15 +369,30 @@ mod tests {
 
     #[test]
     fn the_text_line_is_the_one_tracing_subscriber_writes() {
-        for ansi in [false, true] {
-            let theirs = from_tracing(false, ansi);
-            let ours = ours(Format::Text { ansi });
-            assert_eq!(
-                after_timestamp(&ours),
-                after_timestamp(&theirs),
-                "ansi {ansi}"
-            );
-            assert!(ours.ends_with('\n'));
+        let other = Entry {
+            path: "/",
+            status: 200,
+            bytes: 0,
+            duration: Duration::from_nanos(250_125_375),
+            complete: true,
+            error: "",
+            client_uid: None,
+            client: Some("[::1]:8443".parse().unwrap()),
+            upstream_address: None,
+            request_id: None,
+            ..entry()
+        };
+        for e in [entry(), other] {
+            for ansi in [false, true] {
+                let theirs = from_tracing_of(&e, false, ansi);
+                let ours = ours_of(&e, Format::Text { ansi });
+                assert_eq!(
+                    after_timestamp(&ours),
+                    after_timestamp(&theirs),
+                    "ansi {ansi}"
+                );
+                assert!(ours.ends_with('\n'));
+            }
         }
     }
 

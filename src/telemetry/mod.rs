@@ -7,3 +7,4 @@
 pub mod access_log;
 pub mod audit;
 pub(crate) mod metrics;
+mod text_line;
