@@ -13,8 +13,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -208,24 +209,55 @@ pub(crate) async fn drive<C: GracefulClose>(
     let (mut draining, mut idle_since) = (false, None::<Instant>);
     // The idle period in which parking was last found unsafe: not tried again in it.
     let mut unparkable = None;
+    let side = Arc::new(SideWaker::default());
     loop {
         let hard = idle_since.map(|at| at + limit);
-        tokio::select! {
-            // The connection first, and no random branch order: this runs on every wake-up.
-            biased;
-            ended = conn.as_mut() => return Some(ended),
-            () = drain.as_mut(), if !draining => {
+        let park_in = park_after.as_ref().map_or(limit, |after| after());
+        let may_park = park_after.is_some()
+            && !draining
+            && idle_since.is_none()
+            && activity.park_state() == PARK_NONE;
+        let event = {
+            // Boxed: the connection's task would otherwise keep room for them,
+            // and be copied whole when it is spawned.
+            let mut timers = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    () = drain.as_mut(), if !draining => Event::Drain,
+                    () = activity.idle_for(limit), if idle_since.is_none() => Event::Idle,
+                    since = activity.idle_period(park_in, unparkable), if may_park => Event::Park(since),
+                    () = tokio::time::sleep_until(hard.unwrap_or_else(Instant::now)), if hard.is_some() => {
+                        Event::Hard
+                    }
+                }
+            });
+            side.woken.store(true, Ordering::Release);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Ended(ended));
+                }
+                // The timers and the drain only when one of them woke the task: a
+                // connection wakes several times a request, and polling them all
+                // each time cost more than the rest of this function.
+                if !side.take(cx) {
+                    return Poll::Pending;
+                }
+                let waker = Waker::from(side.clone());
+                timers.as_mut().poll(&mut Context::from_waker(&waker))
+            })
+            .await
+        };
+        match event {
+            Event::Ended(ended) => return Some(ended),
+            Event::Drain => {
                 draining = true;
                 conn.as_mut().graceful_close();
             }
-            () = activity.idle_for(limit), if idle_since.is_none() => {
+            Event::Idle => {
                 idle_since = Some(Instant::now());
                 conn.as_mut().graceful_close();
             }
-            since = activity.idle_period(park_after.as_ref().map_or(limit, |after| after()), unparkable),
-                if park_after.is_some() && !draining && idle_since.is_none()
-                    && activity.park_state() == PARK_NONE =>
-            {
+            Event::Park(since) => {
                 // Bytes since the last response may be part of a head the parser
                 // holds: telling it the stream ended would fail that request.
                 if activity.quiet_since_idle() {
@@ -234,10 +266,51 @@ pub(crate) async fn drive<C: GracefulClose>(
                     unparkable = Some(since);
                 }
             }
-            () = tokio::time::sleep_until(hard.unwrap_or_else(Instant::now)), if hard.is_some() => {
-                return None;
-            }
+            Event::Hard => return None,
         }
+    }
+}
+
+/// What ended one wait of [`drive`].
+enum Event<O> {
+    Ended(O),
+    Drain,
+    Idle,
+    Park(u64),
+    Hard,
+}
+
+/// The waker [`drive`] gives its timers and the drain: it wakes the task and
+/// notes that one of them, not the connection, is what woke it.
+#[derive(Default)]
+struct SideWaker {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for SideWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|p| p.into_inner()) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl SideWaker {
+    /// Whether a timer or the drain woke the task since the last call; keeps the
+    /// task's waker for them.
+    fn take(&self, cx: &Context<'_>) -> bool {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            *task = Some(cx.waker().clone());
+        }
+        drop(task);
+        self.woken.swap(false, Ordering::AcqRel)
     }
 }
 
