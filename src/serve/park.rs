@@ -183,28 +183,35 @@ where
         let Some(parts) = Pin::into_inner(conn).into_parts() else {
             return ended;
         };
-        let hyper::server::conn::http1::Parts {
-            io: parked,
-            read_buf,
-            service: kept,
-            ..
-        } = parts;
-        if !read_buf.is_empty() {
-            // hyper ends cleanly on an end of stream only with nothing unparsed.
-            return ended;
+        {
+            // In a block of its own: what is left of `parts` goes now, not when
+            // this turn ends, and the task keeps no room for it while parked.
+            let hyper::server::conn::http1::Parts {
+                io: parked,
+                read_buf,
+                service: kept,
+                ..
+            } = parts;
+            if !read_buf.is_empty() {
+                // hyper ends cleanly on an end of stream only with nothing unparsed.
+                return ended;
+            }
+            service = kept;
+            io = parked.into_inner().io;
         }
-        // Now, not at the end of this turn: it holds the parser's whole read buffer.
-        drop(read_buf);
-        service = kept;
-        io = parked.into_inner().io;
-        tokio::select! {
-            biased;
-            next = io.refill() => match next {
-                Ok(n) if n > 0 => continue,
-                _ => return ended,
-            },
-            () = activity.idle_for(limit) => return ended,
-            () = drain.signalled() => return ended,
+        // Boxed: only a parked connection needs room for these timers, and every
+        // connection's task would otherwise keep it (and be copied with it).
+        let next = Box::pin(async {
+            tokio::select! {
+                biased;
+                next = io.refill() => matches!(next, Ok(n) if n > 0),
+                () = activity.idle_for(limit) => false,
+                () = drain.signalled() => false,
+            }
+        })
+        .await;
+        if !next {
+            return ended;
         }
     }
 }
