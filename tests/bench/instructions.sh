@@ -7,11 +7,17 @@
 # count moves by well under 1% between runs of one build, so it shows a change
 # of a few percent in pinproxy's own work; the kernel's share (system calls,
 # TCP, scheduling) is not in it. Keeps the dumps as $OUT-keep-alive.out and
-# $OUT-close.out for callgrind_annotate.
+# $OUT-close.out for callgrind_annotate. `nginx` instead of a build counts nginx
+# as the proxy (configured as in run.sh, one worker and no master process, so
+# that callgrind follows the one process that does the work; no access log).
 #   bash tests/bench/instructions.sh target/release/pinproxy
 #   OUT=/tmp/old bash tests/bench/instructions.sh /tmp/old/pinproxy
+#   OUT=/tmp/nginx bash tests/bench/instructions.sh nginx
 set -euo pipefail
-BIN=${1:?usage: instructions.sh PATH-TO-PINPROXY}
+TARGET=${1:?usage: instructions.sh PATH-TO-PINPROXY or nginx}
+# pinned_nginx.sh starts a pinproxy build; for nginx's count any will do.
+BIN=$TARGET
+[ "$TARGET" = nginx ] && BIN=${PINPROXY:-$(dirname "$0")/../../target/release/pinproxy}
 DURATION=${DURATION:-8}
 OUT=${OUT:-/tmp/pinproxy-callgrind}
 PORT=${PORT:-19003}
@@ -23,8 +29,23 @@ done
 # pinned_nginx.sh started the build natively; this one runs it under callgrind.
 kill "$pid"
 wait "$pid" 2>/dev/null || true
-valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" \
-    "$BIN" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
+if [ "$TARGET" = nginx ]; then
+    cat >"$W/proxy.conf" <<C
+daemon off; master_process off; worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err warn;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 100000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$PORT;
+    location / { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/cert.pem; proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on; proxy_request_buffering off; } } }
+C
+    valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" \
+        nginx -c "$W/proxy.conf" -p "$W" >"$W/proxy.log" 2>&1 &
+else
+    valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" \
+        "$BIN" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
+fi
 pid=$!
 for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.2; done
 for mode in keep-alive close; do
