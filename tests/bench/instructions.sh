@@ -30,16 +30,7 @@ done
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 if [ "$TARGET" = nginx ]; then
-    cat >"$W/proxy.conf" <<C
-daemon off; master_process off; worker_processes 1; pid $W/proxy.pid; error_log $W/proxy.err warn;
-events { worker_connections 16384; }
-http { access_log off; keepalive_requests 100000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; }
-  server { listen 127.0.0.1:$PORT;
-    location / { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/cert.pem; proxy_ssl_name localhost;
-      proxy_ssl_session_reuse on; proxy_request_buffering off; } } }
-C
+    nginx_proxy_conf "$W/proxy.conf" "$PORT" "master_process off; worker_processes 1;"
     valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" \
         nginx -c "$W/proxy.conf" -p "$W" >"$W/proxy.log" 2>&1 &
 else

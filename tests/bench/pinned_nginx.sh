@@ -1,7 +1,7 @@
 # Sourced by mem.sh and profile.sh: nginx as a self-signed HTTPS upstream on
 # 127.0.0.1:$UP serving /small (~1.2 KiB), and the pinproxy build $BIN pinned to
 # it on 127.0.0.1:$PORT, both in a temporary directory $W that goes on exit.
-# Leaves $pid set to pinproxy's process.
+# Leaves $pid set to pinproxy's process, and defines nginx_proxy_conf.
 W=$(mktemp -d /tmp/pinproxy-bench.XXXXXX)
 chmod 755 "$W"
 pid=""
@@ -33,3 +33,19 @@ C
 RUST_LOG=warn "$BIN" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/small" && break; sleep 0.1; done
+
+# nginx_proxy_conf FILE PORT [PROCESSES]: writes to FILE the config of nginx as a
+# verifying proxy on 127.0.0.1:PORT in front of this upstream, as run.sh's nginx
+# peer is configured; PROCESSES replaces `worker_processes auto;`.
+nginx_proxy_conf() {
+    cat >"$1" <<C
+daemon off; ${3:-worker_processes auto;} pid $1.pid; error_log $1.err warn;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 100000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$2 reuseport;
+    location / { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/cert.pem; proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on; proxy_request_buffering off; } } }
+C
+}

@@ -41,16 +41,7 @@ port=$PORT
 for t in "${TARGETS[@]}"; do
     port=$((port + 1))
     if [ "$t" = nginx ]; then
-        cat >"$W/proxy$port.conf" <<C
-daemon off; worker_processes auto; pid $W/proxy$port.pid; error_log $W/proxy$port.err warn;
-events { worker_connections 16384; }
-http { access_log off; keepalive_requests 100000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; }
-  server { listen 127.0.0.1:$port reuseport;
-    location / { proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_ssl_verify on; proxy_ssl_trusted_certificate $W/cert.pem; proxy_ssl_name localhost;
-      proxy_ssl_session_reuse on; proxy_request_buffering off; } } }
-C
+        nginx_proxy_conf "$W/proxy$port.conf" "$port"
         nginx -c "$W/proxy$port.conf" -p "$W" >"$W/proxy$port.log" 2>&1 &
     else
         filter=info
