@@ -88,11 +88,12 @@ impl AcceptShared {
         // HTTP/1.1 (with upgrades, for WebSocket) and, for clients that speak it,
         // HTTP/2 with prior knowledge on the same port.
         let mut http1 = http1::Builder::new();
+        // No timer for hyper: `header_read_timeout` is kept by `http::idle`, which
+        // closes a connection that has not been running a request for that long
+        // (a head sent slowly included); hyper's own would arm a second timer for
+        // every request (~1.1k instructions each).
         http1
-            .timer(TokioTimer::new())
-            // hyper runs this timer whenever it waits for a request head, so it also
-            // closes kept-alive connections idle for longer.
-            .header_read_timeout(limits.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             // A script that writes its request and then closes its sending side
