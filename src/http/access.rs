@@ -254,6 +254,11 @@ impl Policy {
 
     /// `Host` or `:authority`: `host[:port]`.
     fn host_allowed(&self, seen: &[u8]) -> bool {
+        is_plain_loopback(seen) || self.authority_allowed(seen)
+    }
+
+    /// [`Policy::host_allowed`] the long way: `seen` parsed as an authority.
+    fn authority_allowed(&self, seen: &[u8]) -> bool {
         if let (Some(path), Ok(text)) = (&self.socket_path, std::str::from_utf8(seen)) {
             if crate::config::percent_decode(text).as_deref() == Some(path.as_bytes()) {
                 return true;
@@ -329,6 +334,23 @@ impl Cors {
             Some(_) => {}
         }
     }
+}
+
+/// `127.0.0.1` or `localhost`, with or without a port: what nearly every
+/// request carries, allowed on every listener (as the full parse would) without
+/// parsing an authority.
+fn is_plain_loopback(seen: &[u8]) -> bool {
+    let host = match seen.iter().rposition(|&b| b == b':') {
+        Some(colon) => {
+            let port = &seen[colon + 1..];
+            if port.is_empty() || port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+                return false;
+            }
+            &seen[..colon]
+        }
+        None => seen,
+    };
+    host == b"127.0.0.1" || host.eq_ignore_ascii_case(b"localhost")
 }
 
 /// `localhost` or a name under `.localhost`, which browsers resolve to
@@ -458,6 +480,35 @@ mod tests {
         }
         // HTTP/1.0 without Host: nothing to rebind.
         assert!(matches!(p.check(&req(&[]), None), Decision::Forward(_)));
+    }
+
+    #[test]
+    fn the_loopback_shortcut_passes_only_what_the_full_parse_passes() {
+        let p = policy(Access::default());
+        for host in [
+            "127.0.0.1",
+            "127.0.0.1:8443",
+            "localhost",
+            "LocalHost:1",
+            "localhost:65535",
+        ] {
+            assert!(is_plain_loopback(host.as_bytes()), "{host}");
+            assert!(p.authority_allowed(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "127.0.0.1:",
+            "127.0.0.1:123456",
+            "127.0.0.1:8a",
+            "localhost:80:80",
+            "user@localhost",
+            "127.0.0.1@evil.example",
+            "x127.0.0.1",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:80",
+            "",
+        ] {
+            assert!(!is_plain_loopback(host.as_bytes()), "{host}");
+        }
     }
 
     #[test]
