@@ -13,7 +13,7 @@ use crate::config::Limits;
 use crate::http::headers::clean_response;
 use crate::http::respond::{body_too_large, local_error, upstream_error, ResponseBody};
 use crate::upstream::session::{is_own_login, is_session_error, Broker, Holder, SID_HEADER};
-use crate::upstream::{RequestBody, Upstream};
+use crate::upstream::{RequestBody, Upstream, UpstreamAddress};
 
 /// Held in a response's extensions: the short hash of the session it ran in,
 /// for the audit trail.
@@ -95,6 +95,9 @@ pub async fn forward(
         head.extensions
             .insert(BrokeredSession(session.held.tag.clone()));
         if attempt == 0 && matches!(head.status.as_u16(), 400 | 401 | 403) {
+            if let Some(address) = body.address() {
+                head.extensions.insert(UpstreamAddress(address.clone()));
+            }
             // Small error answers are read whole to see what they are about.
             let answer = Limited::new(body, MAX_ERROR_READ)
                 .collect()

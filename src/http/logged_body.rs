@@ -113,10 +113,13 @@ impl LoggedBody {
             .extensions()
             .get::<BrokeredSession>()
             .map(|s| s.0.clone());
-        record.upstream_address = response
-            .extensions()
-            .get::<UpstreamAddress>()
-            .map(|a| a.0.clone());
+        record.upstream_address = match response.body() {
+            Either::Left(body) => body.address().cloned(),
+            Either::Right(_) => response
+                .extensions()
+                .get::<UpstreamAddress>()
+                .map(|a| a.0.clone()),
+        };
         response.map(|inner| LoggedBody {
             inner,
             record: Some(record),

@@ -46,8 +46,10 @@ use crate::telemetry::metrics::UpstreamMetrics;
 use crate::tls::known_pins::KnownPins;
 use crate::tls::verify::{PinVerifier, Trust};
 
-/// Which address of the upstream answered (a response extension, for the
-/// access log: with failover it is not always the first).
+/// Which address of the upstream answered, for the access log (with failover
+/// it is not always the first): a response extension when pinproxy answers
+/// with a body of its own made from the upstream's (see `http::brokered`);
+/// otherwise [`UpstreamBody::address`] says.
 #[derive(Debug, Clone)]
 pub struct UpstreamAddress(pub Arc<str>);
 
@@ -427,9 +429,8 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, TrySendError<Request<RequestBody>>> {
         origin_form(&mut req);
         let sending = req.body().watch();
-        let address = UpstreamAddress(h1.address.clone());
-        let (mut resp, h1) = h1.exchange(req).await?;
-        resp.extensions_mut().insert(address);
+        let address = h1.address.clone();
+        let (resp, h1) = h1.exchange(req).await?;
         let h1 = match h1 {
             // The answer came before the request body was all sent (an early
             // error, or a server that streams both ways): the connection must go
@@ -440,7 +441,7 @@ impl Upstream {
             }
             h1 => h1,
         };
-        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker))))
+        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker)).from_address(address)))
     }
 
     /// A request that may switch protocols (WebSocket) on an HTTP/1.1 connection
@@ -458,13 +459,10 @@ impl Upstream {
                 Obtained::New(tls) => H1::handshake(*tls).await.map_err(|e| self.classify(&e))?,
             },
         };
-        let address = UpstreamAddress(h1.address.clone());
+        let address = h1.address.clone();
         let mut send = h1.upgradable();
         match send.send_request(req).await {
-            Ok(mut resp) => {
-                resp.extensions_mut().insert(address);
-                Ok(resp.map(UpstreamBody::plain))
-            }
+            Ok(resp) => Ok(resp.map(|b| UpstreamBody::plain(b).from_address(address))),
             Err(e) => Err(self.classify(&e)),
         }
     }
@@ -510,9 +508,7 @@ impl Upstream {
 }
 
 /// A response on the shared HTTP/2 connection, carrying its address.
-fn h2_response(mut resp: Response<Incoming>, h2: pool::H2Handle) -> Response<UpstreamBody> {
-    resp.extensions_mut()
-        .insert(UpstreamAddress(h2.address().clone()));
+fn h2_response(resp: Response<Incoming>, h2: pool::H2Handle) -> Response<UpstreamBody> {
     resp.map(|b| UpstreamBody::h2(b, h2))
 }
 

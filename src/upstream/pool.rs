@@ -491,6 +491,10 @@ enum Carrier {
 pub struct UpstreamBody {
     inner: Incoming,
     carrier: Carrier,
+    /// Which address answered (with failover, not always the first): carried
+    /// here for the access log rather than in the response's extensions,
+    /// which would allocate a map for every response.
+    address: Option<Arc<str>>,
     complete: bool,
     /// The last poll returned data.
     after_data: bool,
@@ -504,6 +508,7 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             carrier,
+            address: None,
             complete: false,
             after_data: false,
             held_error: None,
@@ -513,6 +518,7 @@ impl UpstreamBody {
     pub(super) fn h2(inner: Incoming, handle: H2Handle) -> UpstreamBody {
         UpstreamBody {
             inner,
+            address: Some(handle.address().clone()),
             carrier: Carrier::H2 { _in_use: handle },
             complete: false,
             after_data: false,
@@ -524,10 +530,24 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             carrier: Carrier::None,
+            address: None,
             complete: false,
             after_data: false,
             held_error: None,
         }
+    }
+}
+
+impl UpstreamBody {
+    /// Notes which address answered.
+    pub(super) fn from_address(mut self, address: Arc<str>) -> UpstreamBody {
+        self.address = Some(address);
+        self
+    }
+
+    /// The address that answered.
+    pub fn address(&self) -> Option<&Arc<str>> {
+        self.address.as_ref()
     }
 }
 
