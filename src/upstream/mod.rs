@@ -441,7 +441,7 @@ impl Upstream {
             }
             h1 => h1,
         };
-        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker)).from_address(address)))
+        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker)).with_address(address)))
     }
 
     /// A request that may switch protocols (WebSocket) on an HTTP/1.1 connection
@@ -462,7 +462,7 @@ impl Upstream {
         let address = h1.address.clone();
         let mut send = h1.upgradable();
         match send.send_request(req).await {
-            Ok(resp) => Ok(resp.map(|b| UpstreamBody::plain(b).from_address(address))),
+            Ok(resp) => Ok(resp.map(|b| UpstreamBody::plain(b).with_address(address))),
             Err(e) => Err(self.classify(&e)),
         }
     }

@@ -540,7 +540,7 @@ impl UpstreamBody {
 
 impl UpstreamBody {
     /// Notes which address answered.
-    pub(super) fn from_address(mut self, address: Arc<str>) -> UpstreamBody {
+    pub(super) fn with_address(mut self, address: Arc<str>) -> UpstreamBody {
         self.address = Some(address);
         self
     }
