@@ -47,7 +47,12 @@ pub async fn handle(
                     Some(broker) if brokered::wants_session(&req) => {
                         let prepare = |parts: &mut http::request::Parts| prepare(upstream, parts);
                         let holder = Holder::of(client.uid, client.identity.as_deref());
-                        brokered::forward(upstream, broker, req, limits, &holder, prepare).await
+                        // Boxed: a session's exchange is larger than the plain
+                        // path's, and every request's future would keep room for it.
+                        Box::pin(brokered::forward(
+                            upstream, broker, req, limits, &holder, prepare,
+                        ))
+                        .await
                     }
                     _ => forward(upstream, req, tunnels, limits, &client.activity).await,
                 },

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::{HostAlias, Limits, UpstreamConfig};
+use crate::config::{HostAlias, UpstreamConfig};
 use crate::http::access::Client;
 use crate::http::forward;
 use crate::http::logged_body::LoggedBody;
-use crate::http::tunnel::Tunnels;
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::upstream::Upstream;
 
@@ -94,24 +93,25 @@ impl Routes {
     }
 }
 
-/// Routes one proxy-mode request and forwards it, or explains why not.
-pub async fn handle(
+/// Routes one proxy-mode request: the upstream it names, or pinproxy's answer
+/// saying why it goes nowhere. The caller forwards it (a function, not a
+/// future of its own, so that a request's future is not made larger by
+/// holding one inside the other).
+pub fn route(
     routes: &Routes,
-    req: Request<Incoming>,
-    tunnels: &Tunnels,
-    limits: &Limits,
+    req: &Request<Incoming>,
     client: &Client,
-) -> Response<LoggedBody> {
+) -> Result<Arc<Upstream>, Box<Response<LoggedBody>>> {
     let refuse = |status, tag, text: String| {
-        forward::refuse(
+        Err(Box::new(forward::refuse(
             &routes.name,
             &routes.metrics,
-            &req,
+            req,
             client,
             status,
             tag,
             text,
-        )
+        )))
     };
     if req.method() == Method::CONNECT {
         // A client that asked for a tunnel (HTTPS_PROXY with an https:// URL)
@@ -128,9 +128,11 @@ pub async fn handle(
                 routes.known
             ),
         );
-        refused
-            .extensions_mut()
-            .insert(hyper::ext::ReasonPhrase::from_static(CONNECT_REASON));
+        if let Err(refused) = &mut refused {
+            refused
+                .extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(CONNECT_REASON));
+        }
         return refused;
     }
     let Some(host) = req.uri().host() else {
@@ -153,10 +155,7 @@ pub async fn handle(
         );
     }
     match routes.find(host, req.uri().port_u16()) {
-        Some(upstream) => {
-            let upstream = upstream.clone();
-            forward::handle(&upstream, req, tunnels, limits, client).await
-        }
+        Some(upstream) => Ok(upstream.clone()),
         None => {
             let asked = req
                 .uri()

@@ -77,18 +77,24 @@ pub(super) async fn serve<IO>(
         // idle or not, and this one is 5 KB; boxed, an idle connection keeps 16
         // bytes and a request allocates what it needs while it runs.
         Box::pin(async move {
-            let mut response = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
-                (_, Some(refusal)) => local_refusal(&target, &req, &client, refusal),
-                (false, None) => local_refusal(&target, &req, &client, too_busy(&limits)),
-                (true, None) => match target {
-                    Target::Upstream(up) => {
-                        forward::handle(&up.load_full(), req, &tunnels, &limits, &client).await
-                    }
-                    Target::Routes(routes) => {
-                        proxy_mode::handle(&routes.load_full(), req, &tunnels, &limits, &client)
-                            .await
-                    }
+            let upstream = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
+                (_, Some(refusal)) => Err(Box::new(local_refusal(&target, &req, &client, refusal))),
+                (false, None) => Err(Box::new(local_refusal(
+                    &target,
+                    &req,
+                    &client,
+                    too_busy(&limits),
+                ))),
+                (true, None) => match &target {
+                    Target::Upstream(up) => Ok(up.load_full()),
+                    Target::Routes(routes) => proxy_mode::route(&routes.load(), &req, &client),
                 },
+            };
+            // One await for both kinds of listener: the future has room for one
+            // forwarding, not two.
+            let mut response = match upstream {
+                Ok(up) => forward::handle(&up, req, &tunnels, &limits, &client).await,
+                Err(answer) => *answer,
             };
             response.body_mut().hold(busy, slot.ok());
             Ok::<_, Infallible>(response)
