@@ -18,17 +18,40 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names (comparing standard names is comparing tags)
-    // finds which are there: most messages carry none, or only `Connection:
-    // keep-alive`, and a hashed removal of each of nine absent names cost more
-    // than the rest of this function.
-    let mut present = [false; HOP_BY_HOP.len()];
-    for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name.as_str()) {
-            present[i] = true;
+    let present = Present::scan(headers);
+    remove_present(headers, &present.hop_by_hop);
+}
+
+/// Which of the names this module removes a message has, found in one pass
+/// over its names: most messages carry none of them, or only `Connection:
+/// keep-alive`, and a hashed lookup of each absent name cost more than the
+/// rest of the work.
+struct Present {
+    hop_by_hop: [bool; HOP_BY_HOP.len()],
+    error_tag: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut present = Present {
+            hop_by_hop: [false; HOP_BY_HOP.len()],
+            error_tag: false,
+        };
+        for name in headers.keys() {
+            if let Some(i) = hop_by_hop_index(name.as_str()) {
+                present.hop_by_hop[i] = true;
+            } else if name == crate::http::respond::ERROR_HEADER {
+                present.error_tag = true;
+            }
         }
+        present
     }
-    if present == [false; HOP_BY_HOP.len()] {
+}
+
+/// Removes the hop-by-hop headers `present` says are there, and every header
+/// that `Connection` names.
+fn remove_present(headers: &mut HeaderMap, present: &[bool; HOP_BY_HOP.len()]) {
+    if *present == [false; HOP_BY_HOP.len()] {
         return;
     }
     // Collect first: the names listed in Connection are removed after Connection
@@ -40,16 +63,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|token| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|hop| hop.as_str().eq_ignore_ascii_case(token))
+            // The two options nearly every Connection header carries, named
+            // no header of their own.
+            !token.eq_ignore_ascii_case("keep-alive")
+                && !token.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| hop.as_str().eq_ignore_ascii_case(token))
                 && headers
                     .keys()
                     .any(|name| name.as_str().eq_ignore_ascii_case(token))
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| **there) {
         headers.remove(name);
     }
     for name in &named {
@@ -81,12 +108,17 @@ fn hop_by_hop_index(name: &str) -> Option<usize> {
 /// cut it short); and a header only pinproxy may set (`X-Pinproxy-Error`) goes,
 /// so a server cannot make its answer pass for one of pinproxy's own.
 pub fn clean_response(headers: &mut HeaderMap) {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let present = Present::scan(headers);
+    if present.hop_by_hop[TRANSFER_ENCODING_INDEX] {
         headers.remove(header::CONTENT_LENGTH);
     }
-    headers.remove(crate::http::respond::ERROR_HEADER);
-    remove_hop_by_hop(headers);
+    if present.error_tag {
+        headers.remove(crate::http::respond::ERROR_HEADER);
+    }
+    remove_present(headers, &present.hop_by_hop);
 }
+
+const TRANSFER_ENCODING_INDEX: usize = 5;
 
 #[cfg(test)]
 mod tests {
@@ -121,10 +153,36 @@ mod tests {
     }
 
     #[test]
+    fn a_response_loses_a_stale_length_and_a_forged_error_tag() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+            ("x-pinproxy-error", "upstream-failed"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        clean_response(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+        // Without a transfer coding the length is what frames the body.
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        clean_response(&mut h);
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
     fn the_index_names_each_fixed_header() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
         }
+        assert_eq!(
+            HOP_BY_HOP[TRANSFER_ENCODING_INDEX],
+            header::TRANSFER_ENCODING
+        );
         assert_eq!(hop_by_hop_index("content-length"), None);
     }
 }
