@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 use crate::config::{Access, Limits, Listen};
@@ -66,15 +66,11 @@ pub(super) struct LoopContext {
 
 /// What the accept loops of one listener (one per worker) share.
 pub(super) struct AcceptShared {
-    pub(super) http: Arc<Protocols>,
-    pub(super) target: Target,
-    pub(super) policy: Arc<ArcSwap<Policy>>,
+    /// What its connections share.
+    pub(super) conn: Arc<ConnContext>,
     pub(super) connections: Gauge,
-    pub(super) context: LoopContext,
     /// `max_client_connections` of this listener.
     pub(super) limit: Arc<Semaphore>,
-    /// `max_requests_in_flight` of this listener.
-    pub(super) in_flight: Arc<Semaphore>,
 }
 
 impl AcceptShared {
@@ -108,14 +104,25 @@ impl AcceptShared {
             // The idle limit (see `idle`) closes a connection with no stream open;
             // these pings find a dead peer while a long request is in progress.
             .keep_alive_interval(limits.header_read_timeout);
+        let limit = Arc::new(Semaphore::new(limits.max_client_connections));
+        let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight));
+        let LoopContext {
+            drain,
+            tunnels,
+            limits,
+        } = context;
         AcceptShared {
-            http: Arc::new(Protocols { http1, http2 }),
-            target,
-            policy,
+            conn: Arc::new(ConnContext {
+                http: Protocols { http1, http2 },
+                target,
+                policy,
+                tunnels,
+                limits,
+                in_flight,
+                open: drain,
+            }),
             connections,
-            limit: Arc::new(Semaphore::new(limits.max_client_connections)),
-            in_flight: Arc::new(Semaphore::new(limits.max_requests_in_flight)),
-            context,
+            limit,
         }
     }
 }
@@ -137,28 +144,28 @@ pub(super) async fn accept_loop(
         }
     };
     let AcceptShared {
-        http,
-        target,
-        policy,
+        conn: context,
         connections,
-        context: LoopContext {
-            drain,
-            tunnels,
-            limits,
-        },
         limit,
-        in_flight,
     } = &*shared;
+    // One wait for the stop, made once: a new one per connection registered
+    // and unregistered a waiter on the shared channel every time.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                _ = &mut stopped => return,
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             },
         };
         let accepted = tokio::select! {
-            _ = stop.changed() => return,
+            _ = &mut stopped => return,
             accepted = socket.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -170,16 +177,8 @@ pub(super) async fn accept_loop(
                 }
             },
         };
-        let context = ConnContext {
-            http: http.clone(),
-            target: target.clone(),
-            policy: policy.clone(),
-            tunnels: tunnels.clone(),
-            limits: limits.clone(),
-            in_flight: in_flight.clone(),
-            open: drain.clone(),
-        };
-        let (draining, open) = (drain.track(), connections.clone());
+        let context = context.clone();
+        let (draining, open) = (context.open.track(), connections.clone());
         open.inc();
         tokio::spawn(async move {
             match accepted {

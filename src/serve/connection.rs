@@ -41,51 +41,51 @@ pub(super) enum Target {
 pub(super) async fn serve<IO>(
     io: IO,
     (uid, peer, identity): (Option<u32>, Option<SocketAddr>, Option<Arc<[String]>>),
-    context: ConnContext,
+    context: Arc<ConnContext>,
     mut drain: Draining,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ConnContext {
-        http,
-        target,
-        policy,
-        tunnels,
-        limits,
-        in_flight,
-        open,
-    } = context;
     let activity = Activity::new();
-    let idle_limit = limits.header_read_timeout;
-    let park_after = limits.release_idle_buffers_after;
+    let idle_limit = context.limits.header_read_timeout;
+    let park_after = context.limits.release_idle_buffers_after;
     let idle = activity.clone();
+    let shared = context.clone();
     // Each request reads the current upstream (or routes) and rules, so a
     // reload applies to the next request even on a kept-alive client connection.
     let service = service_fn(move |req: Request<Incoming>| {
         let busy = activity.begin();
-        let (target, tunnels, limits) = (target.clone(), tunnels.clone(), limits.clone());
+        // One reference count for what the listener's connections share:
+        // each is a cache line both workers write.
+        let context = shared.clone();
         let client = Client {
             uid,
             peer,
             identity: identity.clone(),
-            policy: policy.load_full(),
+            policy: context.policy.load_full(),
             activity: activity.clone(),
         };
         // Taken now, not awaited: a listener at its cap answers at once.
-        let slot = in_flight.clone().try_acquire_owned();
+        let slot = context.in_flight.clone().try_acquire_owned();
         // Boxed: hyper keeps room for one service future in every connection,
         // idle or not, and this one is 5 KB; boxed, an idle connection keeps 16
         // bytes and a request allocates what it needs while it runs.
         Box::pin(async move {
-            let upstream = match (slot.is_ok(), h2_headers_over(&req, &limits)) {
-                (_, Some(refusal)) => Err(Box::new(local_refusal(&target, &req, &client, refusal))),
+            let ConnContext {
+                target,
+                tunnels,
+                limits,
+                ..
+            } = &*context;
+            let upstream = match (slot.is_ok(), h2_headers_over(&req, limits)) {
+                (_, Some(refusal)) => Err(Box::new(local_refusal(target, &req, &client, refusal))),
                 (false, None) => Err(Box::new(local_refusal(
-                    &target,
+                    target,
                     &req,
                     &client,
-                    too_busy(&limits),
+                    too_busy(limits),
                 ))),
-                (true, None) => match &target {
+                (true, None) => match target {
                     Target::Upstream(up) => Ok(up.load_full()),
                     Target::Routes(routes) => proxy_mode::route(&routes.load(), &req, &client),
                 },
@@ -93,7 +93,7 @@ pub(super) async fn serve<IO>(
             // One await for both kinds of listener: the future has room for one
             // forwarding, not two.
             let mut response = match upstream {
-                Ok(up) => forward::handle(&up, req, &tunnels, &limits, &client).await,
+                Ok(up) => forward::handle(&up, req, tunnels, limits, &client).await,
                 Err(answer) => *answer,
             };
             response.body_mut().hold(busy, slot.ok());
@@ -110,18 +110,23 @@ pub(super) async fn serve<IO>(
     };
     let ended = match sniffed {
         Ok((Protocol::Http1, io)) => {
-            let open_now = || open.open();
+            let open_now = || context.open.open();
             let timers = (
                 idle_limit,
                 park_after,
                 &open_now as &(dyn Fn() -> usize + Sync),
             );
-            super::park::serve(&http.http1, io, service, &idle, timers, &mut drain).await
+            super::park::serve(&context.http.http1, io, service, &idle, timers, &mut drain).await
         }
         Ok((Protocol::Http2, io)) => {
             // Boxed: the task of every HTTP/1 connection would otherwise keep room
             // for HTTP/2's larger state.
-            let mut conn = Box::pin(http.http2.serve_connection(TokioIo::new(io), service));
+            let mut conn = Box::pin(
+                context
+                    .http
+                    .http2
+                    .serve_connection(TokioIo::new(io), service),
+            );
             idle::drive(
                 conn.as_mut(),
                 &idle,
@@ -258,9 +263,10 @@ pub(super) fn h2_headers_over(req: &Request<Incoming>, limits: &Limits) -> Optio
     })
 }
 
-/// What serving one client connection needs.
+/// What serving a listener's client connections needs, shared by all of them
+/// (one `Arc` per connection and per request, not one per field).
 pub(super) struct ConnContext {
-    pub(super) http: Arc<Protocols>,
+    pub(super) http: Protocols,
     pub(super) target: Target,
     pub(super) policy: Arc<ArcSwap<Policy>>,
     pub(super) tunnels: Tunnels,
