@@ -338,7 +338,7 @@ impl Upstream {
                 }
             }
         }
-        while let Some(h1) = self.pool.take_h1(worker).await {
+        while let Some(h1) = self.pool.take_h1(worker) {
             match self.exchange(h1, worker, req).await {
                 Ok(resp) => return Ok(resp),
                 Err(unsent) => req = self.unsent(unsent)?,
@@ -359,12 +359,12 @@ impl Upstream {
                 connector.connect_with(slot, alpn).await?,
             )));
         }
-        if let Some(h1) = self.pool.take_any_h1(worker).await {
+        if let Some(h1) = self.pool.take_any_h1(worker) {
             return Ok(Obtained::Pooled(h1));
         }
         let mut handed = self.pool.wait();
         // One may have gone idle between the look and joining the queue.
-        if let Some(h1) = self.pool.take_any_h1(worker).await {
+        if let Some(h1) = self.pool.take_any_h1(worker) {
             return Ok(Obtained::Pooled(h1));
         }
         let waited = tokio::time::timeout(connector.connect_timeout(), async {
@@ -452,7 +452,7 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         origin_form(&mut req);
         let worker = worker::current();
-        let h1 = match self.pool.take_h1(worker).await {
+        let h1 = match self.pool.take_h1(worker) {
             Some(h1) => h1,
             None => match self.obtain(worker, Alpn::Http1).await? {
                 Obtained::Pooled(h1) => h1,

@@ -69,11 +69,17 @@ impl H1 {
 
     /// True when the connection is open and ready for a request now. Polling it
     /// lets it notice a close the server sent while it sat idle.
-    fn ready(&mut self, cx: &mut Context<'_>) -> bool {
-        if StdPin::new(&mut self.conn).poll(cx).is_ready() {
+    ///
+    /// Polled without a waker: the request that takes it polls it again at
+    /// once, and a waker of this task left in the connection's request queue
+    /// would be woken by the very request sent next, costing the task a
+    /// needless turn.
+    fn ready(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if StdPin::new(&mut self.conn).poll(&mut cx).is_ready() {
             return false;
         }
-        matches!(self.send.poll_ready(cx), Poll::Ready(Ok(())))
+        matches!(self.send.poll_ready(&mut cx), Poll::Ready(Ok(())))
     }
 
     /// Sends `req` and drives the connection until the response head arrives.
@@ -85,7 +91,16 @@ impl H1 {
             if open && StdPin::new(&mut self.conn).poll(cx).is_ready() {
                 open = false;
             }
-            response.as_mut().poll(cx)
+            if open {
+                // Only the connection, polled just above, answers the
+                // request: woken by that answer, the task would only be
+                // polled once more for nothing. Its own I/O wakes it.
+                response
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            } else {
+                response.as_mut().poll(cx)
+            }
         })
         .await;
         result.map(|resp| (resp, open.then_some(self)))
@@ -194,13 +209,13 @@ impl Idle {
 
     /// The most recently used connection that is still open and ready; the
     /// closed and expired ones met on the way are dropped.
-    async fn take(&self) -> Option<Box<H1>> {
+    fn take(&self) -> Option<Box<H1>> {
         loop {
             let mut idle = self.lock().conns.pop()?;
             if idle.expires <= Instant::now() {
                 continue;
             }
-            if poll_fn(|cx| Poll::Ready(idle.h1.ready(cx))).await {
+            if idle.h1.ready() {
                 return Some(idle.h1);
             }
         }
@@ -342,16 +357,16 @@ impl Pool {
     }
 
     /// A ready idle HTTP/1.1 connection of `worker`'s.
-    pub(super) async fn take_h1(&self, worker: usize) -> Option<Box<H1>> {
-        self.idle(worker).take().await
+    pub(super) fn take_h1(&self, worker: usize) -> Option<Box<H1>> {
+        self.idle(worker).take()
     }
 
     /// A ready idle HTTP/1.1 connection of any worker, `worker`'s first: at
     /// `max_connections`, one idle anywhere serves rather than a request waiting.
-    pub(super) async fn take_any_h1(&self, worker: usize) -> Option<Box<H1>> {
+    pub(super) fn take_any_h1(&self, worker: usize) -> Option<Box<H1>> {
         let n = self.workers.len();
         for i in 0..n {
-            if let Some(h1) = self.idle(worker + i).take().await {
+            if let Some(h1) = self.idle(worker + i).take() {
                 return Some(h1);
             }
         }
