@@ -47,10 +47,7 @@ impl Workers {
     }
 
     fn start_one(&mut self, index: usize) -> io::Result<()> {
-        let runtime = Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(access_log::flush)
-            .build()?;
+        let runtime = Builder::new_current_thread().enable_all().build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
