@@ -11,6 +11,9 @@
 # table per scenario with medians and ratios to pinproxy. Every process it starts is
 # stopped on exit; every wait and every load is bounded in count and time.
 #
+# The small-request loads also run against the same build with its access log off (as
+# the peers' are), shown as a row of its own; the goals are read from the default build.
+#
 # Settings (environment): ROUNDS (5), DURATION seconds per wrk run (10), CONNS keep-alive
 # connections (64), CLOSE_CONNS connections for connection-per-request (64), BULK_MIB
 # download size (1024), UPLOAD_MIB (256), IDLE_CONNS (1000), SETTLE seconds without load
@@ -72,11 +75,14 @@ trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 P_UP=$((PORT_BASE + 43))
-declare -A PORT=([pinproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)) [stunnel]=$((PORT_BASE + 4)) [direct]=$P_UP)
+declare -A PORT=([pinproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)) [stunnel]=$((PORT_BASE + 4)) [quiet]=$((PORT_BASE + 5)) [direct]=$P_UP)
 TARGETS=(pinproxy nginx haproxy stunnel direct)
+# The small-request loads also run against `quiet`: the same build with its access
+# log off, as the peers' are, so the tables show what the log costs.
+LOADS=(pinproxy quiet nginx haproxy stunnel direct)
 PEERS=(nginx haproxy stunnel)
 
-for port in "$P_UP" "${PORT[pinproxy]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[stunnel]}"; do
+for port in "$P_UP" "${PORT[pinproxy]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[stunnel]}" "${PORT[quiet]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is in use; set PORT_BASE to a free range" >&2
         exit 1
@@ -231,8 +237,11 @@ stunnel "$W/stunnel.conf" 2>"$W/stunnel.err" &
 PID[stunnel]=$!
 "$PINPROXY" run --config "$W/pinproxy.toml" >"$W/pinproxy.log" 2>&1 &
 PID[pinproxy]=$!
-PIDS+=("${PID[nginx]}" "${PID[haproxy]}" "${PID[stunnel]}" "${PID[pinproxy]}")
-for t in pinproxy nginx haproxy stunnel; do
+sed "s/:${PORT[pinproxy]}\"/:${PORT[quiet]}\"/" "$W/pinproxy.toml" >"$W/quiet.toml"
+RUST_LOG=info,pinproxy::access=off "$PINPROXY" run --config "$W/quiet.toml" >"$W/quiet.log" 2>&1 &
+PID[quiet]=$!
+PIDS+=("${PID[nginx]}" "${PID[haproxy]}" "${PID[stunnel]}" "${PID[pinproxy]}" "${PID[quiet]}")
+for t in pinproxy quiet nginx haproxy stunnel; do
     wait_port "${PORT[$t]}"
 done
 
@@ -247,7 +256,7 @@ CURL=(curl -sS --fail --cacert "$W/cert.pem" --resolve "localhost:$P_UP:127.0.0.
 
 # every target must answer correctly before anything is measured
 expected=$(wc -c <"$W/www/small.json")
-for t in "${TARGETS[@]}"; do
+for t in "${LOADS[@]}"; do
     got=$("${CURL[@]}" --max-time 10 -w '%{http_code} %{size_download}' "$(url "$t" /small)") || {
         echo "$t does not answer $(url "$t" /small); logs are in $W" >&2
         KEEP=1
@@ -312,14 +321,14 @@ for t in pinproxy nginx haproxy stunnel; do
 done
 
 echo "warming up every target (2 s each)" >&2
-for t in "${TARGETS[@]}"; do
+for t in "${LOADS[@]}"; do
     timeout 30 wrk -t"$THREADS" -c"$CONNS" -d2s "$(url "$t" /small)" >/dev/null
 done
 
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round of $ROUNDS" >&2
-    for t in "${TARGETS[@]}"; do wrk_run keepalive "$t" "$CONNS"; done
-    for t in "${TARGETS[@]}"; do wrk_run close "$t" "$CLOSE_CONNS" -H "Connection: close"; done
+    for t in "${LOADS[@]}"; do wrk_run keepalive "$t" "$CONNS"; done
+    for t in "${LOADS[@]}"; do wrk_run close "$t" "$CLOSE_CONNS" -H "Connection: close"; done
     for t in "${TARGETS[@]}"; do bulk_run "$t"; done
 done
 
