@@ -47,7 +47,10 @@ impl Workers {
     }
 
     fn start_one(&mut self, index: usize) -> io::Result<()> {
-        let runtime = Builder::new_current_thread().enable_all().build()?;
+        let runtime = Builder::new_current_thread()
+            .enable_all()
+            .on_thread_park(access_log::flush)
+            .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()

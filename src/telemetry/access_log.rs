@@ -98,37 +98,13 @@ pub fn write(entry: &Entry<'_>) {
             write_out(&line);
             return;
         };
-        let was_empty = lines.is_empty();
         format_line(lines, entry, SystemTime::now(), format);
         if lines.len() >= BATCH_BYTES {
             write_out(lines);
             lines.clear();
-        } else if was_empty {
-            flush_later();
         }
     });
 }
-
-/// Flushes this worker's batch [`FLUSH_AFTER`] from now: the first line of a
-/// batch arms it, so no line waits longer than that. Flushing whenever the
-/// worker ran out of work instead wrote every two requests or so under load
-/// (0.57 writes per request with 64 clients on 2 cores), a fifth of the
-/// keep-alive load's CPU.
-fn flush_later() {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async {
-                tokio::time::sleep(FLUSH_AFTER).await;
-                flush();
-            });
-        }
-        // Not on a runtime: nothing would come back to flush the line.
-        Err(_) => flush(),
-    }
-}
-
-/// The longest a line waits in a worker's batch.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(50);
 
 thread_local! {
     // Lines a worker thread has formatted but not yet written, if this is one.
@@ -138,10 +114,10 @@ thread_local! {
 /// A busy worker writes its lines in batches of about this size.
 const BATCH_BYTES: usize = 16 * 1024;
 
-/// Makes this thread collect its access lines until a batch is full, until
-/// [`FLUSH_AFTER`] has passed since its first line, or until [`flush`] (which a
-/// worker calls when it stops): one write for many lines. A write per line cost
-/// the benchmark's keep-alive load about a tenth of its throughput.
+/// Makes this thread collect its access lines until [`flush`] (which a worker
+/// calls whenever it runs out of work, and when it stops) or until a batch is
+/// full: one write for many lines while busy, at once when idle. A write per line
+/// cost the benchmark's keep-alive load about a tenth of its throughput.
 pub fn batch_on_this_thread() {
     BATCH.with(|batch| *batch.borrow_mut() = Some(Vec::with_capacity(BATCH_BYTES)));
 }
