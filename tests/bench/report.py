@@ -103,7 +103,8 @@ def table(path):
             like_for_like.append(f"{name} CPU per request {quiet['cpu100k'] / peer_cpu:.2f}× {thrifty}'s, "
                                  f"req/s {quiet['rps'] / best_rps:.2f}× {best}'s")
 
-    print("#### Bulk: one download and one upload per round, MB/s (10^6 bytes)\n")
+    transfers = len(values.get(("bulk", "pinproxy", "download"), []))
+    print(f"#### Bulk: {transfers} downloads and {transfers} uploads per target, medians, MB/s (10^6 bytes)\n")
     print("| target | download MB/s | ratio | upload MB/s | ratio |")
     print("|---|---:|---:|---:|---:|")
     down, up = med("bulk", "pinproxy", "download"), med("bulk", "pinproxy", "upload")

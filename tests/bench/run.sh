@@ -16,9 +16,9 @@
 #
 # Settings (environment): ROUNDS (5), DURATION seconds per wrk run (10), CONNS keep-alive
 # connections (64), CLOSE_CONNS connections for connection-per-request (64), BULK_MIB
-# download size (1024), UPLOAD_MIB (256), IDLE_CONNS (1000), SETTLE seconds without load
-# before memory is read (11), PORT_BASE (18400), UPSTREAM_SESSION=1 (the upstream in a
-# session of its own, below),
+# download size (1024), UPLOAD_MIB (256), BULK_REPEAT transfers of each per target and
+# round (3), IDLE_CONNS (1000), SETTLE seconds without load before memory is read (11),
+# PORT_BASE (18400), UPSTREAM_SESSION=1 (the upstream in a session of its own, below),
 # PINPROXY (path to a built binary), KEEP=1 keeps the work directory, OUT=FILE also
 # writes the tables there.
 set -euo pipefail
@@ -28,6 +28,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 CLOSE_CONNS=${CLOSE_CONNS:-64}
 BULK_MIB=${BULK_MIB:-1024}
+BULK_REPEAT=${BULK_REPEAT:-3}
 UPLOAD_MIB=${UPLOAD_MIB:-256}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 PORT_BASE=${PORT_BASE:-18400}
@@ -343,7 +344,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round of $ROUNDS" >&2
     for t in "${LOADS[@]}"; do wrk_run keepalive "$t" "$CONNS"; done
     for t in "${LOADS[@]}"; do wrk_run close "$t" "$CLOSE_CONNS" -H "Connection: close"; done
-    for t in "${TARGETS[@]}"; do bulk_run "$t"; done
+    # Several transfers, every target in turn each time: one 256 MiB upload can take
+    # three times as long as the next identical one on this VM.
+    for ((rep = 1; rep <= BULK_REPEAT; rep++)); do
+        for t in "${TARGETS[@]}"; do bulk_run "$t"; done
+    done
 done
 
 # memory with many idle keep-alive clients: each connection makes one request, then stays
@@ -385,7 +390,7 @@ done
 machine() {
     echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r)"
     echo "- versions: $("$PINPROXY" --version), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), stunnel $(stunnel -version 2>&1 | awk '/^stunnel/ { print $2; exit }'), $(openssl version | awk '{ print $1, $2 }'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), curl $(curl --version | awk 'NR == 1 { print $2 }')"
-    echo "- run: ROUNDS=$ROUNDS DURATION=${DURATION}s UPSTREAM_SESSION=${UPSTREAM_SESSION:-0} CONNS=$CONNS CLOSE_CONNS=$CLOSE_CONNS BULK_MIB=$BULK_MIB UPLOAD_MIB=$UPLOAD_MIB IDLE_CONNS=$IDLE_CONNS SETTLE=${SETTLE}s, wrk -t$THREADS; load generator, proxy and upstream share the cores"
+    echo "- run: ROUNDS=$ROUNDS DURATION=${DURATION}s UPSTREAM_SESSION=${UPSTREAM_SESSION:-0} CONNS=$CONNS CLOSE_CONNS=$CLOSE_CONNS BULK_MIB=$BULK_MIB UPLOAD_MIB=$UPLOAD_MIB BULK_REPEAT=$BULK_REPEAT IDLE_CONNS=$IDLE_CONNS SETTLE=${SETTLE}s, wrk -t$THREADS; load generator, proxy and upstream share the cores"
 }
 {
     echo "### pinproxy benchmark, $(date -u +%Y-%m-%d)"
