@@ -55,10 +55,8 @@ if [ -z "${PINPROXY:-}" ]; then
     PINPROXY="$ROOT/target/release/pinproxy"
 fi
 
-# In memory where there is a tmpfs: the uploads are stored there, and on a disk the
-# writeback of one round's uploads (five of UPLOAD_MIB) slowed whichever upload came
-# next (one 256 MiB PUT through each target, alternated: pinproxy 268-524 MB/s,
-# nginx 197-610, direct HTTPS 523-916, on this VM's /tmp).
+# In memory where there is a tmpfs: the upstream stores the uploads here, and an
+# upload through a proxy should not measure the disk's writeback of the ones before.
 base=/tmp
 [ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
 W=$(mktemp -d "$base/pinproxy-bench.XXXXXX")
