@@ -2,7 +2,7 @@
 # Side-by-side benchmark: pinproxy against nginx, HAProxy and stunnel, each in front of
 # the same self-signed HTTPS upstream (nginx), with direct HTTPS as the limit.
 #
-#   bash tests/bench/run.sh                 # 5 interleaved rounds of 10 s loads (~15 min)
+#   bash tests/bench/run.sh                 # 5 interleaved rounds of 10 s loads
 #   ROUNDS=3 DURATION=5 bash tests/bench/run.sh
 #
 # It installs what it needs from Debian (nginx, haproxy, stunnel4, wrk, openssl, curl,
