@@ -290,6 +290,45 @@ async fn connections_that_never_send_a_request_are_closed_and_cannot_lock_out_cl
     proxy.drain().await;
 }
 
+/// At `max_client_connections` a new client waits, and is served as soon as a
+/// slot is free, whichever worker's socket the kernel queued it on (each
+/// worker accepts on a socket of its own). Eight rounds: a client queued on
+/// the other worker's socket is a coin toss each time.
+#[tokio::test]
+async fn a_client_queued_at_max_client_connections_is_served_once_a_slot_frees() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let limits = Limits {
+        max_client_connections: 1,
+        ..Limits::default()
+    };
+    let proxy = proxy_with(limits, &up, c.sha1_pin()).await;
+    let addr = proxy.local_addrs()[0].1;
+    let request = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for round in 0..8 {
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        held.write_all(request).await.unwrap();
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), response_on(&mut held))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: a client never served with every slot free")
+            });
+        assert_eq!(status, "HTTP/1.1 200 OK", "round {round}");
+        let mut queued = TcpStream::connect(addr).await.unwrap();
+        queued.write_all(request).await.unwrap();
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(200), queued.read(&mut byte)).await;
+        assert!(early.is_err(), "round {round}: served past the limit");
+        drop(held);
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), response_on(&mut queued))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: the freed slot never reached the queued client")
+            });
+        assert_eq!(status, "HTTP/1.1 200 OK", "round {round}");
+    }
+    proxy.drain().await;
+}
+
 /// Reads one response with a Content-Length body: its status line and body.
 async fn response_on(tcp: &mut TcpStream) -> (String, String) {
     let mut got = Vec::new();

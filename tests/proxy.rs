@@ -145,6 +145,33 @@ async fn keep_alive_requests_share_one_upstream_handshake() {
     assert_eq!(up.requests(), 25);
 }
 
+/// Every worker accepts on a socket of its own (Linux): a connection the kernel
+/// gives to any of them is served, and the port is still this proxy's alone.
+#[tokio::test]
+async fn new_connections_are_served_on_every_worker_and_a_second_proxy_cannot_join_the_port() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
+    let proxy = RunningProxy::start(cfg.clone()).await;
+    // A fresh connection each: all of them on one of the workers' sockets
+    // would be a 1 in 2^31 chance with two.
+    for i in 0..32 {
+        let a = tokio::time::timeout(Duration::from_secs(5), get(&proxy.url("/")))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} was never accepted"));
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    // A second pinproxy started on the same port by mistake.
+    let mut twin = cfg;
+    twin.listen = proxy.addr.into();
+    let err = pinproxy::server::Proxy::bind(&config_of(vec![twin]))
+        .await
+        .err()
+        .expect("the port is taken");
+    assert!(err.to_string().contains("already listens there"), "{err}");
+    assert_eq!(get(&proxy.url("/")).await.status, 200);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     let (up, c) = TestServer::start_self_signed().await;

@@ -1,6 +1,6 @@
-//! The accept loops of one listener: one per worker, each on its own
-//! descriptor of the socket, at most `max_client_connections` at a time, each
-//! accepted connection served on the worker that accepted it.
+//! The accept loops of one listener: one per worker, each on its own socket
+//! or descriptor of the socket, at most `max_client_connections` served at a
+//! time, each accepted connection served on the worker that accepted it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub(super) struct Acceptor {
     pub(super) local: Listen,
     pub(super) policy: Arc<ArcSwap<Policy>>,
     pub(super) stop: watch::Sender<bool>,
-    /// One accept loop per worker, each on its own descriptor of `socket`.
+    /// One accept loop per worker, each on its own socket or descriptor of `socket`.
     pub(super) loops: Vec<JoinHandle<()>>,
     /// Owns the socket (and its file); closed once the loops are done.
     pub(super) socket: Socket,
@@ -127,9 +127,9 @@ impl AcceptShared {
     }
 }
 
-/// One worker's accept loop on its own descriptor of a listening socket: the
-/// connections it accepts are served on this worker, registered with its
-/// reactor from the start. (Handing each connection from one accepting runtime
+/// One worker's accept loop on its own socket or descriptor of a listening
+/// socket: the connections it accepts are served on this worker, registered
+/// with its reactor from the start. (Handing each connection from one accepting runtime
 /// to a worker cost two `epoll_ctl` calls and a cross-thread wake-up apiece.)
 pub(super) async fn accept_loop(
     descriptor: std::io::Result<SharedListener>,
@@ -153,17 +153,6 @@ pub(super) async fn accept_loop(
     let stopped = stop.changed();
     tokio::pin!(stopped);
     loop {
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(TryAcquireError::Closed) => return,
-            Err(TryAcquireError::NoPermits) => tokio::select! {
-                _ = &mut stopped => return,
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            },
-        };
         let accepted = tokio::select! {
             _ = &mut stopped => return,
             accepted = socket.accept() => match accepted {
@@ -175,6 +164,22 @@ pub(super) async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            },
+        };
+        // Accepted first, then a slot waited for: each worker has a socket of
+        // its own (`reuse_port`), and a loop that took the last free slot before
+        // accepting would wait on its own empty socket while a client queued on
+        // another worker's waited for that slot. So a listener at its limit
+        // holds at most one more connection per worker, not yet read from.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                _ = &mut stopped => return,
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             },
         };
         let context = context.clone();

@@ -1,6 +1,7 @@
 //! Listening sockets: a TCP address, a Unix socket file (`unix_socket`) or a
 //! socket systemd passed (`socket_activation`), bound the same way for every
-//! listener, the admin endpoint included, and copied to each worker.
+//! listener, the admin endpoint included, and copied to each worker (on Linux a
+//! TCP address gets a socket per worker instead, `reuse_port`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -91,15 +92,35 @@ impl Listener {
         })
     }
 
+    /// Binds `listen` for the workers' accept loops (see
+    /// [`OwnedListener::share_for`]), on no runtime's reactor.
+    pub async fn bind_for_workers(listen: &Listen) -> io::Result<OwnedListener> {
+        #[cfg(target_os = "linux")]
+        if let Listen::Tcp(addr) = listen {
+            let first = super::reuse_port::bind_first(*addr)?;
+            let spread = Some(first.local_addr()?);
+            return Ok(OwnedListener {
+                shared: SharedListener::Tcp(first),
+                file: None,
+                spread,
+            });
+        }
+        Listener::bind(listen).await.and_then(Listener::detach)
+    }
+
     /// The socket without a reactor (no runtime is woken by its connections
     /// until an accept loop registers a copy), still owning its file.
-    pub fn detach(self) -> io::Result<OwnedListener> {
+    fn detach(self) -> io::Result<OwnedListener> {
         let shared = self.share()?;
         let file = match self {
             Listener::Tcp(_) => None,
             Listener::Unix(_, file) => file,
         };
-        Ok(OwnedListener { shared, file })
+        Ok(OwnedListener {
+            shared,
+            file,
+            spread: None,
+        })
     }
 
     /// Where it is bound: with port 0, the port the system chose.
@@ -120,11 +141,22 @@ pub struct OwnedListener {
     shared: SharedListener,
     /// Held for its `Drop`, and for a reload that changes its mode or group.
     file: Option<SocketFile>,
+    /// The address of a TCP socket that every worker after the first gets a
+    /// socket of its own on (`reuse_port`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    spread: Option<SocketAddr>,
 }
 
 impl OwnedListener {
-    /// Another descriptor of the socket, for one accept loop.
-    pub fn share(&self) -> io::Result<SharedListener> {
+    /// What the accept loop of worker `worker` accepts on: a socket of its own
+    /// on a spread TCP address, else another descriptor of this one.
+    pub fn share_for(&self, worker: usize) -> io::Result<SharedListener> {
+        #[cfg(target_os = "linux")]
+        if let (Some(addr), 1..) = (self.spread, worker) {
+            return super::reuse_port::bind_sibling(addr).map(SharedListener::Tcp);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = worker;
         Ok(match &self.shared {
             SharedListener::Tcp(tcp) => SharedListener::Tcp(tcp.try_clone()?),
             SharedListener::Unix(unix) => SharedListener::Unix(unix.try_clone()?),

@@ -497,11 +497,13 @@ impl Proxy {
                 limits: self.limits.clone(),
             },
         ));
-        // Every worker accepts on its own descriptor of the socket.
-        let loops = self.workers.spawn_each(
-            (0..self.workers.len().max(1))
-                .map(|_| accept_loop(socket.share(), shared.clone(), stopped.clone())),
-        );
+        // Every worker accepts on its own socket (Linux, TCP) or its own
+        // descriptor of the one socket.
+        let workers = 0..self.workers.len().max(1);
+        let loops =
+            self.workers.spawn_each(workers.map(|worker| {
+                accept_loop(socket.share_for(worker), shared.clone(), stopped.clone())
+            }));
         Acceptor {
             local,
             policy,
@@ -527,9 +529,7 @@ fn revoke(upstream: &Upstream, why: &str) {
 
 async fn bind(name: &str, listen: &Listen) -> Result<Socket, BindError> {
     // Detached from this runtime's reactor at once: the workers accept on it.
-    let bound = listen::Listener::bind(listen)
-        .await
-        .and_then(listen::Listener::detach);
+    let bound = listen::Listener::bind_for_workers(listen).await;
     bound.map_err(|source| {
         let tcp = matches!(listen, Listen::Tcp(_));
         let hint = match source.kind() {
