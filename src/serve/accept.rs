@@ -188,6 +188,8 @@ pub(super) async fn accept_loop(
         tokio::spawn(async move {
             match accepted {
                 Accepted::Tcp(stream, peer) => {
+                    // On Linux it came with the listening socket (`register`).
+                    #[cfg(not(target_os = "linux"))]
                     let _ = stream.set_nodelay(true);
                     let policy = context.policy.load_full();
                     let uid = policy

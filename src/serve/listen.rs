@@ -200,7 +200,14 @@ impl SharedListener {
     /// Registers it with the calling runtime's reactor.
     pub fn register(self) -> io::Result<WorkerListener> {
         Ok(match self {
-            SharedListener::Tcp(std) => WorkerListener::Tcp(TcpListener::from_std(std)?),
+            SharedListener::Tcp(std) => {
+                // Requests and responses are written whole; Nagle must not hold
+                // back their tail. Set on the listening socket, every connection
+                // accepted on it starts with it on Linux: one system call per
+                // connection fewer (`accept`).
+                socket2::SockRef::from(&std).set_tcp_nodelay(true)?;
+                WorkerListener::Tcp(TcpListener::from_std(std)?)
+            }
             SharedListener::Unix(std) => WorkerListener::Unix(UnixListener::from_std(std)?),
         })
     }
@@ -238,5 +245,41 @@ impl OwnedListener {
             Some(file) => file.set_permissions(socket),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_accepted_on_every_worker_s_socket_have_nodelay() {
+        let listen = Listen::Tcp("127.0.0.1:0".parse().unwrap());
+        let socket = Listener::bind_for_workers(&listen).await.unwrap();
+        let Listen::Tcp(addr) = socket.bound(&listen) else {
+            unreachable!("a TCP listener")
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for worker in 0..2 {
+            let accepting = socket.share_for(worker).unwrap().register().unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(Accepted::Tcp(stream, _)) = accepting.accept().await {
+                    let _ = tx.send((worker, stream.nodelay().unwrap()));
+                }
+            });
+        }
+        let mut clients = Vec::new();
+        let mut seen = [false; 2];
+        for _ in 0..32 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let (worker, nodelay) = rx.recv().await.unwrap();
+            assert!(
+                nodelay,
+                "a connection on worker {worker} without TCP_NODELAY"
+            );
+            seen[worker] = true;
+        }
+        assert_eq!(seen, [true, true], "both workers' sockets accepted");
     }
 }
