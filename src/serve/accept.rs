@@ -129,8 +129,9 @@ impl AcceptShared {
 
 /// One worker's accept loop on its own socket or descriptor of a listening
 /// socket: the connections it accepts are served on this worker, registered
-/// with its reactor from the start. (Handing each connection from one accepting runtime
-/// to a worker cost two `epoll_ctl` calls and a cross-thread wake-up apiece.)
+/// with its reactor from the start. (Handing each connection from one
+/// accepting runtime to a worker cost two `epoll_ctl` calls and a cross-thread
+/// wake-up apiece.)
 pub(super) async fn accept_loop(
     descriptor: std::io::Result<SharedListener>,
     shared: Arc<AcceptShared>,
