@@ -604,3 +604,45 @@ async fn probes_keep_passing_while_a_bad_edit_waits_in_the_file() {
     bin.signal("TERM");
     let _ = bin.finish();
 }
+
+/// The scheduling policy (`/proc/PID/task/TID/stat` field 41; 3 is
+/// SCHED_BATCH) of each thread of `pid` whose name starts with `name`.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // "TID (comm) state ...": the name may hold spaces, the fields after it do not.
+        let (head, fields) = stat.rsplit_once(") ").unwrap();
+        if head.split_once(" (").unwrap().1.starts_with(name) {
+            policies.push(fields.split(' ').nth(38).unwrap().parse().unwrap());
+        }
+    }
+    policies
+}
+
+/// `pinproxy run` serves with its connection workers under SCHED_BATCH, so
+/// that on a loaded machine they take ready connections in batches instead of
+/// preempting another task for each one (docs/benchmark.md, eighth round).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn run_serves_from_workers_scheduled_as_batch() {
+    let (up, c) = TestServer::start_self_signed().await;
+    let text = format!(
+        "[[upstream]]\nname = \"gaia\"\nlisten = \"127.0.0.1:0\"\naddress = \"{}\"\n\
+         server_name = \"localhost\"\nfingerprints = [\"{}\"]\n",
+        up.addr,
+        c.sha1_pin()
+    );
+    let config = temp_file(&text);
+    let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
+    let url = format!("http://{}/echo", bin.listening());
+    assert_eq!(get(&url).await.status, 200, "served");
+    let workers = thread_policies(bin.child.id(), "pinproxy-worke");
+    assert!(!workers.is_empty(), "no worker thread found");
+    assert!(workers.iter().all(|&p| p == 3), "policies {workers:?}");
+    bin.signal("TERM");
+    let _ = bin.finish();
+}
