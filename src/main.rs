@@ -459,7 +459,8 @@ mod heap {
     /// so after a load peak of a few hundred connections the process held ~7 MiB
     /// it no longer used, for good (docs/benchmark.md). `malloc_trim` returns
     /// every free page; HAProxy calls it for the same reason. Other C libraries
-    /// (musl in the container image) return memory by themselves.
+    /// (musl) return memory by themselves; the container image is glibc,
+    /// linked statically, and trims too.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     pub(super) fn start_trimming() {
         tokio::spawn(async {
@@ -501,8 +502,8 @@ mod scheduling {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: pthread_self() is the calling thread, alive for the call,
         // and `param` a valid sched_param for as long as the call reads it.
-        // pthread_setschedparam rather than sched_setscheduler: musl (the
-        // container image) leaves the latter unimplemented.
+        // pthread_setschedparam rather than sched_setscheduler: musl leaves
+        // the latter unimplemented (ENOSYS), glibc and musl both have this.
         #[allow(unsafe_code)]
         let rc =
             unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_BATCH, &param) };
