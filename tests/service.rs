@@ -640,6 +640,7 @@ async fn run_serves_from_workers_scheduled_as_batch() {
     let mut bin = Binary::spawn(&["run", "--config", path_str(config.path())], &[]);
     let url = format!("http://{}/echo", bin.listening());
     assert_eq!(get(&url).await.status, 200, "served");
+    // Threads are named pinproxy-worker-N; the kernel keeps 15 bytes of a name.
     let workers = thread_policies(bin.child.id(), "pinproxy-worke");
     assert!(!workers.is_empty(), "no worker thread found");
     assert!(workers.iter().all(|&p| p == 3), "policies {workers:?}");
