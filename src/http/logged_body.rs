@@ -218,7 +218,11 @@ impl Drop for LoggedBody {
 /// visible ASCII characters (anything else is not an id, and a log line is no
 /// place for a client's arbitrary bytes).
 fn request_id(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get("x-request-id")?.to_str().ok()?;
+    // A `HeaderName`, not a `&str`: looking up by text parses and checks the
+    // name on every request first.
+    static X_REQUEST_ID: http::header::HeaderName =
+        http::header::HeaderName::from_static("x-request-id");
+    let value = headers.get(&X_REQUEST_ID)?.to_str().ok()?;
     let fine = !value.is_empty()
         && value.len() <= 128
         && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
