@@ -202,7 +202,7 @@ frontend fe
     bind 127.0.0.1:${PORT[haproxy]}
     default_backend be
 backend be
-    # Idle server connections serve any client's request, as nginx's `keepalive`
+    # Idle server connections serve any client's request, as nginx's keepalive
     # pool and pinproxy's pool do. HAProxy's default, safe, sends the first request
     # of each client connection over a new server connection: with a connection per
     # request that is a TLS handshake per request (2.0k req/s here against 12.9k).
