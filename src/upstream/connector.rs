@@ -21,6 +21,7 @@ use tokio_rustls::TlsConnector;
 use super::egress;
 use super::error::UpstreamError;
 use super::handshake_error::handshake_error;
+use super::read_waker::ReadWaker;
 use super::transport::{connect_tcp, Transport};
 use crate::config::{EgressProxy, Http2, Target, UpstreamConfig};
 use crate::telemetry::metrics::{Handshake, UpstreamMetrics};
@@ -438,6 +439,8 @@ pub(crate) struct TlsConn {
     address: Arc<str>,
     /// Held while the connection is open; dropping it frees a `max_connections` slot.
     _slot: Slot,
+    /// Whom its reads wake while it sits idle in the pool.
+    read_waker: Arc<ReadWaker>,
 }
 
 impl TlsConn {
@@ -450,7 +453,13 @@ impl TlsConn {
             open,
             address,
             _slot: slot,
+            read_waker: Arc::default(),
         }
+    }
+
+    /// Whom its reads wake while the pool keeps it idle.
+    pub(super) fn read_waker(&self) -> &Arc<ReadWaker> {
+        &self.read_waker
     }
 
     /// The address it reached.
@@ -481,7 +490,12 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.tls).poll_read(cx, buf)
+        match self.read_waker.get() {
+            Some(waker) => {
+                StdPin::new(&mut self.tls).poll_read(&mut Context::from_waker(&waker), buf)
+            }
+            None => StdPin::new(&mut self.tls).poll_read(cx, buf),
+        }
     }
 }
 

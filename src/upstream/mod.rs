@@ -28,7 +28,10 @@ mod egress;
 mod error;
 mod handshake_error;
 mod pool;
+#[cfg(all(test, unix))]
+mod pool_tests;
 pub(crate) mod probe;
+mod read_waker;
 pub(crate) mod session;
 mod transport;
 

@@ -37,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::connector::TlsConn;
+use super::read_waker::ReadWaker;
 use super::RequestBody;
 
 type H1Conn = http1::Connection<TokioIo<TlsConn>, RequestBody>;
@@ -48,6 +49,8 @@ pub(super) struct H1 {
     conn: H1Conn,
     /// The address it reached.
     pub(super) address: Arc<str>,
+    /// Whom its reads wake while it sits idle.
+    read_waker: Arc<ReadWaker>,
 }
 
 /// The result of one exchange on an HTTP/1.1 connection: the response and, while
@@ -59,16 +62,35 @@ impl H1 {
     /// once, so handing it from the pool to a request and back moves a pointer.
     pub(super) async fn handshake(tls: TlsConn) -> hyper::Result<Box<H1>> {
         let address = tls.address().clone();
+        let read_waker = tls.read_waker().clone();
         let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
         Ok(Box::new(H1 {
             send,
             conn,
             address,
+            read_waker,
         }))
     }
 
-    /// True when the connection is open and ready for a request now. Polling it
-    /// lets it notice a close the server sent while it sat idle.
+    /// Polls the idle connection so that it settles (ready for the next
+    /// request) and notices a close, with a close waking `tender` and nothing
+    /// else: true while it stays open.
+    fn tend(&mut self, tender: &Waker) -> bool {
+        self.read_waker.set(tender);
+        let mut cx = Context::from_waker(Waker::noop());
+        StdPin::new(&mut self.conn).poll(&mut cx).is_pending()
+    }
+
+    /// True when the connection will take a request now.
+    ///
+    /// A connection that went idle was polled then (`Idle::put`), so it
+    /// already says whether it wants a request, and polling it again here cost
+    /// as much as the rest of taking it (~1,000 instructions). A close the
+    /// server sent since is found by the request's first poll
+    /// ([`H1::exchange`]), before any of the request is written (hyper writes
+    /// no request head once reading has closed), and the request comes back
+    /// to go out on another connection. Only a connection not yet polled since
+    /// its last exchange is polled here.
     ///
     /// Polled without a waker: the request that takes it polls it again at
     /// once, and a waker of this task left in the connection's request queue
@@ -76,6 +98,11 @@ impl H1 {
     /// needless turn.
     fn ready(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
+        match self.send.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => return true,
+            Poll::Ready(Err(_)) => return false,
+            Poll::Pending => {}
+        }
         if StdPin::new(&mut self.conn).poll(&mut cx).is_ready() {
             return false;
         }
@@ -86,24 +113,27 @@ impl H1 {
     /// A request the connection could not send comes back in the error.
     pub(super) async fn exchange(mut self: Box<Self>, req: Request<RequestBody>) -> Exchanged {
         let mut response = pin!(self.send.try_send_request(req));
-        let mut open = true;
+        let mut h1 = Some(self);
         let result = poll_fn(|cx| {
-            if open && StdPin::new(&mut self.conn).poll(cx).is_ready() {
-                open = false;
+            if let Some(open) = h1.as_mut() {
+                if StdPin::new(&mut open.conn).poll(cx).is_pending() {
+                    // Only the connection, polled just above, answers the
+                    // request: woken by that answer, the task would only be
+                    // polled once more for nothing. Its own I/O wakes it.
+                    return response
+                        .as_mut()
+                        .poll(&mut Context::from_waker(Waker::noop()));
+                }
+                // It has finished (the server closed it, or it failed). Gone
+                // at once: a request still in its queue, never written, then
+                // comes back through the answer, where it would otherwise wait
+                // for the connection to be dropped.
+                h1 = None;
             }
-            if open {
-                // Only the connection, polled just above, answers the
-                // request: woken by that answer, the task would only be
-                // polled once more for nothing. Its own I/O wakes it.
-                response
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-            } else {
-                response.as_mut().poll(cx)
-            }
+            response.as_mut().poll(cx)
         })
         .await;
-        result.map(|resp| (resp, open.then_some(self)))
+        result.map(|resp| (resp, h1))
     }
 
     /// Lets the connection finish its exchange as a task of its own and close:
@@ -216,6 +246,7 @@ impl Idle {
                 continue;
             }
             if idle.h1.ready() {
+                idle.h1.read_waker.clear();
                 return Some(idle.h1);
             }
         }
@@ -237,13 +268,11 @@ impl Idle {
         }
         let mut h1 = h1;
         match &state.tender {
-            // Polled with the tending task's waker, so that task wakes when the
-            // server closes it; the task itself is not woken (under load every
-            // request ends here, and a wake-up each would cost more than the
-            // whole exchange).
+            // Polled so that a close wakes the tending task; the task itself is
+            // not woken (under load every request ends here, and a wake-up each
+            // would cost more than the whole exchange).
             Some(tender) => {
-                let mut cx = Context::from_waker(tender);
-                if StdPin::new(&mut h1.conn).poll(&mut cx).is_ready() {
+                if !h1.tend(tender) {
                     return;
                 }
             }
@@ -277,9 +306,9 @@ async fn tend(idle: Weak<Idle>) {
         let mut state = idle.lock();
         loop {
             let now = Instant::now();
-            state.conns.retain_mut(|c| {
-                c.expires > now && StdPin::new(&mut c.h1.conn).poll(cx).is_pending()
-            });
+            state
+                .conns
+                .retain_mut(|c| c.expires > now && c.h1.tend(cx.waker()));
             // Put in order, so the first expires first.
             let Some(next) = state.conns.first().map(|c| c.expires) else {
                 state.tending = false;
