@@ -56,7 +56,8 @@ fn remove_present(headers: &mut HeaderMap, present: &[bool; HOP_BY_HOP.len()]) {
     }
     // Nearly every response from a keep-alive server carries exactly
     // `Connection: keep-alive` (or `close`): options that name no header, so
-    // there is nothing to look up (the token scan below cost ~450 instructions).
+    // there is nothing to look up (the token scan below cost ~350 instructions
+    // a response, callgrind).
     let only_options = headers.get_all(header::CONNECTION).iter().all(|v| {
         let v = v.as_bytes();
         v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
