@@ -79,6 +79,30 @@ async fn get(upstream: &Upstream) -> Result<(StatusCode, Bytes), UpstreamError> 
 /// it is neither lost nor left waiting until `response_timeout`.
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_that_takes_a_connection_the_server_just_closed_goes_out_on_a_new_one() {
+    // The kernel may hand the close to the pooled socket a moment after the
+    // server's word that it closed, if its network work was deferred (a busy
+    // machine). The request is then written into the closing connection and
+    // fails as any HTTP client's would, not sent twice: that run did not reach
+    // the moment this test is about, so it runs again, a few times at most.
+    for attempt in 1..=5 {
+        match closed_while_idle_then_taken().await {
+            (Ok(answer), requests) => {
+                assert_eq!(answer, (StatusCode::OK, Bytes::from("second")));
+                assert_eq!(requests, 2, "each request reached the server once");
+                return;
+            }
+            (Err(e @ UpstreamError::Timeout { .. }), _) => {
+                panic!("the request waited instead of going out again: {e}")
+            }
+            (Err(e), _) if attempt < 5 => eprintln!("attempt {attempt}: {e}; again"),
+            (Err(e), _) => panic!("five attempts, each met the close too late: {e}"),
+        }
+    }
+}
+
+/// One run: the answer to the request that took the closed connection, and how
+/// many requests reached the server.
+async fn closed_while_idle_then_taken() -> (Result<(StatusCode, Bytes), UpstreamError>, usize) {
     let (config, pin) = server_config();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,7 +112,7 @@ async fn a_request_that_takes_a_connection_the_server_just_closed_goes_out_on_a_
     let seen = requests.clone();
     // The server runs on a thread and runtime of its own: the test's runtime
     // must not run while the server closes.
-    let server = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -98,9 +122,16 @@ async fn a_request_that_takes_a_connection_the_server_just_closed_goes_out_on_a_
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             for answer in [&b"first"[..], b"second"] {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut tls = acceptor.accept(tcp).await.unwrap();
-                assert!(read_head(&mut tls).await, "a request on each connection");
+                // The second comes only when the request went out again.
+                let Ok(accepted) =
+                    tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+                else {
+                    return;
+                };
+                let mut tls = acceptor.accept(accepted.unwrap().0).await.unwrap();
+                if !read_head(&mut tls).await {
+                    return;
+                }
                 seen.fetch_add(1, Ordering::SeqCst);
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
@@ -111,7 +142,9 @@ async fn a_request_that_takes_a_connection_the_server_just_closed_goes_out_on_a_
                 tls.flush().await.unwrap();
                 if answer == b"first" {
                     // Idle now, kept alive; closed when the test says so.
-                    closing.recv().unwrap();
+                    if closing.recv().is_err() {
+                        return;
+                    }
                     tls.shutdown().await.unwrap();
                     drop(tls);
                     std::io::Write::write_all(&mut said_closed, b"x").unwrap();
@@ -138,8 +171,5 @@ async fn a_request_that_takes_a_connection_the_server_just_closed_goes_out_on_a_
     // request below takes the closed connection from the pool.
     tokio::task::yield_now().await;
     let second = get(&upstream).await;
-
-    assert_eq!(second.unwrap(), (StatusCode::OK, Bytes::from("second")));
-    assert_eq!(requests.load(Ordering::SeqCst), 2);
-    server.join().unwrap();
+    (second, requests.load(Ordering::SeqCst))
 }
