@@ -13,6 +13,7 @@ use pinproxy::cmd::{check, demo, fingerprint, health, pins};
 use pinproxy::config::{self, Config, EgressProxy, Flags};
 use pinproxy::service::{self, Source};
 use pinproxy::shutdown;
+use pinproxy::telemetry::logging;
 use pinproxy::tls::identity::ClientIdentity;
 
 /// Forward plain HTTP on loopback to an HTTPS server verified by its certificate fingerprint.
@@ -389,9 +390,14 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_format, cli.log_file.as_deref()) {
-        return fail(e);
+    let format = match cli.log_format {
+        LogFormat::Text => logging::Format::Text,
+        LogFormat::Json => logging::Format::Json,
+    };
+    if let Err(e) = logging::init(format, cli.log_file.as_deref()) {
+        return fail(e.to_string());
     }
+    JSON_LOGS.store(format == logging::Format::Json, Ordering::Relaxed);
     // The service control manager takes this thread and calls back on another.
     if let Command::Service(ServiceCommand::Run { name, config }) = &cli.command {
         let source = Source::File {
@@ -797,139 +803,6 @@ async fn probe(args: &FingerprintArgs) -> Result<fingerprint::Presented, String>
         egress_proxy,
     )
     .await
-}
-
-/// Whether `RUST_LOG` can enable any of pinproxy's lines: it names a level
-/// (`debug`, `pinproxy=trace`, …), and not only other targets (`verbose`
-/// parses as a target called "verbose" and silences everything).
-fn rust_log_reaches_pinproxy(value: &str) -> bool {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    value.split(',').map(str::trim).any(|directive| {
-        let target = directive.split(['=', '[']).next().unwrap_or("");
-        LEVELS.contains(&directive.to_ascii_lowercase().as_str())
-            || target.starts_with("pinproxy")
-            || target.is_empty()
-    })
-}
-
-fn init_logging(format: LogFormat, log_file: Option<&std::path::Path>) -> Result<(), String> {
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    use tracing_subscriber::EnvFilter;
-    let file = match log_file {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("--log-file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let unheard = rust_log
-        .as_deref()
-        .filter(|v| !v.trim().is_empty() && !rust_log_reaches_pinproxy(v));
-    let mut filter = match unheard {
-        Some(_) => EnvFilter::new("info"),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    // The h2 crate warns once per connection it closes for rapid reset: a
-    // client could flood the log. pinproxy sums those up itself
-    // (`http::rapid_reset`); h2's own lines only when RUST_LOG names h2.
-    if !rust_log.as_deref().is_some_and(|v| v.contains("h2")) {
-        if let Ok(quiet) = "h2=error".parse() {
-            filter = filter.add_directive(quiet);
-        }
-    }
-    // Colours only for a person at a terminal, never into journald or a log file.
-    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    // Under systemd, stdout is the journal: each line starts with its
-    // priority (sd-daemon's `<N>`), so `journalctl -p warning` works.
-    let journal = file.is_none() && stdout_is_the_journal();
-    let writer = match file {
-        Some(file) => {
-            let copy = file.try_clone().map_err(|e| format!("--log-file: {e}"))?;
-            pinproxy::access_log::set_file(copy);
-            BoxMakeWriter::new(std::sync::Mutex::new(file))
-        }
-        None => BoxMakeWriter::new(std::io::stdout),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi && !journal)
-        .with_writer(writer);
-    pinproxy::access_log::set_format(match format {
-        LogFormat::Text => pinproxy::access_log::Format::Text {
-            ansi: ansi && !journal,
-        },
-        LogFormat::Json => pinproxy::access_log::Format::Json,
-    });
-    pinproxy::access_log::set_journal(journal);
-    let text = tracing_subscriber::fmt::format().with_ansi(ansi && !journal);
-    match format {
-        LogFormat::Text => builder.event_format(Prioritised(text, journal)).init(),
-        LogFormat::Json => builder
-            .json()
-            .event_format(Prioritised(text.json().flatten_event(true), journal))
-            .init(),
-    }
-    JSON_LOGS.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
-    if let Some(value) = unheard {
-        tracing::warn!(
-            rust_log = value,
-            "RUST_LOG names no level and no pinproxy target, so it would silence every line; logging at info \
-             instead. Write a level (RUST_LOG=debug) or target=level pairs (RUST_LOG=info,pinproxy::access=off)"
-        );
-    }
-    Ok(())
-}
-
-/// True when systemd connected stdout to the journal: `JOURNAL_STREAM` names
-/// its device and inode (a child that inherited the variable but writes
-/// elsewhere must not add prefixes).
-#[cfg(unix)]
-fn stdout_is_the_journal() -> bool {
-    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(stat) = nix::sys::stat::fstat(std::io::stdout()) else {
-        return false;
-    };
-    stream.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
-}
-
-/// No journal outside systemd.
-#[cfg(not(unix))]
-fn stdout_is_the_journal() -> bool {
-    false
-}
-
-/// Writes sd-daemon's `<N>` priority before each line when `.1` is set.
-struct Prioritised<F>(F, bool);
-
-impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Prioritised<F>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-    F: tracing_subscriber::fmt::FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        if self.1 {
-            let priority = match *event.metadata().level() {
-                tracing::Level::ERROR => 3,
-                tracing::Level::WARN => 4,
-                tracing::Level::INFO => 6,
-                _ => 7,
-            };
-            write!(writer, "<{priority}>")?;
-        }
-        self.0.format_event(ctx, writer, event)
-    }
 }
 
 /// `--log-format json` is on: a fatal error is a JSON log line too.
