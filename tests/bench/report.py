@@ -67,8 +67,7 @@ def table(path):
         """Round by round, a goal's `value` (a ÷ b, where ≥ the need meets it) and
         the ratio as the table shows it (`shown` of a and b): the loads of a round
         ran back to back, so these pairs show how far one run moves."""
-        pairs = [(x / y, shown(x, y)) for x, y in zip(values.get(a, []), values.get(b, [])) if x and y]
-        return pairs
+        return [(x / y, shown(x, y)) for x, y in zip(values.get(a, []), values.get(b, [])) if x and y]
 
     rounds = len(values.get(("keepalive", "pinproxy", "rps"), []))
     print(f"Medians of {rounds} interleaved rounds. Ratios compare pinproxy with each row: "
@@ -136,16 +135,14 @@ def table(path):
         cells = [med("memory", t, m) for m in ("idle", "idle_after", "conns")]
         print("| " + LABEL[t] + " | " + " | ".join("–" if c is None else f"{c / 1024:.1f} MiB" for c in cells) + " |")
     print()
-    idle = med("memory", "pinproxy", "idle") / 1024
-    conns = med("memory", "pinproxy", "conns") / 1024
     for text, metric, limit in (("pinproxy RSS idle ≤ 10 MiB", "idle", 10), ("pinproxy RSS with 1,000 clients ≤ 24 MiB", "conns", 24)):
         mib = med("memory", "pinproxy", metric) / 1024
         each = [(limit * 1024 / v, v / 1024) for v in values.get(("memory", "pinproxy", metric), []) if v]
         goals.append((text, limit / mib, 1.0, f"{mib:.1f} MiB", each))
 
     print("#### Goals\n")
-    print("Met or not on the medians; the last two columns show the figure of each round (of each transfer for bulk,\n"
-          "lowest–highest), the spread a single run has.\n")
+    print("Met or not on the medians; the last two columns show the figure of each round, smallest first (of each\n"
+          "transfer for bulk: lowest–highest), the spread a single run has.\n")
     print("| goal | measured (medians) | met | per round | rounds met |")
     print("|---|---:|:---:|---:|---:|")
     for text, value, need, against, rounds in goals:
