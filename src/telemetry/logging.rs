@@ -35,18 +35,12 @@ pub enum LoggingError {
 /// Installs the global subscriber: lines in `format`, to `log_file` (appended)
 /// or else stdout, at the level `RUST_LOG` gives (info without it).
 pub fn init(format: Format, log_file: Option<&Path>) -> Result<(), LoggingError> {
-    let failed = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LoggingError::LogFile { path, source }
-    };
+    // The file, and a second handle of it for the access log's own writes.
     let file = match log_file {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(failed(path))?,
-        ),
+        Some(path) => Some(open_twice(path).map_err(|source| LoggingError::LogFile {
+            path: path.to_path_buf(),
+            source,
+        })?),
         None => None,
     };
     let rust_log = std::env::var("RUST_LOG").ok();
@@ -70,13 +64,12 @@ pub fn init(format: Format, log_file: Option<&Path>) -> Result<(), LoggingError>
     // Under systemd, stdout is the journal: each line starts with its
     // priority (sd-daemon's `<N>`), so `journalctl -p warning` works.
     let journal = file.is_none() && stdout_is_the_journal();
-    let writer = match (file, log_file) {
-        (Some(file), Some(path)) => {
-            let copy = file.try_clone().map_err(failed(path))?;
+    let writer = match file {
+        Some((file, copy)) => {
             access_log::set_file(copy);
             BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
-        _ => BoxMakeWriter::new(std::io::stdout),
+        None => BoxMakeWriter::new(std::io::stdout),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -105,6 +98,16 @@ pub fn init(format: Format, log_file: Option<&Path>) -> Result<(), LoggingError>
         );
     }
     Ok(())
+}
+
+/// `path` opened for appending, and a second handle of it.
+fn open_twice(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let copy = file.try_clone()?;
+    Ok((file, copy))
 }
 
 /// Whether `RUST_LOG` can enable any of pinproxy's lines: it names a level
