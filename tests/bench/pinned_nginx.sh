@@ -2,6 +2,9 @@
 # 127.0.0.1:$UP serving /small (~1.2 KiB), and the pinproxy build $BIN pinned to
 # it on 127.0.0.1:$PORT, both in a temporary directory $W that goes on exit.
 # Leaves $pid set to pinproxy's process, and defines nginx_proxy_conf.
+# The upstream daemonizes into a session of its own; UPSTREAM_SESSION=0 keeps it
+# in the script's session, as run.sh's default does (with autogroup scheduling
+# that changes how the two cores are shared: docs/benchmark.md, sixth round).
 W=$(mktemp -d /tmp/pinproxy-bench.XXXXXX)
 chmod 755 "$W"
 pid=""
@@ -12,8 +15,9 @@ chmod 1777 "$W/tmp"
 openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 head -c 1200 /dev/urandom | base64 -w 76 >"$W/www/small"
+UPSTREAM_SESSION=${UPSTREAM_SESSION:-1}
 cat >"$W/up.conf" <<C
-daemon on;
+daemon $([ "$UPSTREAM_SESSION" = 0 ] && echo off || echo on);
 worker_processes auto;
 pid $W/up.pid;
 error_log $W/up.err warn;
@@ -22,7 +26,12 @@ http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; cli
   server { listen 127.0.0.1:$UP ssl reuseport; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
            root $W/www; location = /small { default_type application/json; } } }
 C
-nginx -c "$W/up.conf" -p "$W"
+if [ "$UPSTREAM_SESSION" = 0 ]; then
+    nginx -c "$W/up.conf" -p "$W" &
+    for _ in $(seq 100); do [ -s "$W/up.pid" ] && break; sleep 0.1; done
+else
+    nginx -c "$W/up.conf" -p "$W"
+fi
 cat >"$W/pinproxy.toml" <<C
 [[upstream]]
 name = "bench"

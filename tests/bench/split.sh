@@ -6,9 +6,11 @@
 # and target: req/s, CPU ticks (1/100 s) per 100k requests, the user-space part
 # of them, and context switches per request (all threads of all processes). A
 # build given as PATH:FILTER runs with RUST_LOG=FILTER (`:warn` turns the access
-# log off, as nginx's is).
+# log off, as nginx's is). UPSTREAM_SESSION=0 keeps the upstream in this
+# script's session, run.sh's default setting (see pinned_nginx.sh).
 #   bash tests/bench/split.sh target/release/pinproxy nginx
 #   CLOSE=1 ROUNDS=5 bash tests/bench/split.sh /tmp/old/pinproxy target/release/pinproxy:warn nginx
+#   UPSTREAM_SESSION=0 bash tests/bench/split.sh target/release/pinproxy:warn target/release/examples/floor nginx
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: split.sh PINPROXY[:RUST_LOG]... [nginx]" >&2; exit 1; }
 DURATION=${DURATION:-4}
