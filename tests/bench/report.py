@@ -13,12 +13,14 @@ import sys
 from collections import defaultdict
 
 TARGETS = ["pinproxy", "nginx", "haproxy", "stunnel", "direct"]
-# The small-request loads also ran against pinproxy with its access log off.
-LOADS = ["pinproxy", "quiet", "nginx", "haproxy", "stunnel", "direct"]
+# The small-request loads also ran against pinproxy with its access log off, and
+# against the floor (tests/bench/floor.rs), which is not a peer.
+LOADS = ["pinproxy", "quiet", "floor", "nginx", "haproxy", "stunnel", "direct"]
 PEERS = ["nginx", "haproxy", "stunnel"]
 LABEL = {
     "pinproxy": "pinproxy (pinned)",
     "quiet": "pinproxy, access log off (as the peers')",
+    "floor": "floor: no HTTP library, no checks (not a peer)",
     "nginx": "nginx proxy_pass, proxy_ssl_verify",
     "haproxy": "HAProxy, verify required",
     "stunnel": "stunnel client, verifyPeer",
@@ -74,6 +76,7 @@ def table(path):
           "pinproxy ÷ row for rates, row ÷ pinproxy for latency and CPU, so above 1.00× pinproxy is better.\n")
     goals = []
     like_for_like = []
+    floor = []
     for scenario, title in (("keepalive", "Keep-alive, ~1 KiB JSON"), ("close", "Connection per request (`Connection: close`), ~1 KiB JSON")):
         print(f"#### {title}\n")
         print("| target | req/s | ratio | p50 ms | p99 ms | p99 ratio | CPU s / 100k req | CPU ratio | errors |")
@@ -112,6 +115,10 @@ def table(path):
         if quiet["rps"] and quiet["cpu100k"] and peer_cpu:
             like_for_like.append(f"{name} CPU per request {quiet['cpu100k'] / peer_cpu:.2f}× {thrifty}'s, "
                                  f"req/s {quiet['rps'] / best_rps:.2f}× {best}'s")
+        bare = {m: med(scenario, "floor", m) for m in ("rps", "cpu100k")}
+        if bare["rps"] and bare["cpu100k"] and peer_cpu:
+            floor.append(f"{name} CPU per request {bare['cpu100k'] / peer_cpu:.2f}× {thrifty}'s, "
+                         f"req/s {bare['rps'] / best_rps:.2f}× {best}'s")
 
     transfers = len(values.get(("bulk", "pinproxy", "download"), []))
     print(f"#### Bulk: {transfers} downloads and {transfers} uploads per target, medians, MB/s (10^6 bytes)\n")
@@ -158,6 +165,9 @@ def table(path):
     if like_for_like:
         print("\nNot a goal, the same comparison with pinproxy's access log off as the peers' are: "
               + "; ".join(like_for_like) + ".")
+    if floor:
+        print("\nThe floor under an engine of our own (tests/bench/floor.rs), the same comparison: "
+              + "; ".join(floor) + ".")
 
 
 if __name__ == "__main__":

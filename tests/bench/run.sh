@@ -13,14 +13,17 @@
 #
 # The small-request loads also run against the same build with its access log off (as
 # the peers' are), shown as a row of its own; the goals are read from the default build.
+# They also run against tests/bench/floor.rs, a bare forwarder on the same runtime and
+# TLS with no HTTP library and no checks: not a peer, the floor under an engine of our
+# own (docs/benchmark.md, tenth round). FLOOR=0 leaves it out.
 #
 # Settings (environment): ROUNDS (5), DURATION seconds per wrk run (10), CONNS keep-alive
 # connections (64), CLOSE_CONNS connections for connection-per-request (64), BULK_MIB
 # download size (1024), UPLOAD_MIB (256), BULK_REPEAT transfers of each per target and
 # round (3), IDLE_CONNS (1000), SETTLE seconds without load before memory is read (11),
 # PORT_BASE (18400), UPSTREAM_SESSION=1 (the upstream in a session of its own, below),
-# PINPROXY (path to a built binary), KEEP=1 keeps the work directory, OUT=FILE also
-# writes the tables there.
+# PINPROXY (path to a built binary), FLOOR (path to a built floor example, or 0 for
+# none), KEEP=1 keeps the work directory, OUT=FILE also writes the tables there.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -54,6 +57,10 @@ if [ -z "${PINPROXY:-}" ]; then
     cargo build --release --locked --quiet
     PINPROXY="$ROOT/target/release/pinproxy"
 fi
+if [ -z "${FLOOR:-}" ]; then
+    cargo build --release --locked --quiet --example floor
+    FLOOR="$ROOT/target/release/examples/floor"
+fi
 
 # In memory where there is a tmpfs: the upstream stores the uploads here, and an
 # upload through a proxy should not measure the disk's writeback of the ones before.
@@ -81,14 +88,15 @@ trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 P_UP=$((PORT_BASE + 43))
-declare -A PORT=([pinproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)) [stunnel]=$((PORT_BASE + 4)) [quiet]=$((PORT_BASE + 5)) [direct]=$P_UP)
+declare -A PORT=([pinproxy]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2)) [haproxy]=$((PORT_BASE + 3)) [stunnel]=$((PORT_BASE + 4)) [quiet]=$((PORT_BASE + 5)) [floor]=$((PORT_BASE + 6)) [direct]=$P_UP)
 TARGETS=(pinproxy nginx haproxy stunnel direct)
 # The small-request loads also run against `quiet`: the same build with its access
-# log off, as the peers' are, so the tables show what the log costs.
+# log off, as the peers' are, so the tables show what the log costs, and against the floor.
 LOADS=(pinproxy quiet nginx haproxy stunnel direct)
+[ "$FLOOR" = 0 ] || LOADS=(pinproxy quiet floor nginx haproxy stunnel direct)
 PEERS=(nginx haproxy stunnel)
 
-for port in "$P_UP" "${PORT[pinproxy]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[stunnel]}" "${PORT[quiet]}"; do
+for port in "$P_UP" "${PORT[pinproxy]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[stunnel]}" "${PORT[quiet]}" "${PORT[floor]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is in use; set PORT_BASE to a free range" >&2
         exit 1
@@ -258,8 +266,14 @@ sed "s/:${PORT[pinproxy]}\"/:${PORT[quiet]}\"/" "$W/pinproxy.toml" >"$W/quiet.to
 RUST_LOG=info,pinproxy::access=off "$PINPROXY" run --config "$W/quiet.toml" >"$W/quiet.log" 2>&1 &
 PID[quiet]=$!
 PIDS+=("${PID[nginx]}" "${PID[haproxy]}" "${PID[stunnel]}" "${PID[pinproxy]}" "${PID[quiet]}")
-for t in pinproxy quiet nginx haproxy stunnel; do
-    wait_port "${PORT[$t]}"
+if [ "$FLOOR" != 0 ]; then
+    sed "s/:${PORT[pinproxy]}\"/:${PORT[floor]}\"/" "$W/pinproxy.toml" >"$W/floor.toml"
+    "$FLOOR" run --config "$W/floor.toml" >"$W/floor.log" 2>&1 &
+    PID[floor]=$!
+    PIDS+=("${PID[floor]}")
+fi
+for t in "${LOADS[@]}"; do
+    [ "$t" = direct ] || wait_port "${PORT[$t]}"
 done
 
 url() { # target path
