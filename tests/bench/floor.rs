@@ -233,6 +233,8 @@ mod unix {
         let listener = TcpListener::from_std(listener)?;
         loop {
             let Ok((client, _)) = listener.accept().await else {
+                // EMFILE and friends: as pinproxy's accept loop, wait for descriptors.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let _ = client.set_nodelay(true);
