@@ -14,7 +14,7 @@ from collections import defaultdict
 
 TARGETS = ["pinproxy", "nginx", "haproxy", "stunnel", "direct"]
 # The small-request loads also ran against pinproxy with its access log off, and
-# against the floor (tests/bench/floor.rs), which is not a peer.
+# against the floor (tests/bench/floor/), which is not a peer.
 LOADS = ["pinproxy", "quiet", "floor", "nginx", "haproxy", "stunnel", "direct"]
 PEERS = ["nginx", "haproxy", "stunnel"]
 LABEL = {
@@ -166,7 +166,7 @@ def table(path):
         print("\nNot a goal, the same comparison with pinproxy's access log off as the peers' are: "
               + "; ".join(like_for_like) + ".")
     if floor:
-        print("\nThe floor under an engine of our own (tests/bench/floor.rs), the same comparison: "
+        print("\nThe floor under an engine of our own (tests/bench/floor/), the same comparison: "
               + "; ".join(floor) + ".")
 
 

@@ -13,7 +13,7 @@
 #
 # The small-request loads also run against the same build with its access log off (as
 # the peers' are), shown as a row of its own; the goals are read from the default build.
-# They also run against tests/bench/floor.rs, a bare forwarder on the same runtime and
+# They also run against tests/bench/floor/, a bare forwarder on the same runtime and
 # TLS with no HTTP library and no checks: not a peer, the floor under an engine of our
 # own (docs/benchmark.md, tenth round). FLOOR=0 leaves it out.
 #
