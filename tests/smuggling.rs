@@ -226,3 +226,125 @@ async fn a_hostile_upstream_cannot_speak_in_pinproxys_name_or_misframe_an_answer
     );
     assert!(old.ends_with("ok"), "{old}");
 }
+
+/// Sends each request in turn on one kept-alive client connection and reads
+/// each answer by its Content-Length; returns the bodies.
+async fn bodies_on_one_connection(addr: std::net::SocketAddr, paths: &[&str]) -> Vec<String> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut bodies = Vec::new();
+    let mut buf = Vec::new();
+    for path in paths {
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        let body =
+                            String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                        buf.drain(..end + 4 + length);
+                        return body;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = tcp.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the listener closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("an answer");
+        bodies.push(body);
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn a_response_smuggled_behind_another_never_answers_the_next_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // On each connection: the first request gets its answer with a forged
+    // second response right behind it, in the same write; a later request on
+    // that connection would read the forgery. The server numbers its answers.
+    let c = cert();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    let addr = tls_server(config, move |mut tls| {
+        let counter = counter.clone();
+        async move {
+            let mut first = true;
+            while read_head(&mut tls).await.is_some() {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nanswer{n}");
+                if first {
+                    answer.push_str("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged");
+                }
+                first = false;
+                if tls.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = tls.flush().await;
+            }
+        }
+    })
+    .await;
+    let proxy = RunningProxy::start(upstream_config(addr, vec![c.sha1_pin()])).await;
+    let bodies = bodies_on_one_connection(proxy.addr, &["/a", "/b", "/c"]).await;
+    assert_eq!(
+        bodies,
+        ["answer1", "answer2", "answer3"],
+        "each request gets the server's answer to it, never the bytes that followed another"
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_answer_that_breaks_mid_body_is_not_passed_on_as_complete() {
+    // The body announces chunks, sends one, then garbage where the next size
+    // should be: the client must not see a complete answer (a final 0-chunk).
+    let c = cert();
+    let config = server_config(vec![c.der.clone()], c.key(), false);
+    let addr = tls_server(config, |mut tls| async move {
+        if read_head(&mut tls).await.is_none() {
+            return;
+        }
+        let _ = tls
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n")
+            .await;
+        let _ = tls.flush().await;
+        // Held open: the answer must end for its framing, not for a close.
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest).await;
+    })
+    .await;
+    let proxy = RunningProxy::start(upstream_config(addr, vec![c.sha1_pin()])).await;
+    let answer = raw(
+        proxy.addr,
+        b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answer.contains("hello"),
+        "what came before the break: {answer:?}"
+    );
+    assert!(!answer.contains("more"), "{answer:?}");
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "a broken body must not end as a complete one: {answer:?}"
+    );
+    proxy.stop().await;
+}

@@ -173,8 +173,8 @@ async fn forward(
         parts.headers.insert(UPGRADE, protocol.clone());
     }
     // No copy of the request is kept for a retry: when a pooled connection turns
-    // out to have been closed by the server before the request went out, hyper
-    // hands the unsent request back and the pool sends it on another (pinned)
+    // out to have been closed by the server before the request went out, the
+    // unsent request comes back and the pool sends it on another (pinned)
     // connection. One that was sent is never sent twice.
     let body = if body.is_end_stream() {
         RequestBody::empty()

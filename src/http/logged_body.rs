@@ -21,7 +21,7 @@ use crate::http::idle::Busy;
 use crate::http::respond::{ResponseBody, ERROR_HEADER};
 use crate::telemetry::metrics::UpstreamMetrics;
 use crate::telemetry::{access_log, audit};
-use crate::upstream::UpstreamAddress;
+use crate::upstream::{BoxError, UpstreamAddress};
 
 pub(crate) struct AccessRecord {
     upstream: Arc<str>,
@@ -137,12 +137,12 @@ impl LoggedBody {
 
 impl HttpBody for LoggedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: StdPin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
             Either::Left(incoming) => StdPin::new(incoming).poll_frame(cx),
             Either::Right(full) => StdPin::new(full)

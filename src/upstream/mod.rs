@@ -10,7 +10,7 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin as StdPin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ mod connector;
 mod egress;
 mod error;
 mod handshake_error;
+mod http1;
 mod pool;
 #[cfg(all(test, unix))]
 mod pool_tests;
@@ -41,7 +42,8 @@ pub use pool::UpstreamBody;
 
 use connector::TlsConn;
 use error::{closed_early, too_large};
-use pool::{Pool, H1};
+use http1::{Failed, H1};
+use pool::Pool;
 
 use crate::config::{Http2, InjectedHeader, RequestPolicy, UpstreamConfig};
 use crate::platform::worker;
@@ -56,12 +58,12 @@ use crate::tls::verify::{PinVerifier, Trust};
 #[derive(Debug, Clone)]
 pub struct UpstreamAddress(pub Arc<str>);
 
+/// The error of a body pinproxy passes on: the upstream's, or the client's.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// The body sent upstream: the client's own (within `max_request_body`), or none.
 pub struct RequestBody {
     inner: http_body_util::Either<Limited<Incoming>, Full<Bytes>>,
-    /// Present while a client body is being sent: the connection drops the body
-    /// once it has sent it all, so a count of one left means "still sending".
-    sending: Option<Arc<()>>,
 }
 
 impl RequestBody {
@@ -69,7 +71,6 @@ impl RequestBody {
     pub fn empty() -> RequestBody {
         RequestBody {
             inner: http_body_util::Either::Right(Full::new(Bytes::new())),
-            sending: None,
         }
     }
 
@@ -77,7 +78,6 @@ impl RequestBody {
     pub fn full(bytes: Bytes) -> RequestBody {
         RequestBody {
             inner: http_body_util::Either::Right(Full::new(bytes)),
-            sending: None,
         }
     }
 
@@ -85,13 +85,7 @@ impl RequestBody {
     pub fn limited(body: Incoming, max: usize) -> RequestBody {
         RequestBody {
             inner: http_body_util::Either::Left(Limited::new(body, max)),
-            sending: Some(Arc::new(())),
         }
-    }
-
-    /// Tells whether the body is still being sent, once the connection has it.
-    fn watch(&self) -> Option<Weak<()>> {
-        self.sending.as_ref().map(Arc::downgrade)
     }
 }
 
@@ -344,7 +338,7 @@ impl Upstream {
         while let Some(h1) = self.pool.take_h1(worker) {
             match self.exchange(h1, worker, req).await {
                 Ok(resp) => return Ok(resp),
-                Err(unsent) => req = self.unsent(unsent)?,
+                Err(failed) => req = self.unsent_h1(failed)?,
             }
         }
         Box::pin(self.connect_and_send(worker, req)).await
@@ -406,45 +400,41 @@ impl Upstream {
                     Ok(resp) => Ok(resp),
                     // Closed by the server before the request went out: once
                     // more, from the start.
-                    Err(unsent) => {
-                        Box::pin(self.connect_and_send(worker, self.unsent(unsent)?)).await
+                    Err(failed) => {
+                        Box::pin(self.connect_and_send(worker, self.unsent_h1(failed)?)).await
                     }
                 };
             }
         };
-        let result = if tls.is_h2() {
+        if tls.is_h2() {
             let h2 = self.pool.add_h2(tls).await.map_err(|e| self.classify(&e))?;
-            h2.send(req).await.map(|(resp, h2)| h2_response(resp, h2))
-        } else {
-            let h1 = H1::handshake(tls).await.map_err(|e| self.classify(&e))?;
-            self.exchange(h1, worker, req).await
-        };
-        result.map_err(|e| self.classify(e.error()))
+            return h2
+                .send(req)
+                .await
+                .map(|(resp, h2)| h2_response(resp, h2))
+                .map_err(|e| self.classify(e.error()));
+        }
+        // A new connection that closes before the request goes out is not
+        // tried again: the server refuses this client.
+        self.exchange(H1::new(tls), worker, req)
+            .await
+            .map_err(|failed| match failed {
+                Failed::Unsent(_) => self.classify_h1(&http1::Error::Closed),
+                Failed::Sent(e) => self.classify_h1(&e),
+            })
     }
 
-    /// One request on an HTTP/1.1 connection; its body carries the connection
-    /// back to `worker`'s idle list.
+    /// One request on an HTTP/1.1 connection (written in origin form); its
+    /// body carries the connection back to `worker`'s idle list.
     async fn exchange(
         &self,
         h1: Box<H1>,
         worker: usize,
-        mut req: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, TrySendError<Request<RequestBody>>> {
-        origin_form(&mut req);
-        let sending = req.body().watch();
-        let address = h1.address.clone();
-        let (resp, h1) = h1.exchange(req).await?;
-        let h1 = match h1 {
-            // The answer came before the request body was all sent (an early
-            // error, or a server that streams both ways): the connection must go
-            // on sending whether or not the client reads, so it runs on its own.
-            Some(h1) if sending.is_some_and(|s| s.strong_count() > 0) => {
-                h1.detach();
-                None
-            }
-            h1 => h1,
-        };
-        Ok(resp.map(|b| UpstreamBody::h1(b, h1, self.pool.idle(worker)).with_address(address)))
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        let address = h1.address().clone();
+        let resp = h1.exchange(req).await?;
+        Ok(resp.map(|b| UpstreamBody::h1(b, self.pool.idle(worker)).with_address(address)))
     }
 
     /// A request that may switch protocols (WebSocket) on an HTTP/1.1 connection
@@ -459,19 +449,53 @@ impl Upstream {
             Some(h1) => h1,
             None => match self.obtain(worker, Alpn::Http1).await? {
                 Obtained::Pooled(h1) => h1,
-                Obtained::New(tls) => H1::handshake(*tls).await.map_err(|e| self.classify(&e))?,
+                Obtained::New(tls) => H1::new(*tls),
             },
         };
-        let address = h1.address.clone();
-        let mut send = h1.upgradable();
+        let address = h1.address().clone();
+        let mut send = h1.upgradable().await.map_err(|e| self.classify(&e))?;
         match send.send_request(req).await {
             Ok(resp) => Ok(resp.map(|b| UpstreamBody::plain(b).with_address(address))),
             Err(e) => Err(self.classify(&e)),
         }
     }
 
-    /// The request a closed pooled connection gave back, or the error when it
-    /// had already been sent.
+    /// The request a closed pooled HTTP/1.1 connection gave back, or the
+    /// error when it had already been sent.
+    fn unsent_h1(&self, failed: Failed) -> Result<Request<RequestBody>, UpstreamError> {
+        match failed {
+            Failed::Unsent(req) => Ok(*req),
+            Failed::Sent(e) => Err(self.classify_h1(&e)),
+        }
+    }
+
+    fn classify_h1(&self, err: &http1::Error) -> UpstreamError {
+        if let Some(reason) =
+            handshake_error::client_certificate_refusal(err, self.client_certificate)
+        {
+            return UpstreamError::Handshake {
+                address: self.address.clone(),
+                reason,
+            };
+        }
+        match err {
+            // The request body we were streaming came from the client and
+            // broke (malformed chunking, or the client went away): the
+            // client's fault.
+            http1::Error::ClientBody(cause) => UpstreamError::ClientBody {
+                reason: chain(err),
+                too_large: too_large(cause.as_ref()),
+            },
+            _ => UpstreamError::Protocol {
+                address: self.address.clone(),
+                reason: chain(err),
+                closed_early: err.closed_early(),
+            },
+        }
+    }
+
+    /// The request a closed pooled HTTP/2 connection gave back, or the error
+    /// when it had already been sent.
     fn unsent(
         &self,
         mut err: TrySendError<Request<RequestBody>>,

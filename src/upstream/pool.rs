@@ -3,8 +3,9 @@
 //! here was made by the pinned connector: the pool only accepts a [`TlsConn`],
 //! and only `connector.rs` can make one.
 //!
-//! An HTTP/1.1 connection is not a task of its own. The request that checks it
-//! out drives it (writing the request, reading the response head), then the
+//! An HTTP/1.1 connection (`http1/`, pinproxy's own client) is not a task of
+//! its own. The request that checks it out drives it (writing the request,
+//! reading the response head), then the
 //! response body does while the client reads it, and hands it back to its
 //! worker's idle list when the body ends. So a request and its answer cost no
 //! hop through a channel to another task, and the connection stays on the
@@ -32,136 +33,13 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::connector::TlsConn;
-use super::read_waker::ReadWaker;
-use super::RequestBody;
-
-type H1Conn = http1::Connection<TokioIo<TlsConn>, RequestBody>;
-
-/// A checked-out HTTP/1.1 connection: the handle requests are sent through and
-/// the connection state machine that must be polled for anything to happen.
-pub(super) struct H1 {
-    send: http1::SendRequest<RequestBody>,
-    conn: H1Conn,
-    /// The address it reached.
-    pub(super) address: Arc<str>,
-    /// Whom its reads wake while it sits idle.
-    read_waker: Arc<ReadWaker>,
-}
-
-/// The result of one exchange on an HTTP/1.1 connection: the response and, while
-/// it is still open, the connection that carries its body.
-type Exchanged = Result<(Response<Incoming>, Option<Box<H1>>), TrySendError<Request<RequestBody>>>;
-
-impl H1 {
-    /// Starts HTTP/1.1 on a pinned connection (no I/O happens here). Boxed
-    /// once, so handing it from the pool to a request and back moves a pointer.
-    pub(super) async fn handshake(tls: TlsConn) -> hyper::Result<Box<H1>> {
-        let address = tls.address().clone();
-        let read_waker = tls.read_waker().clone();
-        let (send, conn) = http1::handshake(TokioIo::new(tls)).await?;
-        Ok(Box::new(H1 {
-            send,
-            conn,
-            address,
-            read_waker,
-        }))
-    }
-
-    /// Polls the idle connection so that it settles (ready for the next
-    /// request) and notices a close, with a close waking `tender` and nothing
-    /// else: true while it stays open.
-    fn tend(&mut self, tender: &Waker) -> bool {
-        self.read_waker.set(tender);
-        let mut cx = Context::from_waker(Waker::noop());
-        StdPin::new(&mut self.conn).poll(&mut cx).is_pending()
-    }
-
-    /// True when the connection will take a request now.
-    ///
-    /// A connection that went idle was polled then (`Idle::put`), so it
-    /// already says whether it wants a request, and polling it again here cost
-    /// as much as the rest of taking it (~1,000 instructions). A close the
-    /// server sent since is found by the request's first poll
-    /// ([`H1::exchange`]), before any of the request is written (hyper writes
-    /// no request head once reading has closed), and the request comes back
-    /// to go out on another connection. Only a connection not yet polled since
-    /// its last exchange is polled here.
-    ///
-    /// Polled without a waker: the request that takes it polls it again at
-    /// once, and a waker of this task left in the connection's request queue
-    /// would be woken by the very request sent next, costing the task a
-    /// needless turn.
-    fn ready(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.send.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => return true,
-            Poll::Ready(Err(_)) => return false,
-            Poll::Pending => {}
-        }
-        if StdPin::new(&mut self.conn).poll(&mut cx).is_ready() {
-            return false;
-        }
-        matches!(self.send.poll_ready(&mut cx), Poll::Ready(Ok(())))
-    }
-
-    /// Sends `req` and drives the connection until the response head arrives.
-    /// A request the connection could not send comes back in the error.
-    pub(super) async fn exchange(mut self: Box<Self>, req: Request<RequestBody>) -> Exchanged {
-        let mut response = pin!(self.send.try_send_request(req));
-        let mut h1 = Some(self);
-        let result = poll_fn(|cx| {
-            if let Some(open) = h1.as_mut() {
-                if StdPin::new(&mut open.conn).poll(cx).is_pending() {
-                    // Only the connection, polled just above, answers the
-                    // request: woken by that answer, the task would only be
-                    // polled once more for nothing. Its own I/O wakes it.
-                    return response
-                        .as_mut()
-                        .poll(&mut Context::from_waker(Waker::noop()));
-                }
-                // It has finished (the server closed it, or it failed). Gone
-                // at once: a request still in its queue, never written, then
-                // comes back through the answer, where it would otherwise wait
-                // for the connection to be dropped.
-                h1 = None;
-            }
-            response.as_mut().poll(cx)
-        })
-        .await;
-        result.map(|resp| (resp, h1))
-    }
-
-    /// Lets the connection finish its exchange as a task of its own and close:
-    /// the response head came while the request body was still being sent, so
-    /// the body must go on even while the client does not read the response.
-    pub(super) fn detach(self: Box<Self>) {
-        let H1 { send, conn, .. } = *self;
-        drop(send);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-    }
-
-    /// Runs the connection as a task of its own, for a request that may switch
-    /// protocols (the connection then becomes a tunnel and never returns).
-    pub(super) fn upgradable(self: Box<Self>) -> http1::SendRequest<RequestBody> {
-        let H1 { send, conn, .. } = *self;
-        let conn = conn.with_upgrades();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection for an upgrade ended with an error");
-            }
-        });
-        send
-    }
-}
+use super::http1::{ResponseBody, H1};
+use super::{BoxError, RequestBody};
 
 struct IdleH1 {
     h1: Box<H1>,
@@ -246,7 +124,7 @@ impl Idle {
                 continue;
             }
             if idle.h1.ready() {
-                idle.h1.read_waker.clear();
+                idle.h1.in_use();
                 return Some(idle.h1);
             }
         }
@@ -518,10 +396,18 @@ impl Drop for H2Handle {
     }
 }
 
+/// What a response body reads from.
+enum Inner {
+    /// pinproxy's own HTTP/1.1 client.
+    H1(ResponseBody),
+    /// hyper's (HTTP/2, and an upgrade's response).
+    Hyper(Incoming),
+}
+
 /// What keeps a response's connection usable while its body is read.
 enum Carrier {
-    /// The HTTP/1.1 connection, driven by the body, back to its idle list at the end.
-    H1(Box<H1>, Arc<Idle>),
+    /// The idle list its HTTP/1.1 connection goes back to at the end.
+    H1(Arc<Idle>),
     /// A request on the shared HTTP/2 connection (in use until the body is done).
     H2 {
         _in_use: H2Handle,
@@ -529,56 +415,48 @@ enum Carrier {
     None,
 }
 
-/// An upstream response body. For HTTP/1.1 it drives the connection that
+/// An upstream response body. For HTTP/1.1 it reads the connection that
 /// carries it and returns it to the pool once the body is complete; a body
 /// dropped early closes the connection (the rest of it would have to be read).
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     carrier: Carrier,
     /// Which address answered (with failover, not always the first): carried
     /// here for the access log rather than in the response's extensions,
     /// which would allocate a map for every response.
     address: Option<Arc<str>>,
-    complete: bool,
     /// The last poll returned data.
     after_data: bool,
     /// An error held back for one poll (see `poll_frame`).
-    held_error: Option<hyper::Error>,
+    held_error: Option<BoxError>,
 }
 
 impl UpstreamBody {
-    pub(super) fn h1(inner: Incoming, h1: Option<Box<H1>>, idle: &Arc<Idle>) -> UpstreamBody {
-        let carrier = h1.map_or(Carrier::None, |h1| Carrier::H1(h1, idle.clone()));
+    fn new(inner: Inner, carrier: Carrier, address: Option<Arc<str>>) -> UpstreamBody {
         UpstreamBody {
             inner,
             carrier,
-            address: None,
-            complete: false,
+            address,
             after_data: false,
             held_error: None,
         }
+    }
+
+    pub(super) fn h1(inner: ResponseBody, idle: &Arc<Idle>) -> UpstreamBody {
+        UpstreamBody::new(Inner::H1(inner), Carrier::H1(idle.clone()), None)
     }
 
     pub(super) fn h2(inner: Incoming, handle: H2Handle) -> UpstreamBody {
-        UpstreamBody {
-            inner,
-            address: Some(handle.address().clone()),
-            carrier: Carrier::H2 { _in_use: handle },
-            complete: false,
-            after_data: false,
-            held_error: None,
-        }
+        let address = Some(handle.address().clone());
+        UpstreamBody::new(
+            Inner::Hyper(inner),
+            Carrier::H2 { _in_use: handle },
+            address,
+        )
     }
 
     pub(super) fn plain(inner: Incoming) -> UpstreamBody {
-        UpstreamBody {
-            inner,
-            carrier: Carrier::None,
-            address: None,
-            complete: false,
-            after_data: false,
-            held_error: None,
-        }
+        UpstreamBody::new(Inner::Hyper(inner), Carrier::None, None)
     }
 }
 
@@ -597,59 +475,56 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: StdPin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(e) = this.held_error.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        let mut polled = StdPin::new(&mut this.inner).poll_frame(cx);
-        if polled.is_pending() {
-            if let Carrier::H1(h1, _) = &mut this.carrier {
-                // The connection feeds the body: let it read. Once it is
-                // finished (the server closed it after the body), what it
-                // read is already in `inner`.
-                if StdPin::new(&mut h1.conn).poll(cx).is_ready() {
-                    this.carrier = Carrier::None;
-                }
-                polled = StdPin::new(&mut this.inner).poll_frame(cx);
-            }
-        }
-        match polled {
-            Poll::Ready(None) => this.complete = true,
-            // The server broke off right after sending data, and the same poll
-            // saw both. hyper drops what it has buffered for the client when
-            // the body fails, so give it one turn to write the data first: the
-            // client sees what the server sent, then the break.
-            Poll::Ready(Some(Err(e))) if this.after_data => {
+        let polled = match &mut this.inner {
+            Inner::H1(body) => StdPin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Inner::Hyper(body) => StdPin::new(body).poll_frame(cx).map_err(BoxError::from),
+        };
+        // The server broke off right after sending data, and the same poll
+        // saw both. hyper drops what it has buffered for the client when
+        // the body fails, so give it one turn to write the data first: the
+        // client sees what the server sent, then the break.
+        if let Poll::Ready(Some(Err(e))) = polled {
+            if this.after_data {
                 this.after_data = false;
                 this.held_error = Some(e);
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            _ => {}
+            return Poll::Ready(Some(Err(e)));
         }
         this.after_data = matches!(&polled, Poll::Ready(Some(Ok(_))));
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(body) => body.is_end_stream(),
+            Inner::Hyper(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(body) => body.size_hint(),
+            Inner::Hyper(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Carrier::H1(h1, idle) = std::mem::replace(&mut self.carrier, Carrier::None) {
-            if self.complete || self.inner.is_end_stream() {
+        if let (Inner::H1(body), Carrier::H1(idle)) = (&mut self.inner, &self.carrier) {
+            if let Some(h1) = body.reusable() {
                 idle.put(h1);
             }
         }
