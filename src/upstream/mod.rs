@@ -419,7 +419,7 @@ impl Upstream {
         self.exchange(H1::new(tls), worker, req)
             .await
             .map_err(|failed| match failed {
-                Failed::Unsent(_) => self.classify_h1(&http1::Error::Closed),
+                Failed::Unsent(_) => self.classify_h1(&http1::Error::ClosedBeforeSending),
                 Failed::Sent(e) => self.classify_h1(&e),
             })
     }

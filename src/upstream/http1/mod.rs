@@ -45,6 +45,9 @@ pub(crate) enum Error {
     /// before a response head arrived.
     #[error("the server closed the connection before answering")]
     Closed,
+    /// A new connection was closed by the server before the request was written.
+    #[error("the server closed the new connection before the request was sent")]
+    ClosedBeforeSending,
     /// The server closed the connection before the body it announced was complete.
     #[error("the server closed the connection before the response body was complete")]
     Truncated,
