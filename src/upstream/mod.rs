@@ -469,14 +469,10 @@ impl Upstream {
         }
     }
 
+    /// What an exchange's failure on pinproxy's own HTTP/1.1 client means.
     fn classify_h1(&self, err: &http1::Error) -> UpstreamError {
-        if let Some(reason) =
-            handshake_error::client_certificate_refusal(err, self.client_certificate)
-        {
-            return UpstreamError::Handshake {
-                address: self.address.clone(),
-                reason,
-            };
+        if let Some(refused) = self.certificate_refused(err) {
+            return refused;
         }
         match err {
             // The request body we were streaming came from the client and
@@ -506,14 +502,20 @@ impl Upstream {
         }
     }
 
+    /// The server's refusal of the client certificate, when `err` carries one:
+    /// with TLS 1.3 it comes as an alert on the first read after the handshake.
+    fn certificate_refused(&self, err: &(dyn StdError + 'static)) -> Option<UpstreamError> {
+        let reason = handshake_error::client_certificate_refusal(err, self.client_certificate)?;
+        Some(UpstreamError::Handshake {
+            address: self.address.clone(),
+            reason,
+        })
+    }
+
+    /// What a failure of hyper's client (HTTP/2, an upgrade) means.
     fn classify(&self, err: &hyper::Error) -> UpstreamError {
-        if let Some(reason) =
-            handshake_error::client_certificate_refusal(err, self.client_certificate)
-        {
-            return UpstreamError::Handshake {
-                address: self.address.clone(),
-                reason,
-            };
+        if let Some(refused) = self.certificate_refused(err) {
+            return refused;
         }
         // The request body we were streaming came from the client and broke
         // (malformed chunking, or the client went away): the client's fault.
