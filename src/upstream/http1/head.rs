@@ -5,6 +5,7 @@
 //! followed by another on the same connection.
 
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -118,9 +119,16 @@ pub(super) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<P
     if buf.is_empty() {
         return Ok(Parsed::Partial);
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let length = match parsed.parse(buf) {
+    // Left uninitialised for httparse to fill, as hyper's server does: 100
+    // empty fields written before every parse cost more than the parse of a
+    // short head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_BYTES => {
             return Err(Error::Malformed("a response head larger than 64 KiB"))
         }
@@ -147,26 +155,36 @@ pub(super) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<P
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Names now; values once the head is split off, as slices of it.
+    // Where each name and value lies in the head, so that both can be taken
+    // from it once it is split off (values as slices of it). On the stack: a
+    // `Vec` here was an allocation per response. `u32`s (a head is at most
+    // 64 KiB) keep the array small enough to clear with a few vector stores.
     let start = buf.as_ptr() as usize;
-    let mut names = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Error::Malformed("an invalid header field name"))?;
-        // httparse's values lie inside `buf`; an empty one needs no place.
-        let at = match field.value {
-            [] => 0,
-            value => (value.as_ptr() as usize)
-                .checked_sub(start)
-                .filter(|at| at + value.len() <= length)
-                .ok_or(Error::Malformed("a header field outside its head"))?,
+    let offset = |field: &[u8]| match field {
+        [] => Some(0),
+        field => (field.as_ptr() as usize)
+            .checked_sub(start)
+            .filter(|at| at + field.len() <= length)
+            .and_then(|at| u32::try_from(at).ok()),
+    };
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let (name, value) = (field.name.as_bytes(), field.value);
+        *span = match (offset(name), offset(value)) {
+            // Both lengths fit: each field lies within the head.
+            (Some(n), Some(v)) => (n, name.len() as u32, v, value.len() as u32),
+            _ => return Err(Error::Malformed("a header field outside its head")),
         };
-        names.push((name, at..at + field.value.len()));
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(names.len());
-    for (name, value) in names {
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        let (name_at, name_len) = (name_at as usize, name_len as usize);
+        let (value_at, value_len) = (value_at as usize, value_len as usize);
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| Error::Malformed("an invalid header field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
             .map_err(|_| Error::Malformed("an invalid header field value"))?;
         headers.append(name, value);
     }
