@@ -19,7 +19,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The busy/idle state of one client connection, shared between what drives
@@ -35,8 +34,11 @@ struct Inner {
     /// When it last became idle, in nanoseconds after `epoch`.
     idle_since: AtomicU64,
     epoch: Instant,
-    /// Wakes [`Activity::idle_for`] (every waiter) when the connection becomes idle.
-    became_idle: Notify,
+    /// Wakes [`Activity::idle_for`] when the connection becomes idle. One
+    /// waker, not a `Notify`: only the connection's own task waits, and a
+    /// `Notify` cost a locked registration for every wait (~1k instructions
+    /// per connection, docs/benchmark.md, twelfth round).
+    became_idle: WakeSlot,
     /// Reads that brought bytes, and their count when the connection last
     /// became idle: equal means nothing arrived since (no partial head waits).
     reads: AtomicU32,
@@ -60,7 +62,7 @@ impl Activity {
                 busy: AtomicUsize::new(0),
                 idle_since: AtomicU64::new(0),
                 epoch: Instant::now(),
-                became_idle: Notify::new(),
+                became_idle: WakeSlot::default(),
                 reads: AtomicU32::new(0),
                 reads_at_idle: AtomicU32::new(0),
                 park: AtomicU8::new(PARK_NONE),
@@ -75,15 +77,24 @@ impl Activity {
 
     /// Like [`Activity::idle_for`], for an idle period other than the one that
     /// began at `skip`; resolves with when the period began.
+    ///
+    /// Only the connection's task may wait: a second task waiting at the same
+    /// time could take the other's wake-up.
     pub(crate) async fn idle_period(&self, limit: Duration, skip: Option<u64>) -> u64 {
         let inner = &self.inner;
         loop {
-            let became_idle = inner.became_idle.notified();
-            let since = inner.idle_since.load(Ordering::Acquire);
-            if inner.busy.load(Ordering::Acquire) > 0 || skip == Some(since) {
-                became_idle.await;
-                continue;
-            }
+            let since = std::future::poll_fn(|cx| {
+                // Registered before the checks: a request that ends between
+                // them wakes this task.
+                inner.became_idle.register(cx.waker());
+                let since = inner.idle_since.load(Ordering::Acquire);
+                if inner.busy.load(Ordering::Acquire) > 0 || skip == Some(since) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(since)
+                }
+            })
+            .await;
             tokio::time::sleep_until(inner.epoch + Duration::from_nanos(since) + limit).await;
             if inner.busy.load(Ordering::Acquire) == 0
                 && inner.idle_since.load(Ordering::Acquire) == since
@@ -120,6 +131,27 @@ impl Activity {
     }
 }
 
+/// The one waker [`Activity::idle_period`] leaves: per connection, so its lock
+/// is taken by one thread at a time but for a tunnel's end on another worker.
+#[derive(Default)]
+struct WakeSlot(Mutex<Option<Waker>>);
+
+impl WakeSlot {
+    fn register(&self, waker: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 /// Keeps a connection busy (see [`Activity::begin`]).
 pub(crate) struct Busy {
     inner: Arc<Inner>,
@@ -133,7 +165,7 @@ impl Drop for Busy {
         let reads = inner.reads.load(Ordering::Relaxed);
         inner.reads_at_idle.store(reads, Ordering::Relaxed);
         if inner.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            inner.became_idle.notify_waiters();
+            inner.became_idle.wake();
         }
     }
 }
@@ -382,7 +414,11 @@ mod tests {
         assert_eq!(asked.load(Ordering::SeqCst), 0, "never while busy");
         let idle_from = Instant::now();
         drop(busy);
-        assert_eq!(driven.await.unwrap() - idle_from, Duration::from_secs(4));
+        // Bounded: a connection never told that it became idle would wait for good.
+        let ended = tokio::time::timeout(Duration::from_secs(60), driven)
+            .await
+            .expect("the end of the request wakes the idle timers");
+        assert_eq!(ended.unwrap() - idle_from, Duration::from_secs(4));
         assert_eq!(asked.load(Ordering::SeqCst), 1);
     }
 
@@ -407,6 +443,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         drop(activity.begin());
         let last_end = Instant::now();
-        assert_eq!(waiting.await.unwrap() - last_end, Duration::from_secs(3));
+        let idle = tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("the end of the request wakes idle_for");
+        assert_eq!(idle.unwrap() - last_end, Duration::from_secs(3));
     }
 }
