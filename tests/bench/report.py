@@ -136,12 +136,14 @@ def table(path):
                       per_round(("bulk", "pinproxy", kind), ("bulk", best, kind), lambda o, p: o / p)))
 
     print("#### Memory (VmRSS, all processes of the proxy)\n")
-    print("| target | idle after start | idle after the loads | 1,000 open keep-alive clients |")
-    print("|---|---:|---:|---:|")
+    print("| target | idle after start | … of it private | idle after the loads | 1,000 open keep-alive clients |")
+    print("|---|---:|---:|---:|---:|")
     for t in TARGETS[:-1]:
-        cells = [med("memory", t, m) for m in ("idle", "idle_after", "conns")]
+        cells = [med("memory", t, m) for m in ("idle", "idle_private", "idle_after", "conns")]
         print("| " + LABEL[t] + " | " + " | ".join("–" if c is None else f"{c / 1024:.1f} MiB" for c in cells) + " |")
-    print()
+    print("\nPrivate: RssAnon, the heap and stacks. The rest of RSS is pages of the binary and its libraries\n"
+          "mapped from the page cache, shared with every process that runs them; how much of a binary a\n"
+          "start maps depends on the kernel (docs/benchmark.md, twelfth round).\n")
     for text, metric, limit in (("pinproxy RSS idle ≤ 10 MiB", "idle", 10), ("pinproxy RSS with 1,000 clients ≤ 24 MiB", "conns", 24)):
         mib = med("memory", "pinproxy", metric) / 1024
         each = [(limit * 1024 / v, v / 1024) for v in values.get(("memory", "pinproxy", metric), []) if v]

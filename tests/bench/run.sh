@@ -314,11 +314,11 @@ cpu_ticks() { # sum of utime+stime over the given pids
     done
     echo "$total"
 }
-rss_kib() {
+rss_kib() { # VmRSS summed, or another field of /proc/PID/status with RSS_FIELD
     local total=0 p
     for p in "$@"; do
         [ -r "/proc/$p/status" ] || continue
-        total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status")))
+        total=$((total + $(awk -v field="^${RSS_FIELD:-VmRSS}:" '$0 ~ field { print $2 }' "/proc/$p/status")))
     done
     echo "$total"
 }
@@ -349,6 +349,9 @@ bulk_run() { # target
 for t in pinproxy nginx haproxy stunnel; do
     mapfile -t pids < <(pids_of "$t")
     record memory "$t" idle "$(rss_kib "${pids[@]}")"
+    # Of it, what is the process's own (heap, stacks): RSS also counts the pages
+    # of the binary and libraries it has mapped, which the page cache shares.
+    record memory "$t" idle_private "$(RSS_FIELD=RssAnon rss_kib "${pids[@]}")"
 done
 
 echo "warming up every target (2 s each)" >&2
