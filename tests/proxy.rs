@@ -373,6 +373,34 @@ async fn a_silent_server_is_a_504_timeout_not_a_hang() {
         "{}",
         a.text()
     );
+
+    // The same on a pooled connection, which keeps the deadline with a timer
+    // of its own: one client connection, so both requests are on one worker.
+    let (up, c) = TestServer::start_self_signed().await;
+    let mut cfg = upstream_config(up.addr, vec![c.sha1_pin()]);
+    cfg.response_timeout = Duration::from_millis(300);
+    let proxy = RunningProxy::start(cfg).await;
+    let mut kept = KeptConnection::open(proxy.addr).await;
+    for round in 0..2 {
+        let answer = kept.get("/echo").await.await.unwrap();
+        assert_eq!(answer.status(), 200);
+        http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .unwrap();
+        let hung = tokio::time::timeout(Duration::from_secs(10), kept.get("/hang").await)
+            .await
+            .expect("a pooled connection's request ends at response_timeout")
+            .unwrap();
+        assert_eq!(hung.status(), 504, "round {round}");
+        let tag = hung.headers().get("x-pinproxy-error").cloned();
+        assert_eq!(tag.as_ref().and_then(|t| t.to_str().ok()), Some("timeout"));
+        http_body_util::BodyExt::collect(hung.into_body())
+            .await
+            .unwrap();
+    }
+    // Each /hang went on the connection its /echo had left idle, and that
+    // connection closed with it.
+    assert_eq!(up.tls_accepted(), 2);
 }
 
 #[tokio::test]

@@ -301,47 +301,67 @@ impl Upstream {
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.dispatch(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout {
-                address: self.address.clone(),
-                stage: "waiting for the response",
-                after: self.response_timeout,
-            }),
-        }
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        self.dispatch(req, deadline).await
     }
 
     /// Picks the connection for `req`: the shared HTTP/2 one, else an idle
     /// HTTP/1.1 one of this worker, else a new one from the connector. A pooled
     /// connection that turns out closed before the request went out gets the
     /// request back, and it goes out on the next; one that was sent is never
-    /// sent again.
+    /// sent again. All before `deadline`: a pooled HTTP/1.1 connection keeps
+    /// it with a timer of its own (`H1::exchange`), every other way is bounded
+    /// here.
     async fn dispatch(
         &self,
         mut req: Request<RequestBody>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // The cold paths (a new connection, an upgrade) are boxed: their futures
         // hold a TLS handshake and are many times the size of the hot path's,
         // which would otherwise be copied around with every request.
         if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(self.upgrade(req)).await;
+            return self.by(deadline, Box::pin(self.upgrade(req))).await?;
         }
         let worker = worker::current();
         if self.http2 != Http2::Never {
             if let Some(h2) = self.pool.h2() {
-                match h2.send(req).await {
+                match self.by(deadline, h2.send(req)).await? {
                     Ok((resp, h2)) => return Ok(h2_response(resp, h2)),
                     Err(unsent) => req = self.unsent(unsent)?,
                 }
             }
         }
         while let Some(h1) = self.pool.take_h1(worker) {
-            match self.exchange(h1, worker, req).await {
+            match self.exchange(h1, worker, req, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(failed) => req = self.unsent_h1(failed)?,
             }
         }
-        Box::pin(self.connect_and_send(worker, req)).await
+        self.by(
+            deadline,
+            Box::pin(self.connect_and_send(worker, req, deadline)),
+        )
+        .await?
+    }
+
+    /// `work`'s result, or a timeout error once `deadline` has passed.
+    async fn by<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, UpstreamError> {
+        tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| self.response_timed_out())
+    }
+
+    fn response_timed_out(&self) -> UpstreamError {
+        UpstreamError::Timeout {
+            address: self.address.clone(),
+            stage: "waiting for the response",
+            after: self.response_timeout,
+        }
     }
 
     /// A connection for a request that found none idle on its worker: a new
@@ -392,16 +412,18 @@ impl Upstream {
         &self,
         worker: usize,
         req: Request<RequestBody>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let tls = match self.obtain(worker, Alpn::Configured).await? {
             Obtained::New(tls) => *tls,
             Obtained::Pooled(h1) => {
-                return match self.exchange(h1, worker, req).await {
+                return match self.exchange(h1, worker, req, deadline).await {
                     Ok(resp) => Ok(resp),
                     // Closed by the server before the request went out: once
                     // more, from the start.
                     Err(failed) => {
-                        Box::pin(self.connect_and_send(worker, self.unsent_h1(failed)?)).await
+                        let req = self.unsent_h1(failed)?;
+                        Box::pin(self.connect_and_send(worker, req, deadline)).await
                     }
                 };
             }
@@ -416,7 +438,7 @@ impl Upstream {
         }
         // A new connection that closes before the request goes out is not
         // tried again: the server refuses this client.
-        self.exchange(H1::new(tls), worker, req)
+        self.exchange(H1::new(tls), worker, req, deadline)
             .await
             .map_err(|failed| match failed {
                 Failed::Unsent(_) => self.classify_h1(&http1::Error::ClosedBeforeSending),
@@ -431,9 +453,10 @@ impl Upstream {
         h1: Box<H1>,
         worker: usize,
         req: Request<RequestBody>,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpstreamBody>, Failed> {
         let address = h1.address().clone();
-        let resp = h1.exchange(req).await?;
+        let resp = h1.exchange(req, deadline).await?;
         Ok(resp.map(|b| UpstreamBody::h1(b, self.pool.idle(worker)).with_address(address)))
     }
 
@@ -475,6 +498,7 @@ impl Upstream {
             return refused;
         }
         match err {
+            http1::Error::TimedOut => self.response_timed_out(),
             // The request body we were streaming came from the client and
             // broke (malformed chunking, or the client went away): the
             // client's fault.
