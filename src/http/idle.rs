@@ -36,7 +36,7 @@ struct Inner {
     epoch: Instant,
     /// Wakes [`Activity::idle_for`] when the connection becomes idle. One
     /// waker, not a `Notify`: only the connection's own task waits, and a
-    /// `Notify` cost a locked registration for every wait (~1k instructions
+    /// `Notify` cost a locked registration for every wait (~0.8k instructions
     /// per connection, docs/benchmark.md, twelfth round).
     became_idle: WakeSlot,
     /// Reads that brought bytes, and their count when the connection last
