@@ -30,7 +30,7 @@ use crate::upstream::{RequestBody, Upstream, UpstreamError};
 /// accepts becomes a tunnel in `tunnels`.
 pub async fn handle(
     upstream: &Upstream,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     tunnels: &Tunnels,
     limits: &Limits,
     client: &Client,
@@ -42,7 +42,6 @@ pub async fn handle(
     }
     let response = match client.policy.check(&req, client.uid) {
         Decision::Forward(cors) => {
-            let mut req = req;
             let mut response = match commands(upstream, &mut req, client) {
                 Ok(()) => match upstream.sessions() {
                     Some(broker) if brokered::wants_session(&req) => {

@@ -4,9 +4,11 @@
 //! calling thread is (`worker`), users' and groups' names (`users`; Windows
 //! accounts in `windows/`), what this process uses (`process`), and how to
 //! replace a file the operator owns without a reader ever seeing half of it
-//! (`replace_file`). The bottom layer: it uses nothing else in the crate, and
-//! every layer above may ask it.
+//! (`replace_file`); and `in_place`, which boxes the request path's large
+//! futures without copying them. The bottom layer: it uses nothing else in
+//! the crate, and every layer above may ask it.
 
+pub(crate) mod in_place;
 pub mod peer;
 // Owners, modes and the user database are Unix's; elsewhere (Windows) stand-ins
 // say what does not apply there.

@@ -25,6 +25,7 @@ use crate::http::proxy_mode::{self, Routes};
 use crate::http::rapid_reset;
 use crate::http::sniff::{self, Protocol};
 use crate::http::tunnel::Tunnels;
+use crate::platform::in_place::boxed;
 use crate::upstream::Upstream;
 
 /// What a listener's requests go to.
@@ -70,7 +71,7 @@ pub(super) async fn serve<IO>(
         // Boxed: hyper keeps room for one service future in every connection,
         // idle or not, and this one is 5 KB; boxed, an idle connection keeps 16
         // bytes and a request allocates what it needs while it runs.
-        Box::pin(async move {
+        boxed(move || async move {
             let ConnContext {
                 target,
                 tunnels,

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::http::idle::{self, Activity, PARK_ASKED, PARK_NONE, PARK_TOLD};
 use crate::http::logged_body::LoggedBody;
 use crate::http::sniff::Prefixed;
+use crate::platform::in_place::boxed;
 
 /// The client connection as hyper's HTTP/1 parser sees it.
 pub(super) struct Parkable<IO> {
@@ -165,10 +166,10 @@ where
             write_blocked: false,
         };
         // Boxed: parked, the connection's task keeps none of hyper's state.
-        let mut conn = Box::pin(
+        let mut conn = boxed(|| {
             http.serve_connection(TokioIo::new(parkable), service)
-                .with_upgrades(),
-        );
+                .with_upgrades()
+        });
         let ended = idle::drive(
             conn.as_mut(),
             activity,
