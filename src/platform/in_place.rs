@@ -2,7 +2,7 @@
 //!
 //! `Box::pin(make())` makes the value on the stack and then copies it to the
 //! heap, and the futures of the request path are kilobytes (a request's is
-//! ~4.4 KB, hyper's connection ~2 KB), most of it room for later states. Taking
+//! ~4.2 KB, hyper's connection ~2 KB), most of it room for later states. Taking
 //! the memory first lets the compiler have `make` write straight into it (the
 //! callee's return slot is the heap), so the copy goes. Every connection and
 //! request goes through it, so the integration tests are its tests.

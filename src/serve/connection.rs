@@ -69,7 +69,7 @@ pub(super) async fn serve<IO>(
         // Taken now, not awaited: a listener at its cap answers at once.
         let slot = context.in_flight.clone().try_acquire_owned();
         // Boxed: hyper keeps room for one service future in every connection,
-        // idle or not, and this one is 4.4 KB; boxed, an idle connection keeps 16
+        // idle or not, and this one is 4.2 KB; boxed, an idle connection keeps 16
         // bytes and a request allocates what it needs while it runs.
         boxed(move || async move {
             let ConnContext {
