@@ -117,7 +117,12 @@ pub(super) async fn serve<IO>(
                 park_after,
                 &open_now as &(dyn Fn() -> usize + Sync),
             );
-            super::park::serve(&context.http.http1, io, service, &idle, timers, &mut drain).await
+            // Boxed apart from the connection's own future: each is then under
+            // 1 KiB, which glibc serves from its per-thread cache.
+            boxed(|| {
+                super::park::serve(&context.http.http1, io, service, &idle, timers, &mut drain)
+            })
+            .await
         }
         Ok((Protocol::Http2, io)) => {
             // Boxed: the task of every HTTP/1 connection would otherwise keep room
